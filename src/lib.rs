@@ -1,4 +1,19 @@
 //! voicegw: a real-time voice gateway for telephone calls.
+//!
+//! Carriers (Twilio Media Streams, Exotel Voicebot) open one WebSocket per call; the gateway
+//! decodes the audio once, runs VAD, turn-taking and barge-in, drives the call's
+//! [`call::Agent`] and streams its answer back, paced by the carrier's echoed marks.
+//!
+//! - [`audio`]: pure functions on samples (G.711, linear16, resampling, VAD, DTMF, echo guard).
+//! - [`carrier`]: sans-IO protocol cores for the carriers' media-stream WebSockets.
+//! - [`call`]: the per-call actor (reader, session, writer), egress ledger, turn-taking, registry.
+//! - [`server`]: the HTTP/WebSocket front door, health, metrics and graceful shutdown.
+//! - [`config`]: the one typed configuration, validated at start-up.
+//! - [`metrics`]: the Prometheus families.
 
 pub mod audio;
+pub mod call;
 pub mod carrier;
+pub mod config;
+pub mod metrics;
+pub mod server;

@@ -1,1 +1,85 @@
-fn main() {}
+//! The `voicegw` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use voicegw::config::{Config, Overrides};
+
+/// voicegw: a real-time voice gateway for telephone calls.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "VOICEGW_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway: carrier media streams on /stream/twilio and /stream/exotel.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "VOICEGW_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Agent for streams that name no known call (`echo`).
+        #[arg(long, env = "VOICEGW_AGENT")]
+        agent: Option<String>,
+        /// A TOML config file (see README); flags and VOICEGW_* variables override it.
+        #[arg(long, env = "VOICEGW_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve {
+            listen,
+            agent,
+            config,
+        } => {
+            let config = match Config::load(config.as_deref(), &Overrides { listen, agent }) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("voicegw: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("voicegw: cannot start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(voicegw::server::serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("voicegw: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

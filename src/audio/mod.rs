@@ -8,6 +8,7 @@
 //! - [`echo`]: tells the caller's own speech from the bot's audio coming back down the line.
 
 pub mod dtmf;
+pub mod echo;
 pub mod g711;
 pub mod linear16;
 pub mod resample;

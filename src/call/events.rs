@@ -1,0 +1,230 @@
+//! CallEvents: the record of what happened on a call, and the sink they go to.
+//!
+//! The session never waits on the record: [`EventSink::record`] is a `try_send` into a bounded
+//! queue drained by a writer task. Until a durable store is configured, the writer logs each
+//! event as one structured line (target `voicegw::events`).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::CallId;
+use super::agent::{DtmfSource, Heard, UtteranceId};
+use crate::metrics::Metrics;
+
+/// One thing that happened on a call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CallEventKind {
+    /// The carrier's `start` arrived; the call is live.
+    StreamStarted {
+        /// Carrier name.
+        carrier: &'static str,
+        /// Carrier stream id.
+        stream_sid: String,
+        /// Carrier call id.
+        call_sid: String,
+        /// Wire encoding.
+        encoding: &'static str,
+        /// Sample rate.
+        sample_rate: u32,
+        /// Agent serving the call.
+        agent: String,
+    },
+    /// The caller started speaking.
+    UserSpeechStarted {
+        /// Position on the inbound timeline (ms since the stream started).
+        at_ms: u64,
+    },
+    /// The caller's turn ended.
+    UserTurnEnded {
+        /// Position on the inbound timeline (ms) of the end of speech.
+        at_ms: u64,
+        /// Length of the utterance (ms).
+        duration_ms: u64,
+    },
+    /// The bot started an utterance (its first chunk was sent).
+    BotSpeechStarted {
+        /// Which utterance.
+        utterance: UtteranceId,
+        /// Its length (ms).
+        duration_ms: u64,
+        /// Inbound timeline position (ms) when the first audio was sent.
+        at_ms: u64,
+    },
+    /// The carrier confirmed that audio up to a mark has played.
+    MarkPlayed {
+        /// Which utterance.
+        utterance: UtteranceId,
+        /// The chunk's index in it.
+        chunk: u64,
+        /// Milliseconds of the utterance played so far.
+        played_ms: u64,
+    },
+    /// The bot's utterance played to its end.
+    BotSpeechFinished {
+        /// Which utterance.
+        utterance: UtteranceId,
+    },
+    /// The caller interrupted the bot.
+    BargeIn(Heard),
+    /// The agent stopped the bot's speech before its end.
+    BotSpeechCancelled(Heard),
+    /// A key press.
+    Dtmf {
+        /// The digit.
+        digit: char,
+        /// Carrier event or in-band.
+        source: DtmfSource,
+    },
+    /// A malformed frame was skipped.
+    BadFrame {
+        /// Stable label (see `FrameError::kind`).
+        kind: &'static str,
+        /// The reason, for people.
+        message: String,
+    },
+    /// The carrier's `stop` arrived.
+    StreamStopped {
+        /// The carrier's reason, where given.
+        reason: Option<String>,
+    },
+    /// The call ended (always the last event).
+    CallEnded {
+        /// Why (stable label).
+        reason: String,
+        /// Milliseconds since the stream started.
+        duration_ms: u64,
+    },
+}
+
+/// A CallEvent with its call, order and time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallEvent {
+    /// The call.
+    pub call_id: CallId,
+    /// 1, 2, 3 … within the call.
+    pub seq: u64,
+    /// Microseconds since the Unix epoch.
+    pub at_us: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: CallEventKind,
+}
+
+/// The non-blocking entry to the event record.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    sender: mpsc::Sender<CallEvent>,
+    metrics: Option<Metrics>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl EventSink {
+    /// A sink feeding `sender`; `metrics` counts events it had to drop.
+    pub fn new(sender: mpsc::Sender<CallEvent>, metrics: Option<Metrics>) -> Self {
+        EventSink { sender, metrics }
+    }
+
+    /// A sink whose events are logged by a spawned task, with room for `capacity` in flight.
+    pub fn spawn_logger(capacity: usize, metrics: Option<Metrics>) -> Self {
+        let (sender, mut receiver) = mpsc::channel::<CallEvent>(capacity);
+        tokio::spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                match serde_json::to_string(&event) {
+                    Ok(json) => tracing::info!(target: "voicegw::events", "{json}"),
+                    Err(e) => tracing::warn!(target: "voicegw::events", "unserializable event: {e}"),
+                }
+            }
+        });
+        EventSink::new(sender, metrics)
+    }
+
+    /// Hands an event to the writer without waiting; a full queue drops it and counts the drop.
+    pub fn record(&self, event: CallEvent) {
+        if self.sender.try_send(event).is_err()
+            && let Some(metrics) = &self.metrics
+        {
+            metrics.events_dropped.inc();
+        }
+    }
+}
+
+/// Numbers and timestamps one call's events.
+#[derive(Debug, Clone)]
+pub struct CallRecorder {
+    call_id: CallId,
+    seq: u64,
+    sink: EventSink,
+}
+
+impl CallRecorder {
+    /// A recorder for `call_id`.
+    pub fn new(call_id: CallId, sink: EventSink) -> Self {
+        CallRecorder {
+            call_id,
+            seq: 0,
+            sink,
+        }
+    }
+
+    /// Records one event now.
+    pub fn record(&mut self, kind: CallEventKind) {
+        self.seq += 1;
+        let at_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        self.sink.record(CallEvent {
+            call_id: self.call_id,
+            seq: self.seq,
+            at_us,
+            kind,
+        });
+    }
+
+    /// Events recorded so far.
+    pub fn count(&self) -> u64 {
+        self.seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_are_numbered_and_serialize_flat() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut recorder = CallRecorder::new(CallId::new(), EventSink::new(tx, None));
+        recorder.record(CallEventKind::UserSpeechStarted { at_ms: 120 });
+        recorder.record(CallEventKind::Dtmf {
+            digit: '#',
+            source: DtmfSource::InBand,
+        });
+        let first = rx.recv().await.unwrap();
+        let second = rx.recv().await.unwrap();
+        assert_eq!((first.seq, second.seq), (1, 2));
+        let json = serde_json::to_value(&second).unwrap();
+        assert_eq!(json["type"], "dtmf");
+        assert_eq!(json["digit"], "#");
+        assert_eq!(json["source"], "in_band");
+        assert!(json["at_us"].as_u64().unwrap() > 1_600_000_000_000_000);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let metrics = Metrics::new().unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let mut recorder = CallRecorder::new(CallId::new(), EventSink::new(tx, Some(metrics.clone())));
+        recorder.record(CallEventKind::StreamStopped { reason: None });
+        recorder.record(CallEventKind::StreamStopped { reason: None });
+        assert_eq!(metrics.events_dropped.get(), 1);
+    }
+}

@@ -1,0 +1,749 @@
+//! The session: the one task that owns a call's state.
+//!
+//! It parses the carrier's frames with the call's protocol core, decodes each media frame once,
+//! runs in-band DTMF detection, VAD, the echo guard and turn-taking, drives the agent, and
+//! plays the agent's speech through the egress ledger — all in one `select!` loop, with no
+//! lock and no wait on anything but its own channels. Everything it notices becomes a
+//! CallEvent (off the hot path, through the event sink) and a metric.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::agent::{Agent, AgentAction, AgentCatalog, AgentContext, AgentEvent, AgentPort, DtmfSource};
+use super::egress::{Egress, EgressConfig, MarkOutcome};
+use super::events::{CallEventKind, CallRecorder, EventSink};
+use super::registry::{CallHandle, Control, Registry};
+use super::transport::{InboundFrame, OutboundFrame};
+use super::turn::{JudgedFrame, TurnConfig, TurnEvent, TurnTaker};
+use super::{CallId, CallInfo, mask_number};
+use crate::audio::dtmf::{DtmfDetector, DtmfDigit};
+use crate::audio::echo::{EchoConfig, EchoGuard};
+use crate::audio::vad::{Vad, VadConfig, VadFrame};
+use crate::audio::{Encoding, linear16};
+use crate::carrier::{CarrierEvent, CarrierKind, CarrierProtocol, FrameError, MediaFrame, Outbound, StreamStart};
+use crate::config::{Config, StreamLimits};
+use crate::metrics::{CallMetrics, Metrics};
+
+/// Control requests queued to one call.
+const CONTROL_QUEUE: usize = 16;
+/// Agent actions queued from an agent's own tasks.
+const ACTION_QUEUE: usize = 64;
+/// A carrier `dtmf` event this close (ms) after the same digit was heard in-band is the same
+/// key press.
+const DTMF_DEDUP_MS: u64 = 600;
+
+/// The per-call settings, derived once from [`Config`].
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    /// VAD model and thresholds.
+    pub vad: VadConfig,
+    /// Turn-taking.
+    pub turn: TurnConfig,
+    /// Egress pacing.
+    pub egress: EgressConfig,
+    /// Echo guard.
+    pub echo: EchoConfig,
+    /// Connection limits.
+    pub limits: StreamLimits,
+    /// Run in-band DTMF detection until the carrier shows it sends `dtmf` events.
+    pub inband_dtmf: bool,
+}
+
+impl CallSettings {
+    /// Derives the settings from a validated config.
+    pub fn from_config(config: &Config) -> Result<Self, crate::config::ConfigError> {
+        Ok(CallSettings {
+            vad: config.vad_config()?,
+            turn: TurnConfig {
+                min_speech_ms: config.turn.min_speech_ms,
+                end_of_turn_silence_ms: config.turn.end_of_turn_silence_ms,
+                barge_in_min_ms: config.turn.barge_in_min_ms,
+                preroll_ms: config.turn.preroll_ms,
+                max_utterance_ms: config.turn.max_utterance_ms,
+            },
+            egress: EgressConfig {
+                chunk_ms: config.egress.chunk_ms,
+                max_lead_ms: config.egress.max_lead_ms,
+                mark_timeout_ms: config.egress.mark_timeout_ms,
+            },
+            echo: EchoConfig {
+                max_delay_ms: config.echo.max_delay_ms,
+                margin_db: config.echo.margin_db,
+            },
+            limits: config.limits.clone(),
+            inband_dtmf: config.inband_dtmf,
+        })
+    }
+}
+
+/// What every session shares.
+#[derive(Debug, Clone)]
+pub struct SessionDeps {
+    /// Per-call settings.
+    pub settings: Arc<CallSettings>,
+    /// The agents, and the default.
+    pub agents: Arc<AgentCatalog>,
+    /// Live calls.
+    pub registry: Arc<Registry>,
+    /// Metric families.
+    pub metrics: Metrics,
+    /// The event record.
+    pub events: EventSink,
+    /// Cancelled when live calls must end now (shutdown deadline).
+    pub hangup_all: CancellationToken,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The carrier sent `stop`.
+    CarrierStop,
+    /// The carrier closed the socket (or it failed) without `stop`.
+    PeerClosed,
+    /// No `start` within the limit.
+    NoStart,
+    /// Too many malformed frames.
+    BadFrames,
+    /// A message over the size limit.
+    TooLarge,
+    /// The stream cannot be served (format, agent).
+    Unsupported(String),
+    /// The control plane hung up.
+    Hangup(String),
+    /// The agent hung up.
+    AgentHangup(String),
+    /// The gateway is shutting down.
+    Shutdown,
+    /// The carrier stopped reading our frames.
+    WriterStalled,
+}
+
+impl EndReason {
+    /// Stable label for metrics and events.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EndReason::CarrierStop => "carrier_stop",
+            EndReason::PeerClosed => "peer_closed",
+            EndReason::NoStart => "no_start",
+            EndReason::BadFrames => "bad_frames",
+            EndReason::TooLarge => "too_large",
+            EndReason::Unsupported(_) => "unsupported",
+            EndReason::Hangup(_) => "hangup",
+            EndReason::AgentHangup(_) => "agent_hangup",
+            EndReason::Shutdown => "shutdown",
+            EndReason::WriterStalled => "writer_stalled",
+        }
+    }
+
+    /// The close frame to send, if the socket is still ours to close.
+    fn close_frame(&self, limits: &StreamLimits) -> Option<(u16, String)> {
+        match self {
+            EndReason::CarrierStop => Some((1000, "stream stopped".into())),
+            EndReason::PeerClosed | EndReason::WriterStalled => None,
+            EndReason::NoStart => Some((
+                1008,
+                format!("no start event within {} s", limits.start_timeout_secs),
+            )),
+            EndReason::BadFrames => Some((
+                1008,
+                format!(
+                    "too many malformed frames (over {} in {} s)",
+                    limits.bad_frame_limit, limits.bad_frame_window_secs
+                ),
+            )),
+            EndReason::TooLarge => Some((
+                1009,
+                format!("message over {} bytes", limits.max_message_bytes),
+            )),
+            EndReason::Unsupported(why) => Some((1003, why.clone())),
+            EndReason::Hangup(why) => Some((1000, format!("hangup: {why}"))),
+            EndReason::AgentHangup(why) => Some((1000, format!("agent hangup: {why}"))),
+            EndReason::Shutdown => Some((1001, "gateway shutting down".into())),
+        }
+    }
+}
+
+/// Counts malformed frames in a sliding window.
+#[derive(Debug)]
+struct BadFrameWindow {
+    times: VecDeque<Instant>,
+    limit: usize,
+    window: Duration,
+}
+
+impl BadFrameWindow {
+    fn new(limits: &StreamLimits) -> Self {
+        BadFrameWindow {
+            times: VecDeque::new(),
+            limit: limits.bad_frame_limit as usize,
+            window: Duration::from_secs(limits.bad_frame_window_secs),
+        }
+    }
+
+    /// Counts one; true when the limit is exceeded.
+    fn hit(&mut self, now: Instant) -> bool {
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
+            self.times.pop_front();
+        }
+        self.times.push_back(now);
+        self.times.len() > self.limit
+    }
+}
+
+/// The live part of a call, set up at `start`.
+struct Live {
+    info: Arc<CallInfo>,
+    encoding: Encoding,
+    agent: Box<dyn Agent>,
+    ctx: AgentContext,
+    actions: mpsc::Receiver<AgentAction>,
+    control: mpsc::Receiver<Control>,
+    vad: Vad,
+    dtmf: Option<DtmfDetector>,
+    egress: Egress,
+    echo: EchoGuard,
+    turn: TurnTaker,
+    metrics: CallMetrics,
+    /// Samples of caller audio received: the call's clock.
+    inbound_samples: u64,
+    /// Scratch buffers reused for every frame.
+    pcm: Vec<i16>,
+    frame_pcm: Vec<i16>,
+    vad_frames: Vec<VadFrame>,
+    digits: Vec<DtmfDigit>,
+    turn_events: Vec<TurnEvent>,
+    last_inband_digit: Option<(char, u64)>,
+}
+
+/// One call's session.
+pub struct Session {
+    call_id: CallId,
+    carrier: CarrierKind,
+    deps: Arc<SessionDeps>,
+    protocol: CarrierProtocol,
+    frames: mpsc::Receiver<InboundFrame>,
+    out: mpsc::Sender<OutboundFrame>,
+    recorder: CallRecorder,
+    bad_frames: BadFrameWindow,
+    started: Instant,
+}
+
+impl Session {
+    /// A session for a new connection; `frames` come from the reader, `out` goes to the writer.
+    pub fn new(
+        call_id: CallId,
+        carrier: CarrierKind,
+        deps: Arc<SessionDeps>,
+        frames: mpsc::Receiver<InboundFrame>,
+        out: mpsc::Sender<OutboundFrame>,
+    ) -> Self {
+        let bad_frames = BadFrameWindow::new(&deps.settings.limits);
+        Session {
+            call_id,
+            carrier,
+            recorder: CallRecorder::new(call_id, deps.events.clone()),
+            protocol: CarrierProtocol::new(carrier),
+            deps,
+            frames,
+            out,
+            bad_frames,
+            started: Instant::now(),
+        }
+    }
+
+    /// Runs the call to its end and returns why it ended.
+    pub async fn run(mut self) -> EndReason {
+        let reason = match self.await_start().await {
+            Ok(start) => match self.go_live(&start) {
+                Ok(mut live) => {
+                    let reason = self.run_live(&mut live).await;
+                    self.finish_live(&mut live, &reason);
+                    reason
+                }
+                Err(reason) => reason,
+            },
+            Err(reason) => reason,
+        };
+        self.end(&reason);
+        reason
+    }
+
+    /// Waits for `start`, rejecting everything else, within the start timeout.
+    async fn await_start(&mut self) -> Result<StreamStart, EndReason> {
+        let limits = &self.deps.settings.limits;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(limits.start_timeout_secs);
+        let hangup_all = self.deps.hangup_all.clone();
+        loop {
+            let frame = tokio::select! {
+                frame = self.frames.recv() => frame,
+                _ = tokio::time::sleep_until(deadline) => return Err(EndReason::NoStart),
+                _ = hangup_all.cancelled() => return Err(EndReason::Shutdown),
+            };
+            match self.parse(frame)? {
+                Some(CarrierEvent::Start(start)) => return Ok(*start),
+                Some(CarrierEvent::Stop { reason }) => {
+                    self.recorder.record(CallEventKind::StreamStopped { reason });
+                    return Err(EndReason::CarrierStop);
+                }
+                // `connected`; media/dtmf/mark before start are rejected by the core.
+                Some(_) | None => {}
+            }
+        }
+    }
+
+    /// Turns a reader frame into a carrier event; `Ok(None)` for a frame that was skipped,
+    /// `Err` when the call must end.
+    fn parse(&mut self, frame: Option<InboundFrame>) -> Result<Option<CarrierEvent>, EndReason> {
+        match frame {
+            None | Some(InboundFrame::Closed(_)) => Err(EndReason::PeerClosed),
+            Some(InboundFrame::Failed(error)) => {
+                tracing::info!(%error, "carrier connection failed");
+                Err(EndReason::PeerClosed)
+            }
+            Some(InboundFrame::TooLarge) => {
+                self.deps.metrics.bad_frame(self.carrier, "too_large");
+                self.recorder.record(CallEventKind::BadFrame {
+                    kind: "too_large",
+                    message: format!("message over {} bytes", self.deps.settings.limits.max_message_bytes),
+                });
+                Err(EndReason::TooLarge)
+            }
+            Some(InboundFrame::Binary(len)) => {
+                self.bad_frame("binary", format!("binary frame of {len} bytes: the protocol is JSON text"))?;
+                Ok(None)
+            }
+            Some(InboundFrame::Text(text)) => match self.protocol.parse(text.as_str()) {
+                Ok(event) => Ok(Some(event)),
+                Err(FrameError::UnsupportedFormat(why)) => {
+                    self.deps.metrics.bad_frame(self.carrier, "unsupported_format");
+                    let message = format!("unsupported media format: {why}");
+                    self.recorder.record(CallEventKind::BadFrame {
+                        kind: "unsupported_format",
+                        message: message.clone(),
+                    });
+                    Err(EndReason::Unsupported(message))
+                }
+                Err(error) => {
+                    self.bad_frame(error.kind(), error.to_string())?;
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    /// Counts, records and skips a malformed frame; `Err` when they come as a flood.
+    fn bad_frame(&mut self, kind: &'static str, message: String) -> Result<(), EndReason> {
+        tracing::debug!(kind, %message, "malformed frame skipped");
+        self.deps.metrics.bad_frame(self.carrier, kind);
+        self.recorder.record(CallEventKind::BadFrame { kind, message });
+        if self.bad_frames.hit(Instant::now()) {
+            tracing::warn!("closing: too many malformed frames");
+            return Err(EndReason::BadFrames);
+        }
+        Ok(())
+    }
+
+    /// Sets the call up once `start` has arrived.
+    fn go_live(&mut self, start: &StreamStart) -> Result<Live, EndReason> {
+        let settings = &self.deps.settings;
+        let expected = start
+            .custom_parameters
+            .get("call_id")
+            .and_then(|id| self.deps.registry.take_expected(id));
+        let agent_name = expected
+            .map(|e| e.agent)
+            .unwrap_or_else(|| self.deps.agents.default_name().to_owned());
+        let agent = self
+            .deps
+            .agents
+            .create(&agent_name, start)
+            .map_err(|e| EndReason::Unsupported(e.to_string()))?;
+        let format = start.media_format;
+        let rules = self
+            .protocol
+            .chunk_rules()
+            .ok_or_else(|| EndReason::Unsupported("no chunk rules after start".into()))?;
+        let vad = Vad::new(&settings.vad, format.sample_rate)
+            .map_err(|e| EndReason::Unsupported(format!("VAD: {e}")))?;
+        let dtmf = if settings.inband_dtmf {
+            DtmfDetector::new(format.sample_rate)
+                .map_err(|e| tracing::info!(error = %e, "in-band DTMF off for this call"))
+                .ok()
+        } else {
+            None
+        };
+        let info = Arc::new(CallInfo::from_start(self.call_id, self.carrier, start, &agent_name));
+        let (action_tx, actions) = mpsc::channel(ACTION_QUEUE);
+        let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
+        self.deps
+            .registry
+            .insert(CallHandle::new(info.clone(), control_tx));
+        self.deps.metrics.live_calls.inc();
+        tracing::info!(
+            stream_sid = %start.stream_sid,
+            call_sid = %start.call_sid,
+            from = %start.from.as_deref().map(mask_number).unwrap_or_default(),
+            to = %start.to.as_deref().map(mask_number).unwrap_or_default(),
+            encoding = format.encoding.as_str(),
+            sample_rate = format.sample_rate,
+            agent = %agent_name,
+            "stream started"
+        );
+        self.recorder.record(CallEventKind::StreamStarted {
+            carrier: self.carrier.as_str(),
+            stream_sid: start.stream_sid.clone(),
+            call_sid: start.call_sid.clone(),
+            encoding: format.encoding.as_str(),
+            sample_rate: format.sample_rate,
+            agent: agent_name,
+        });
+        let mut live = Live {
+            ctx: AgentContext::new(info.clone(), AgentPort::new(action_tx)),
+            info,
+            encoding: format.encoding,
+            agent,
+            actions,
+            control,
+            vad,
+            dtmf,
+            egress: Egress::new(format, rules, settings.egress),
+            echo: EchoGuard::new(format.sample_rate, settings.echo),
+            turn: TurnTaker::new(format.sample_rate, settings.turn),
+            metrics: self.deps.metrics.for_call(self.carrier),
+            inbound_samples: 0,
+            pcm: Vec::with_capacity(format.sample_rate as usize / 5),
+            frame_pcm: Vec::with_capacity(format.sample_rate as usize / 5),
+            vad_frames: Vec::with_capacity(8),
+            digits: Vec::new(),
+            turn_events: Vec::new(),
+            last_inband_digit: None,
+        };
+        self.agent_event(&mut live, AgentEvent::CallStarted)?;
+        Ok(live)
+    }
+
+    /// The live loop: frames, control requests, agent actions, shutdown.
+    async fn run_live(&mut self, live: &mut Live) -> EndReason {
+        let hangup_all = self.deps.hangup_all.clone();
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = hangup_all.cancelled() => Err(EndReason::Shutdown),
+                Some(control) = live.control.recv() => self.on_control(live, control),
+                Some(action) = live.actions.recv() => self.apply(live, action),
+                frame = self.frames.recv() => match self.parse(frame) {
+                    Ok(Some(event)) => self.on_event(live, event),
+                    Ok(None) => Ok(()),
+                    Err(reason) => Err(reason),
+                },
+            };
+            if let Err(reason) = step {
+                return reason;
+            }
+        }
+    }
+
+    fn on_control(&mut self, live: &mut Live, control: Control) -> Result<(), EndReason> {
+        match control {
+            Control::Hangup { reason } => Err(EndReason::Hangup(reason)),
+            Control::Say(speech) => self.apply(live, AgentAction::Say(speech)),
+        }
+    }
+
+    fn on_event(&mut self, live: &mut Live, event: CarrierEvent) -> Result<(), EndReason> {
+        match event {
+            CarrierEvent::Media(frame) => self.on_media(live, frame),
+            CarrierEvent::Mark { name } => self.on_mark(live, &name),
+            CarrierEvent::Dtmf { digit, .. } => {
+                // The carrier reports key presses: in-band detection would only duplicate them.
+                live.dtmf = None;
+                let duplicate = live.last_inband_digit.is_some_and(|(d, at)| {
+                    d == digit && live.turn.ms(live.inbound_samples.saturating_sub(at)) < DTMF_DEDUP_MS
+                });
+                if duplicate {
+                    return Ok(());
+                }
+                self.dtmf(live, digit, DtmfSource::Carrier)
+            }
+            CarrierEvent::Stop { reason } => {
+                self.recorder.record(CallEventKind::StreamStopped { reason });
+                Err(EndReason::CarrierStop)
+            }
+            // A repeated `connected` is harmless; a second `start` is rejected by the core.
+            CarrierEvent::Connected | CarrierEvent::Start(_) => Ok(()),
+        }
+    }
+
+    /// The inbound frame path: decode once, DTMF, VAD, echo guard, turn-taking, egress.
+    fn on_media(&mut self, live: &mut Live, frame: MediaFrame) -> Result<(), EndReason> {
+        let began = Instant::now();
+        live.pcm.clear();
+        live.encoding.decode_into(&frame.payload, &mut live.pcm);
+
+        if let Some(detector) = live.dtmf.as_mut() {
+            live.digits.clear();
+            detector.push(&live.pcm, &mut live.digits);
+            for i in 0..live.digits.len() {
+                let digit = live.digits[i].digit;
+                live.last_inband_digit = Some((digit, live.inbound_samples + live.pcm.len() as u64));
+                self.dtmf(live, digit, DtmfSource::InBand)?;
+            }
+        }
+
+        live.vad_frames.clear();
+        live.vad.push(&live.pcm, &mut live.vad_frames);
+        live.frame_pcm.extend_from_slice(&live.pcm);
+        live.inbound_samples += live.pcm.len() as u64;
+        let frame_len = live.vad.frame_samples();
+        live.turn_events.clear();
+        let mut consumed = 0;
+        for vad_frame in &live.vad_frames {
+            let Some(pcm) = live.frame_pcm.get(consumed..consumed + frame_len) else {
+                break;
+            };
+            consumed += frame_len;
+            let echo = vad_frame.voiced && live.echo.explains(vad_frame.end_sample, linear16::rms(pcm));
+            live.turn.push(
+                JudgedFrame {
+                    pcm,
+                    end_sample: vad_frame.end_sample,
+                    voiced: vad_frame.voiced,
+                    echo,
+                },
+                live.egress.is_speaking(),
+                &mut live.turn_events,
+            );
+        }
+        live.frame_pcm.drain(..consumed.min(live.frame_pcm.len()));
+
+        let events = std::mem::take(&mut live.turn_events);
+        for event in &events {
+            self.on_turn_event(live, event)?;
+        }
+        live.turn_events = events;
+        self.pump(live)?;
+        live.metrics.frames_in.inc();
+        live.metrics.frame_seconds.observe(began.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn on_turn_event(&mut self, live: &mut Live, event: &TurnEvent) -> Result<(), EndReason> {
+        match event {
+            TurnEvent::BargeIn { .. } => {
+                if let Some(heard) = self.stop_speaking(live)? {
+                    live.metrics.barge_ins.inc();
+                    tracing::debug!(heard_ms = heard.heard_ms, total_ms = heard.total_ms, "barge-in");
+                    self.recorder.record(CallEventKind::BargeIn(heard));
+                    self.agent_event(live, AgentEvent::BargeIn(heard))?;
+                }
+                Ok(())
+            }
+            TurnEvent::SpeechStarted { onset_sample } => {
+                self.recorder.record(CallEventKind::UserSpeechStarted {
+                    at_ms: live.turn.ms(*onset_sample),
+                });
+                self.agent_event(live, AgentEvent::UserSpeechStarted)
+            }
+            TurnEvent::TurnEnded {
+                audio,
+                onset_sample,
+                end_sample,
+                ..
+            } => {
+                self.recorder.record(CallEventKind::UserTurnEnded {
+                    at_ms: live.turn.ms(*end_sample),
+                    duration_ms: live.turn.ms(end_sample.saturating_sub(*onset_sample)),
+                });
+                self.agent_event(live, AgentEvent::UserTurnEnded { audio: audio.clone() })
+            }
+        }
+    }
+
+    /// Sends `clear` and drops the bot's queued audio; returns what the caller heard.
+    fn stop_speaking(&mut self, live: &mut Live) -> Result<Option<super::agent::Heard>, EndReason> {
+        if !live.egress.is_speaking() {
+            return Ok(None);
+        }
+        self.send(Outbound::Clear)?;
+        let now = live.inbound_samples;
+        live.echo.cancel_from(now);
+        Ok(live.egress.clear(now))
+    }
+
+    fn on_mark(&mut self, live: &mut Live, name: &str) -> Result<(), EndReason> {
+        match live.egress.on_mark(name, live.inbound_samples) {
+            MarkOutcome::Played {
+                utterance,
+                chunk,
+                played_ms,
+                finished,
+            } => {
+                self.recorder.record(CallEventKind::MarkPlayed {
+                    utterance,
+                    chunk,
+                    played_ms,
+                });
+                if finished {
+                    self.speech_finished(live, utterance)?;
+                }
+                self.pump(live)
+            }
+            MarkOutcome::Stale => Ok(()),
+            MarkOutcome::Unknown => self.bad_frame("unknown_mark", format!("mark {name:?} was never sent")),
+        }
+    }
+
+    fn speech_finished(&mut self, live: &mut Live, utterance: u64) -> Result<(), EndReason> {
+        self.recorder.record(CallEventKind::BotSpeechFinished { utterance });
+        self.agent_event(live, AgentEvent::SpeechFinished { utterance })
+    }
+
+    fn dtmf(&mut self, live: &mut Live, digit: char, source: DtmfSource) -> Result<(), EndReason> {
+        self.recorder.record(CallEventKind::Dtmf { digit, source });
+        self.agent_event(live, AgentEvent::Dtmf { digit, source })
+    }
+
+    /// Hands an event to the agent and carries out what it asks.
+    fn agent_event(&mut self, live: &mut Live, event: AgentEvent) -> Result<(), EndReason> {
+        live.agent.on_event(event, &mut live.ctx);
+        for action in live.ctx.take_actions() {
+            self.apply(live, action)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, live: &mut Live, action: AgentAction) -> Result<(), EndReason> {
+        match action {
+            AgentAction::Say(speech) => {
+                if let Err(error) = live.egress.enqueue(speech) {
+                    tracing::warn!(%error, "speech dropped: cannot convert its sample rate");
+                    return Ok(());
+                }
+                self.pump(live)
+            }
+            AgentAction::StopSpeaking => {
+                if let Some(heard) = self.stop_speaking(live)? {
+                    self.recorder.record(CallEventKind::BotSpeechCancelled(heard));
+                }
+                Ok(())
+            }
+            AgentAction::Hangup { reason } => Err(EndReason::AgentHangup(reason)),
+        }
+    }
+
+    /// Sends whatever audio the egress ledger releases now.
+    fn pump(&mut self, live: &mut Live) -> Result<(), EndReason> {
+        let now = live.inbound_samples;
+        let mut chunks = Vec::new();
+        let timed_out = live.egress.poll(now, &mut chunks);
+        for utterance in timed_out {
+            self.deps.metrics.marks_timed_out.inc();
+            self.speech_finished(live, utterance)?;
+        }
+        for chunk in chunks {
+            self.send(Outbound::Media(&chunk.wire))?;
+            self.send(Outbound::Mark(&chunk.mark))?;
+            live.metrics.frames_out.inc();
+            live.echo.play(chunk.play_at, &chunk.pcm);
+            if chunk.first {
+                self.recorder.record(CallEventKind::BotSpeechStarted {
+                    utterance: chunk.utterance,
+                    duration_ms: chunk.utterance_ms,
+                    at_ms: live.turn.ms(now),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Serializes and queues one command for the writer without waiting.
+    fn send(&mut self, command: Outbound<'_>) -> Result<(), EndReason> {
+        let text = match self.protocol.encode(command) {
+            Ok(text) => text,
+            Err(error) => {
+                // The egress ledger only produces valid commands; a failure here is a bug, and
+                // dropping one frame is better than dropping the call.
+                tracing::error!(%error, "outbound command could not be encoded; skipped");
+                return Ok(());
+            }
+        };
+        self.out.try_send(OutboundFrame::Text(text)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => EndReason::WriterStalled,
+            mpsc::error::TrySendError::Closed(_) => EndReason::PeerClosed,
+        })
+    }
+
+    fn finish_live(&mut self, live: &mut Live, reason: &EndReason) {
+        live.agent.on_event(AgentEvent::CallEnding, &mut live.ctx);
+        live.ctx.take_actions();
+        self.deps.registry.remove(self.call_id);
+        self.deps.metrics.live_calls.dec();
+        tracing::info!(
+            reason = reason.label(),
+            seconds = live.turn.ms(live.inbound_samples) as f64 / 1000.0,
+            agent = %live.info.agent,
+            "call ended"
+        );
+    }
+
+    /// Records the end, counts it and closes the socket where that is still ours to do.
+    fn end(&mut self, reason: &EndReason) {
+        self.deps
+            .metrics
+            .calls_ended
+            .with_label_values(&[self.carrier.as_str(), reason.label()])
+            .inc();
+        self.recorder.record(CallEventKind::CallEnded {
+            reason: reason.label().to_owned(),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        });
+        if let Some((code, reason)) = reason.close_frame(&self.deps.settings.limits) {
+            let _ = self.out.try_send(OutboundFrame::Close { code, reason });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_frame_window_slides() {
+        let limits = StreamLimits {
+            bad_frame_limit: 3,
+            bad_frame_window_secs: 10,
+            ..StreamLimits::default()
+        };
+        let mut window = BadFrameWindow::new(&limits);
+        let t0 = Instant::now();
+        assert!(!window.hit(t0));
+        assert!(!window.hit(t0));
+        assert!(!window.hit(t0));
+        assert!(window.hit(t0), "the fourth within 10 s exceeds 3");
+        let later = t0 + Duration::from_secs(11);
+        assert!(!window.hit(later), "old hits expire");
+    }
+
+    #[test]
+    fn every_end_reason_closes_with_the_right_code() {
+        let limits = StreamLimits::default();
+        let code = |r: EndReason| r.close_frame(&limits).map(|(c, _)| c);
+        assert_eq!(code(EndReason::NoStart), Some(1008));
+        assert_eq!(code(EndReason::BadFrames), Some(1008));
+        assert_eq!(code(EndReason::TooLarge), Some(1009));
+        assert_eq!(code(EndReason::Unsupported("x".into())), Some(1003));
+        assert_eq!(code(EndReason::Shutdown), Some(1001));
+        assert_eq!(code(EndReason::Hangup("x".into())), Some(1000));
+        assert_eq!(code(EndReason::PeerClosed), None);
+        let (_, text) = EndReason::NoStart.close_frame(&limits).unwrap();
+        assert_eq!(text, "no start event within 10 s");
+    }
+}

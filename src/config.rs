@@ -1,0 +1,422 @@
+//! One typed [`Config`], built from defaults, an optional TOML file and the environment/CLI,
+//! and validated once at start-up so that a bad value stops the process with a clear message
+//! instead of misbehaving mid-call.
+//!
+//! Precedence (later wins): built-in defaults → `--config FILE` (TOML) → `VOICEGW_*`
+//! environment variables and command-line flags (clap reads both).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::audio::vad::{VadBackend, VadConfig};
+
+/// Everything the gateway reads at start-up.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP/WebSocket server binds.
+    pub listen: SocketAddr,
+    /// The agent that serves a stream whose `start` names no known call (`echo`).
+    pub agent: String,
+    /// Seconds live calls may run on after SIGTERM before they are closed.
+    pub shutdown_grace_secs: u64,
+    /// Voice activity detection.
+    pub vad: VadSettings,
+    /// Turn-taking and barge-in.
+    pub turn: TurnSettings,
+    /// Outbound audio pacing.
+    pub egress: EgressSettings,
+    /// Telling the caller's speech from the bot's own audio coming back (speakerphone echo).
+    pub echo: EchoSettings,
+    /// Limits that protect the gateway from a misbehaving carrier connection.
+    pub limits: StreamLimits,
+    /// Detect DTMF tones in the audio when the carrier sends no `dtmf` events.
+    pub inband_dtmf: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            agent: "echo".to_owned(),
+            shutdown_grace_secs: 30,
+            vad: VadSettings::default(),
+            turn: TurnSettings::default(),
+            egress: EgressSettings::default(),
+            echo: EchoSettings::default(),
+            limits: StreamLimits::default(),
+            inband_dtmf: true,
+        }
+    }
+}
+
+/// VAD choices, as written in the config file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VadSettings {
+    /// `webrtc` (native 8 kHz, cheapest) or `earshot` (16 kHz neural-free DSP model).
+    pub backend: String,
+    /// webrtc-vad aggressiveness, 0 (least) to 3 (most).
+    pub webrtc_mode: u8,
+    /// earshot score above which a frame is voiced (0–1).
+    pub earshot_threshold: f32,
+    /// Frames quieter than this (dBFS) are never voiced.
+    pub energy_floor_dbfs: f32,
+}
+
+impl Default for VadSettings {
+    fn default() -> Self {
+        let d = VadConfig::default();
+        VadSettings {
+            backend: d.backend.as_str().to_owned(),
+            webrtc_mode: d.webrtc_mode,
+            earshot_threshold: d.earshot_threshold,
+            energy_floor_dbfs: d.energy_floor_dbfs,
+        }
+    }
+}
+
+/// Turn-taking: when the caller has started, stopped, or interrupted.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnSettings {
+    /// Voiced time (ms) before the caller counts as speaking.
+    pub min_speech_ms: u32,
+    /// Silence (ms) after speech that ends the caller's turn.
+    pub end_of_turn_silence_ms: u32,
+    /// Caller speech (ms, not explained by echo) over the bot that interrupts it.
+    pub barge_in_min_ms: u32,
+    /// Audio (ms) kept from before speech onset, so an utterance's first syllable is not cut.
+    pub preroll_ms: u32,
+    /// Longest utterance (ms); a longer one is ended there.
+    pub max_utterance_ms: u32,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        TurnSettings {
+            min_speech_ms: 100,
+            end_of_turn_silence_ms: 600,
+            barge_in_min_ms: 100,
+            preroll_ms: 200,
+            max_utterance_ms: 30_000,
+        }
+    }
+}
+
+/// Outbound audio: chunking and how far ahead of playback the carrier's buffer may be.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressSettings {
+    /// Audio per `media` message (ms); a `mark` follows each. Raised to the carrier's minimum
+    /// (Exotel: 3 200 bytes).
+    pub chunk_ms: u32,
+    /// Most audio (ms) sent but not yet played. Raised to two chunks where chunks are larger.
+    pub max_lead_ms: u32,
+    /// A mark not echoed this long (ms) after its audio should have finished counts as played.
+    pub mark_timeout_ms: u32,
+}
+
+impl Default for EgressSettings {
+    fn default() -> Self {
+        EgressSettings {
+            chunk_ms: 100,
+            max_lead_ms: 300,
+            mark_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// Speakerphone-echo guard.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EchoSettings {
+    /// Longest echo path delay (ms) after the bot's audio plays.
+    pub max_delay_ms: u32,
+    /// How much quieter (dB) than the bot's loudest recent audio the line must be for a voiced
+    /// frame to be taken for echo.
+    pub margin_db: f32,
+}
+
+impl Default for EchoSettings {
+    fn default() -> Self {
+        EchoSettings {
+            max_delay_ms: 400,
+            margin_db: 6.0,
+        }
+    }
+}
+
+/// Protection against bad or hostile carrier connections.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamLimits {
+    /// Largest WebSocket message accepted (bytes); a larger one closes the call (1009).
+    pub max_message_bytes: usize,
+    /// Seconds a new connection has to send `start`.
+    pub start_timeout_secs: u64,
+    /// Malformed frames tolerated within `bad_frame_window_secs` before the call is closed (1008).
+    pub bad_frame_limit: u32,
+    /// The window for `bad_frame_limit`, in seconds.
+    pub bad_frame_window_secs: u64,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            max_message_bytes: 64 * 1024,
+            start_timeout_secs: 10,
+            bad_frame_limit: 20,
+            bad_frame_window_secs: 10,
+        }
+    }
+}
+
+/// A config value that cannot work, with the key that holds it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The path given.
+        path: String,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A value is out of its range.
+    #[error("config `{key}`: {message}")]
+    Invalid {
+        /// The dotted key, e.g. `turn.barge_in_min_ms`.
+        key: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// Values given on the command line or in `VOICEGW_*` variables; `None` keeps the file's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen` / `VOICEGW_LISTEN`.
+    pub listen: Option<SocketAddr>,
+    /// `--agent` / `VOICEGW_AGENT`.
+    pub agent: Option<String>,
+}
+
+impl Config {
+    /// Builds the config: defaults, then `file` (if any), then `overrides`; then validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => Config::from_toml_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = overrides.listen {
+            config.listen = listen;
+        }
+        if let Some(agent) = &overrides.agent {
+            config.agent.clone_from(agent);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML file (unknown keys are errors, so a typo does not pass silently).
+    pub fn from_toml_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml_str(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml_str(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks every value against its range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        if self.agent.trim().is_empty() {
+            return Err(invalid("agent", "must name an agent (e.g. `echo`)"));
+        }
+        self.vad_config()?;
+        let t = &self.turn;
+        if !(20..=2_000).contains(&t.min_speech_ms) {
+            return Err(invalid("turn.min_speech_ms", "must be 20–2000 ms"));
+        }
+        if !(100..=10_000).contains(&t.end_of_turn_silence_ms) {
+            return Err(invalid("turn.end_of_turn_silence_ms", "must be 100–10000 ms"));
+        }
+        if !(20..=2_000).contains(&t.barge_in_min_ms) {
+            return Err(invalid("turn.barge_in_min_ms", "must be 20–2000 ms"));
+        }
+        if t.preroll_ms > 2_000 {
+            return Err(invalid("turn.preroll_ms", "must be at most 2000 ms"));
+        }
+        if !(1_000..=600_000).contains(&t.max_utterance_ms) {
+            return Err(invalid("turn.max_utterance_ms", "must be 1000–600000 ms"));
+        }
+        let e = &self.egress;
+        if !(20..=1_000).contains(&e.chunk_ms) {
+            return Err(invalid("egress.chunk_ms", "must be 20–1000 ms"));
+        }
+        if e.max_lead_ms < e.chunk_ms || e.max_lead_ms > 5_000 {
+            return Err(invalid(
+                "egress.max_lead_ms",
+                "must be at least egress.chunk_ms and at most 5000 ms",
+            ));
+        }
+        if !(100..=60_000).contains(&e.mark_timeout_ms) {
+            return Err(invalid("egress.mark_timeout_ms", "must be 100–60000 ms"));
+        }
+        if !(20..=2_000).contains(&self.echo.max_delay_ms) {
+            return Err(invalid("echo.max_delay_ms", "must be 20–2000 ms"));
+        }
+        if !(0.0..=40.0).contains(&self.echo.margin_db) {
+            return Err(invalid("echo.margin_db", "must be 0–40 dB"));
+        }
+        let l = &self.limits;
+        if !(1_024..=16 * 1024 * 1024).contains(&l.max_message_bytes) {
+            return Err(invalid("limits.max_message_bytes", "must be 1 KiB–16 MiB"));
+        }
+        if !(1..=300).contains(&l.start_timeout_secs) {
+            return Err(invalid("limits.start_timeout_secs", "must be 1–300 s"));
+        }
+        if l.bad_frame_limit == 0 {
+            return Err(invalid("limits.bad_frame_limit", "must be at least 1"));
+        }
+        if !(1..=3_600).contains(&l.bad_frame_window_secs) {
+            return Err(invalid("limits.bad_frame_window_secs", "must be 1–3600 s"));
+        }
+        Ok(())
+    }
+
+    /// The VAD configuration the audio module takes, from [`Config::vad`] and [`Config::turn`].
+    pub fn vad_config(&self) -> Result<VadConfig, ConfigError> {
+        let backend: VadBackend = self.vad.backend.parse().map_err(|_| ConfigError::Invalid {
+            key: "vad.backend",
+            message: format!("unknown backend {:?}: use `webrtc` or `earshot`", self.vad.backend),
+        })?;
+        if self.vad.webrtc_mode > 3 {
+            return Err(ConfigError::Invalid {
+                key: "vad.webrtc_mode",
+                message: "must be 0–3".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.vad.earshot_threshold) {
+            return Err(ConfigError::Invalid {
+                key: "vad.earshot_threshold",
+                message: "must be 0–1".into(),
+            });
+        }
+        if !(-120.0..=0.0).contains(&self.vad.energy_floor_dbfs) {
+            return Err(ConfigError::Invalid {
+                key: "vad.energy_floor_dbfs",
+                message: "must be -120–0 dBFS".into(),
+            });
+        }
+        Ok(VadConfig {
+            backend,
+            webrtc_mode: self.vad.webrtc_mode,
+            earshot_threshold: self.vad.earshot_threshold,
+            energy_floor_dbfs: self.vad.energy_floor_dbfs,
+            min_speech_ms: self.turn.min_speech_ms,
+            min_silence_ms: self.turn.end_of_turn_silence_ms,
+        })
+    }
+
+    /// Grace period for live calls after SIGTERM.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_values_and_overrides_apply_in_order() {
+        let text = r#"
+            agent = "echo"
+            listen = "127.0.0.1:9000"
+            [turn]
+            barge_in_min_ms = 160
+            [limits]
+            bad_frame_limit = 5
+        "#;
+        let mut config = Config::from_toml_str(text).unwrap();
+        assert_eq!(config.turn.barge_in_min_ms, 160);
+        assert_eq!(config.turn.end_of_turn_silence_ms, 600, "unset keys keep defaults");
+        assert_eq!(config.limits.bad_frame_limit, 5);
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.toml");
+        std::fs::write(&path, text).unwrap();
+        config = Config::load(
+            Some(&path),
+            &Overrides {
+                listen: Some("0.0.0.0:7000".parse().unwrap()),
+                agent: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(config.turn.barge_in_min_ms, 160);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml_str("[turn]\nbarge_in_ms = 100\n").unwrap_err();
+        assert!(err.contains("barge_in_ms"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        let mut config = Config::default();
+        config.turn.barge_in_min_ms = 5;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("turn.barge_in_min_ms"), "{err}");
+
+        let mut config = Config::default();
+        config.vad.backend = "silero".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("vad.backend") && err.contains("silero"), "{err}");
+
+        let mut config = Config::default();
+        config.egress.max_lead_ms = 50;
+        assert!(config.validate().unwrap_err().to_string().contains("egress.max_lead_ms"));
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/voicegw.toml")), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/voicegw.toml"), "{err}");
+    }
+}

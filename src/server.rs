@@ -1,0 +1,272 @@
+//! The front door: axum routes for the carriers' media-stream WebSockets, health and metrics,
+//! and the serve loop with graceful shutdown.
+//!
+//! Routes: `GET /stream/twilio` and `GET /stream/exotel` (WebSocket upgrade; each connection is
+//! one call), `GET /healthz` (JSON; 503 while draining), `GET /metrics` (Prometheus text).
+//! Errors are JSON `{"error": {"code", "message"}}`.
+//!
+//! Shutdown (SIGTERM or Ctrl-C): stop accepting connections, report `draining` on `/healthz`,
+//! let live calls finish for up to the grace period, then close the rest with 1001.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::call::agent::{AgentCatalog, AgentError};
+use crate::call::events::EventSink;
+use crate::call::registry::Registry;
+use crate::call::session::{CallSettings, SessionDeps};
+use crate::call::transport::serve_call;
+use crate::carrier::CarrierKind;
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+
+/// CallEvents that may wait for the event writer before new ones are dropped and counted.
+const EVENT_QUEUE: usize = 65_536;
+/// How long closed calls get to say goodbye after the grace period.
+const FINAL_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A config value is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The default agent is unknown.
+    #[error("--agent: {0}")]
+    Agent(#[from] AgentError),
+    /// The metric registry could not be built.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The listen address could not be bound, or the server failed.
+    #[error("listen on {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Shared state of the HTTP routes.
+#[derive(Clone)]
+pub struct Gateway {
+    deps: Arc<SessionDeps>,
+    max_message_bytes: usize,
+    draining: Arc<AtomicBool>,
+    tracker: TaskTracker,
+}
+
+impl Gateway {
+    /// Builds the gateway's shared state from a validated config; CallEvents are logged.
+    /// Must be called inside a Tokio runtime (the event logger is a task).
+    pub fn new(config: &Config) -> Result<Self, ServeError> {
+        let metrics = Metrics::new()?;
+        let events = EventSink::spawn_logger(EVENT_QUEUE, Some(metrics.clone()));
+        Gateway::with_events(config, metrics, events)
+    }
+
+    /// Builds the gateway with its CallEvents going to `events`.
+    pub fn with_events(config: &Config, metrics: Metrics, events: EventSink) -> Result<Self, ServeError> {
+        let agents = AgentCatalog::builtin(&config.agent)?;
+        let deps = SessionDeps {
+            settings: Arc::new(CallSettings::from_config(config)?),
+            agents: Arc::new(agents),
+            registry: Arc::new(Registry::new()),
+            events,
+            metrics,
+            hangup_all: CancellationToken::new(),
+        };
+        Ok(Gateway {
+            deps: Arc::new(deps),
+            max_message_bytes: config.limits.max_message_bytes,
+            draining: Arc::new(AtomicBool::new(false)),
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    /// The registry of live calls (for the control plane).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.deps.registry.clone()
+    }
+
+    /// The metric families.
+    pub fn metrics(&self) -> &Metrics {
+        &self.deps.metrics
+    }
+
+    /// The routes.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/stream/twilio", get(stream_twilio))
+            .route("/stream/exotel", get(stream_exotel))
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .fallback(not_found)
+            .with_state(self.clone())
+    }
+
+    fn upgrade(&self, carrier: CarrierKind, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+        if self.draining.load(Ordering::Relaxed) {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "draining", "the gateway is shutting down");
+        }
+        let ws = match ws {
+            Ok(ws) => ws,
+            Err(rejection) => {
+                return error(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "websocket_required",
+                    &format!("this endpoint takes a WebSocket upgrade: {rejection}"),
+                );
+            }
+        };
+        let deps = self.deps.clone();
+        let tracker = self.tracker.clone();
+        ws.max_message_size(self.max_message_bytes)
+            .max_frame_size(self.max_message_bytes)
+            .on_upgrade(move |socket| tracker.track_future(serve_call(socket, carrier, deps)))
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains live calls for up to `grace`.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        grace: Duration,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let stop_accepting = CancellationToken::new();
+        let server = axum::serve(listener, self.router())
+            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let mut server = tokio::spawn(async move { server.await });
+        tokio::select! {
+            () = shutdown => {}
+            result = &mut server => {
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(source)) => Err(ServeError::Io { addr, source }),
+                    Err(join) => Err(ServeError::Io { addr, source: std::io::Error::other(join) }),
+                };
+            }
+        }
+        self.draining.store(true, Ordering::Relaxed);
+        stop_accepting.cancel();
+        self.tracker.close();
+        tracing::info!(
+            live_calls = self.deps.registry.len(),
+            open_streams = self.tracker.len(),
+            grace_secs = grace.as_secs(),
+            "shutting down: no new calls; waiting for live calls to finish"
+        );
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!(open_streams = self.tracker.len(), "grace period over; closing live calls");
+            self.deps.hangup_all.cancel();
+            let _ = tokio::time::timeout(FINAL_CLOSE_WAIT, self.tracker.wait()).await;
+        }
+        let _ = tokio::time::timeout(FINAL_CLOSE_WAIT, server).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Binds `config.listen` and serves until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let gateway = Gateway::new(&config)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Io {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    tracing::info!(listen = %config.listen, agent = %config.agent, "voicegw serving");
+    gateway
+        .run(listener, config.shutdown_grace(), shutdown_signal())
+        .await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+async fn stream_twilio(
+    State(gateway): State<Gateway>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    gateway.upgrade(CarrierKind::Twilio, ws)
+}
+
+async fn stream_exotel(
+    State(gateway): State<Gateway>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    gateway.upgrade(CarrierKind::Exotel, ws)
+}
+
+async fn healthz(State(gateway): State<Gateway>) -> Response {
+    let draining = gateway.draining.load(Ordering::Relaxed);
+    let body = Json(json!({
+        "status": if draining { "draining" } else { "ok" },
+        "live_calls": gateway.deps.registry.len(),
+        "open_streams": gateway.tracker.len(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }));
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, body).into_response()
+}
+
+async fn metrics(State(gateway): State<Gateway>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        gateway.deps.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// A JSON error response.
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+}

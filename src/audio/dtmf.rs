@@ -7,16 +7,17 @@
 //! - the two tones hold at least 60 % of the block's energy (rejects speech, music, single
 //!   tones, harmonic buzz);
 //! - a loose twist limit holds (12 dB either way; the exact limit is checked below);
-//! - the tone fills the block: every quarter of the block has at least half the energy of the
-//!   loudest quarter (so a block only partly covered by a tone is not a hit).
+//! - the tone fills the block: every quarter of the block has at least 60 % of the energy of the
+//!   loudest quarter (so a block only partly covered by a tone is not a hit; the margin covers
+//!   the beating of the two tones, which moves quarter energies by up to ±21 %).
 //!
 //! A digit is *confirmed* when two consecutive blocks are hits for it (25 ms of tone) and a
 //! precise check over those 200 samples passes: with Hann-windowed DFTs over two 18.75 ms windows
 //! 6.25 ms apart, each tone's frequency (from the phase advance) must be within ±2.5 % of nominal
 //! (accept ±1.5 %, reject ±3.5 %), and the twist must be at most 8.5 dB (row above column) or
-//! 4.5 dB (column above row). Because a hit needs the tone to fill about 86 % of a block, two
-//! consecutive hits need at least ~23.5 ms of tone: 20 ms tones are rejected, 40 ms tones always
-//! contain two whole blocks.
+//! 4.5 dB (column above row). Because a hit needs the tone to fill roughly 90 % of a block, two
+//! consecutive hits need about 23 ms of tone: 20 and 22 ms tones were rejected at every
+//! alignment tested, and a 40 ms tone always contains two whole blocks.
 //!
 //! Each key press is reported once, when confirmed. It is released after three consecutive blocks
 //! (37.5 ms) that are not hits for it, so interruptions of up to 10 ms are bridged and a 50 ms
@@ -340,7 +341,7 @@ impl DtmfDetector {
             let mut delta = advance - expected;
             delta -= (2.0 * PI) * (delta / (2.0 * PI)).round();
             let df = delta * fs / (2.0 * PI * self.lag as f64);
-            if !(df.abs() <= FREQ_TOL * tone.freq) {
+            if df.is_nan() || df.abs() > FREQ_TOL * tone.freq {
                 return false;
             }
             powers[k] = r1 * r1 + i1 * i1 + r2 * r2 + i2 * i2;

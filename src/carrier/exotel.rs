@@ -10,7 +10,7 @@
 //! A missing `media_format` means Exotel's documented default, 16-bit LE PCM at 8 kHz; so does
 //! a missing `encoding` (→ linear16) or `sample_rate` (→ 8000) inside it. `bit_rate` is ignored
 //! (Exotel has sent both `"16"` and `"128"`). A `media.track` (beta) other than inbound is
-//! rejected like on Exotel.
+//! rejected as on Twilio.
 //!
 //! Lifecycle choices: `connected` is optional and may repeat before `stop` (it is answered with
 //! [`CarrierEvent::Connected`] and changes nothing, even after `start`); a `stop` before `start`
@@ -120,7 +120,7 @@ enum Event {
     Stop,
 }
 
-/// The sans-IO protocol core of one Exotel Media Stream.
+/// The sans-IO protocol core of one Exotel Voicebot stream.
 #[derive(Debug, Clone)]
 pub struct ExotelCore {
     session: Session,

@@ -11,7 +11,7 @@
 //!   outbound encoder that both cores share; only field names and format rules differ.
 
 use std::borrow::Cow;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::marker::PhantomData;
 
 use base64::Engine as _;
@@ -401,10 +401,8 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
         // `i` is at an ASCII byte, so both slices are on char boundaries.
         out.push_str(s.get(start..i).unwrap_or_default());
         if esc.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\u{b:04x}");
         } else {
             out.push_str(esc);
         }

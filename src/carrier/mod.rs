@@ -151,7 +151,7 @@ pub struct ChunkRules {
 impl ChunkRules {
     /// Whether a payload of `len` bytes satisfies the rules.
     pub fn allows(&self, len: usize) -> bool {
-        len >= self.min_bytes && len <= self.max_bytes && len % self.multiple_of == 0
+        len >= self.min_bytes && len <= self.max_bytes && len.is_multiple_of(self.multiple_of)
     }
 }
 

@@ -141,7 +141,10 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("frame_path");
     group.throughput(Throughput::Elements(1));
-    for (name, backend) in [("webrtc", VadBackend::WebRtc), ("earshot", VadBackend::Earshot)] {
+    for (name, backend) in [
+        ("webrtc", VadBackend::WebRtc),
+        ("earshot", VadBackend::Earshot),
+    ] {
         let mut path = Path::new(CarrierKind::Twilio, TWILIO_START, backend);
         let mut i = 0;
         group.bench_function(format!("twilio_20ms_mulaw/{name}"), |b| {

@@ -264,7 +264,10 @@ impl Config {
             return Err(invalid("turn.min_speech_ms", "must be 20–2000 ms"));
         }
         if !(100..=10_000).contains(&t.end_of_turn_silence_ms) {
-            return Err(invalid("turn.end_of_turn_silence_ms", "must be 100–10000 ms"));
+            return Err(invalid(
+                "turn.end_of_turn_silence_ms",
+                "must be 100–10000 ms",
+            ));
         }
         if !(20..=2_000).contains(&t.barge_in_min_ms) {
             return Err(invalid("turn.barge_in_min_ms", "must be 20–2000 ms"));
@@ -314,7 +317,10 @@ impl Config {
     pub fn vad_config(&self) -> Result<VadConfig, ConfigError> {
         let backend: VadBackend = self.vad.backend.parse().map_err(|_| ConfigError::Invalid {
             key: "vad.backend",
-            message: format!("unknown backend {:?}: use `webrtc` or `earshot`", self.vad.backend),
+            message: format!(
+                "unknown backend {:?}: use `webrtc` or `earshot`",
+                self.vad.backend
+            ),
         })?;
         if self.vad.webrtc_mode > 3 {
             return Err(ConfigError::Invalid {
@@ -371,7 +377,10 @@ mod tests {
         "#;
         let mut config = Config::from_toml_str(text).unwrap();
         assert_eq!(config.turn.barge_in_min_ms, 160);
-        assert_eq!(config.turn.end_of_turn_silence_ms, 600, "unset keys keep defaults");
+        assert_eq!(
+            config.turn.end_of_turn_silence_ms, 600,
+            "unset keys keep defaults"
+        );
         assert_eq!(config.limits.bad_frame_limit, 5);
         assert_eq!(config.listen, "127.0.0.1:9000".parse().unwrap());
         let dir = tempfile::tempdir().unwrap();
@@ -405,18 +414,30 @@ mod tests {
         let mut config = Config::default();
         config.vad.backend = "silero".into();
         let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("vad.backend") && err.contains("silero"), "{err}");
+        assert!(
+            err.contains("vad.backend") && err.contains("silero"),
+            "{err}"
+        );
 
         let mut config = Config::default();
         config.egress.max_lead_ms = 50;
-        assert!(config.validate().unwrap_err().to_string().contains("egress.max_lead_ms"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("egress.max_lead_ms")
+        );
     }
 
     #[test]
     fn missing_file_is_a_clear_error() {
-        let err = Config::load(Some(Path::new("/nonexistent/voicegw.toml")), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(
+            Some(Path::new("/nonexistent/voicegw.toml")),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("/nonexistent/voicegw.toml"), "{err}");
     }
 }

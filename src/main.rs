@@ -12,7 +12,12 @@ use voicegw::config::{Config, Overrides};
 #[command(version, about)]
 struct Cli {
     /// Log format: `text` or `json`.
-    #[arg(long, env = "VOICEGW_LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "VOICEGW_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,

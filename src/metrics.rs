@@ -78,7 +78,10 @@ impl Metrics {
             &["carrier", "kind"],
         )?;
         let barge_ins = IntCounterVec::new(
-            Opts::new("voicegw_barge_ins_total", "Caller speech that interrupted the bot"),
+            Opts::new(
+                "voicegw_barge_ins_total",
+                "Caller speech that interrupted the bot",
+            ),
             &["carrier"],
         )?;
         let frame_seconds = HistogramVec::new(
@@ -168,9 +171,14 @@ mod tests {
         metrics.bad_frame(CarrierKind::Twilio, "json");
         metrics.live_calls.inc();
         let text = metrics.render();
-        assert!(text.contains("voicegw_frames_in_total{carrier=\"exotel\"} 1"), "{text}");
+        assert!(
+            text.contains("voicegw_frames_in_total{carrier=\"exotel\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("voicegw_bad_frames_total{carrier=\"twilio\",kind=\"json\"} 1"));
         assert!(text.contains("voicegw_live_calls 1"));
-        assert!(text.contains("voicegw_frame_processing_seconds_bucket{carrier=\"exotel\",le=\"0.000005\"} 1"));
+        assert!(text.contains(
+            "voicegw_frame_processing_seconds_bucket{carrier=\"exotel\",le=\"0.000005\"} 1"
+        ));
     }
 }

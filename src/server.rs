@@ -80,7 +80,11 @@ impl Gateway {
     }
 
     /// Builds the gateway with its CallEvents going to `events`.
-    pub fn with_events(config: &Config, metrics: Metrics, events: EventSink) -> Result<Self, ServeError> {
+    pub fn with_events(
+        config: &Config,
+        metrics: Metrics,
+        events: EventSink,
+    ) -> Result<Self, ServeError> {
         let agents = AgentCatalog::builtin(&config.agent)?;
         let deps = SessionDeps {
             settings: Arc::new(CallSettings::from_config(config)?),
@@ -119,9 +123,17 @@ impl Gateway {
             .with_state(self.clone())
     }
 
-    fn upgrade(&self, carrier: CarrierKind, ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+    fn upgrade(
+        &self,
+        carrier: CarrierKind,
+        ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ) -> Response {
         if self.draining.load(Ordering::Relaxed) {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "draining", "the gateway is shutting down");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "draining",
+                "the gateway is shutting down",
+            );
         }
         let ws = match ws {
             Ok(ws) => ws,
@@ -174,8 +186,14 @@ impl Gateway {
             grace_secs = grace.as_secs(),
             "shutting down: no new calls; waiting for live calls to finish"
         );
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
-            tracing::warn!(open_streams = self.tracker.len(), "grace period over; closing live calls");
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open_streams = self.tracker.len(),
+                "grace period over; closing live calls"
+            );
             self.deps.hangup_all.cancel();
             let _ = tokio::time::timeout(FINAL_CLOSE_WAIT, self.tracker.wait()).await;
         }
@@ -268,5 +286,9 @@ async fn not_found() -> Response {
 
 /// A JSON error response.
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }

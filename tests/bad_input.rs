@@ -7,10 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use futures::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use futures::SinkExt;
 
 /// Sends `bad` on a started Twilio call, then checks the call is still fine: it counts one bad
 /// frame of `kind`, records it, and still closes normally on `stop`.
@@ -25,7 +25,10 @@ async fn skipped_and_recorded(carrier: Carrier, bad: Message, kind: &str) {
     sim.send_raw(bad).await;
     sim.run_for(200).await;
     assert!(!sim.closed, "one bad frame closed the call");
-    let recorded = gw.wait_event("bad_frame", Duration::from_secs(1)).await.expect("bad frame not recorded");
+    let recorded = gw
+        .wait_event("bad_frame", Duration::from_secs(1))
+        .await
+        .expect("bad frame not recorded");
     assert_eq!(recorded["kind"], kind, "{recorded}");
     assert!(!recorded["message"].as_str().unwrap().is_empty());
     let carrier_label = match carrier {
@@ -34,17 +37,31 @@ async fn skipped_and_recorded(carrier: Carrier, bad: Message, kind: &str) {
     };
     let metrics = gw.gateway.metrics().render();
     assert_eq!(
-        metric(&metrics, &format!("voicegw_bad_frames_total{{carrier=\"{carrier_label}\",kind=\"{kind}\"}}")),
+        metric(
+            &metrics,
+            &format!("voicegw_bad_frames_total{{carrier=\"{carrier_label}\",kind=\"{kind}\"}}")
+        ),
         Some(1.0),
         "{metrics}"
     );
     // The call goes on: media still flows, and stop still ends it normally.
-    let frames_before = metric(&metrics, &format!("voicegw_frames_in_total{{carrier=\"{carrier_label}\"}}")).unwrap();
+    let frames_before = metric(
+        &metrics,
+        &format!("voicegw_frames_in_total{{carrier=\"{carrier_label}\"}}"),
+    )
+    .unwrap();
     sim.run_for(200).await;
-    let frames_after = metric(&gw.gateway.metrics().render(), &format!("voicegw_frames_in_total{{carrier=\"{carrier_label}\"}}")).unwrap();
+    let frames_after = metric(
+        &gw.gateway.metrics().render(),
+        &format!("voicegw_frames_in_total{{carrier=\"{carrier_label}\"}}"),
+    )
+    .unwrap();
     assert!(frames_after > frames_before);
     sim.stop().await;
-    assert_eq!(sim.wait_close(Duration::from_secs(2)).await.map(|c| c.0), Some(normal()));
+    assert_eq!(
+        sim.wait_close(Duration::from_secs(2)).await.map(|c| c.0),
+        Some(normal())
+    );
 }
 
 fn text(value: serde_json::Value) -> Message {
@@ -53,12 +70,22 @@ fn text(value: serde_json::Value) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_json_is_skipped() {
-    skipped_and_recorded(Carrier::Twilio, Message::Text("{\"event\": \"media\", ".into()), "json").await;
+    skipped_and_recorded(
+        Carrier::Twilio,
+        Message::Text("{\"event\": \"media\", ".into()),
+        "json",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_event_is_skipped() {
-    skipped_and_recorded(Carrier::Twilio, text(json!({"event": "teleport", "streamSid": "x"})), "unknown_event").await;
+    skipped_and_recorded(
+        Carrier::Twilio,
+        text(json!({"event": "teleport", "streamSid": "x"})),
+        "unknown_event",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +111,12 @@ async fn empty_payload_is_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_frame_is_skipped() {
-    skipped_and_recorded(Carrier::Twilio, Message::Binary(vec![0xFF; 160].into()), "binary").await;
+    skipped_and_recorded(
+        Carrier::Twilio,
+        Message::Binary(vec![0xFF; 160].into()),
+        "binary",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,16 +137,27 @@ async fn media_before_start_is_skipped_and_start_still_works() {
     let mut ws = connect(&gw.stream_url("twilio")).await;
     let media = json!({"event": "media", "sequenceNumber": "1", "streamSid": "MZ1",
         "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": "//////////8="}});
-    ws.send(text(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}))).await.unwrap();
+    ws.send(text(
+        json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+    ))
+    .await
+    .unwrap();
     ws.send(text(media)).await.unwrap();
-    let recorded = gw.wait_event("bad_frame", Duration::from_secs(1)).await.unwrap();
+    let recorded = gw
+        .wait_event("bad_frame", Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(recorded["kind"], "before_start");
     // A proper start and stop afterwards work.
     let start = json!({"event": "start", "sequenceNumber": "2", "streamSid": "MZ1", "start": {
         "accountSid": "AC1", "streamSid": "MZ1", "callSid": "CA1", "tracks": ["inbound"],
         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}, "customParameters": {}}});
     ws.send(text(start)).await.unwrap();
-    assert!(gw.wait_event("stream_started", Duration::from_secs(1)).await.is_some());
+    assert!(
+        gw.wait_event("stream_started", Duration::from_secs(1))
+            .await
+            .is_some()
+    );
     ws.send(text(json!({"event": "stop", "sequenceNumber": "3", "streamSid": "MZ1", "stop": {"accountSid": "AC1", "callSid": "CA1"}})))
         .await
         .unwrap();
@@ -131,13 +174,21 @@ async fn a_flood_of_bad_frames_closes_only_that_call() {
     let mut flood = CarrierSim::connect(&gw, SimConfig::twilio()).await;
     flood.run_for(60).await;
     for i in 0..100 {
-        flood.send_raw(Message::Text(format!("garbage {i}").into())).await;
+        flood
+            .send_raw(Message::Text(format!("garbage {i}").into()))
+            .await;
     }
-    let close = flood.wait_close(Duration::from_secs(3)).await.expect("flood not closed");
+    let close = flood
+        .wait_close(Duration::from_secs(3))
+        .await
+        .expect("flood not closed");
     assert_eq!(close.0, u16::from(CloseCode::Policy));
     assert!(close.1.contains("too many malformed frames"), "{}", close.1);
     // The healthy call still gets its echo and is still up.
-    assert!(healthy.run_until(6_000, |s| s.media_count() > 3).await, "healthy call disturbed");
+    assert!(
+        healthy.run_until(6_000, |s| s.media_count() > 3).await,
+        "healthy call disturbed"
+    );
     assert!(!healthy.closed);
     assert!(healthy.violations.is_empty());
     let ended: Vec<_> = gw.events_of("call_ended");
@@ -150,11 +201,20 @@ async fn a_frame_over_64_kib_closes_the_call_with_1009() {
     let mut gw = TestGateway::start(test_config()).await;
     let mut sim = CarrierSim::connect(&gw, SimConfig::twilio()).await;
     sim.run_for(60).await;
-    let huge = format!("{{\"event\":\"media\",\"pad\":\"{}\"}}", "x".repeat(70 * 1024));
+    let huge = format!(
+        "{{\"event\":\"media\",\"pad\":\"{}\"}}",
+        "x".repeat(70 * 1024)
+    );
     sim.send_raw(Message::Text(huge.into())).await;
-    let close = sim.wait_close(Duration::from_secs(3)).await.expect("not closed");
+    let close = sim
+        .wait_close(Duration::from_secs(3))
+        .await
+        .expect("not closed");
     assert_eq!(close.0, 1009, "{close:?}");
-    let ended = gw.wait_event("call_ended", Duration::from_secs(1)).await.unwrap();
+    let ended = gw
+        .wait_event("call_ended", Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(ended["reason"], "too_large");
 }
 
@@ -167,7 +227,10 @@ async fn no_start_in_time_closes_with_1008() {
     ws.send(text(json!({"event": "connected"}))).await.unwrap();
     let (close, _) = read_until_close(&mut ws, Duration::from_secs(3)).await;
     assert_eq!(close, Some((1008, "no start event within 1 s".to_string())));
-    let ended = gw.wait_event("call_ended", Duration::from_secs(1)).await.unwrap();
+    let ended = gw
+        .wait_event("call_ended", Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(ended["reason"], "no_start");
 }
 
@@ -192,7 +255,10 @@ async fn a_peer_that_vanishes_mid_call_ends_only_its_call() {
     let mut gone = CarrierSim::connect(&gw, SimConfig::twilio()).await;
     gone.run_for(100).await;
     drop(gone);
-    let ended = gw.wait_event("call_ended", Duration::from_secs(2)).await.unwrap();
+    let ended = gw
+        .wait_event("call_ended", Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(ended["reason"], "peer_closed");
     healthy.say_in(0, wav("caller_yes.wav"));
     assert!(healthy.run_until(6_000, |s| s.media_count() > 0).await);

@@ -22,7 +22,9 @@ async fn twilio_echo_answers_each_utterance_with_marks_and_stops_cleanly() {
     sim.say_in(200, hello);
     // The echo comes back after the caller's turn ends, and plays out completely.
     let answered = sim
-        .run_until(hello_ms + 8000, |s| gw_done(s) && s.marks_echoed.len() == s.media_count())
+        .run_until(hello_ms + 8000, |s| {
+            gw_done(s) && s.marks_echoed.len() == s.media_count()
+        })
         .await;
     assert!(answered, "no complete echo: {:?}", sim.received);
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
@@ -59,8 +61,16 @@ async fn twilio_echo_answers_each_utterance_with_marks_and_stops_cleanly() {
             assert!(*samples <= 800, "chunk of {samples} samples");
         }
     }
-    assert!(sim.max_buffered_samples <= 2_400, "buffer reached {} samples", sim.max_buffered_samples);
-    assert!(sim.max_buffered_samples >= 1_600, "the lead was not used: {}", sim.max_buffered_samples);
+    assert!(
+        sim.max_buffered_samples <= 2_400,
+        "buffer reached {} samples",
+        sim.max_buffered_samples
+    );
+    assert!(
+        sim.max_buffered_samples >= 1_600,
+        "the lead was not used: {}",
+        sim.max_buffered_samples
+    );
     assert!(gw.events_of("mark_played").len() >= sim.media_count() - 1);
     assert_eq!(gw.events_of("bot_speech_finished").len(), 1);
     assert_eq!(gw.events_of("user_turn_ended").len(), 1);
@@ -76,7 +86,10 @@ async fn twilio_echo_answers_each_utterance_with_marks_and_stops_cleanly() {
     sim.stop().await;
     let close = sim.wait_close(Duration::from_secs(3)).await;
     assert_eq!(close.map(|c| c.0), Some(normal()));
-    let ended = gw.wait_event("call_ended", Duration::from_secs(2)).await.unwrap();
+    let ended = gw
+        .wait_event("call_ended", Duration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(ended["reason"], "carrier_stop");
     assert!(gw.gateway.registry().is_empty());
 }
@@ -98,13 +111,17 @@ async fn the_first_burst_is_exactly_the_lead() {
         .iter()
         .filter(|r| matches!(r, Received::Media { at_ms, .. } if *at_ms <= first + 10))
         .count();
-    assert_eq!(burst, 3, "300 ms lead = three 100 ms chunks before the first mark returns");
+    assert_eq!(
+        burst, 3,
+        "300 ms lead = three 100 ms chunks before the first mark returns"
+    );
     assert!(sim.max_buffered_samples <= 2_400);
     assert_eq!(gw.events_of("barge_in").len(), 0);
 }
 
 fn gw_done(sim: &CarrierSim) -> bool {
-    sim.media_count() > 0 && sim.now_ms() > sim.first_media_ms().unwrap() + utterance_ms_of(sim) + 300
+    sim.media_count() > 0
+        && sim.now_ms() > sim.first_media_ms().unwrap() + utterance_ms_of(sim) + 300
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +129,10 @@ async fn twilio_barge_in_sends_clear_at_once_and_records_what_was_heard() {
     let mut gw = TestGateway::start(test_config()).await;
     let mut sim = CarrierSim::connect(&gw, SimConfig::twilio()).await;
     sim.say_in(100, wav("caller_hello.wav"));
-    assert!(sim.run_until(8_000, |s| s.media_count() > 0).await, "no echo");
+    assert!(
+        sim.run_until(8_000, |s| s.media_count() > 0).await,
+        "no echo"
+    );
     // One second into the bot's answer, the caller talks over it.
     sim.run_for(1_000).await;
     assert_eq!(sim.clears(), 0);
@@ -131,10 +151,16 @@ async fn twilio_barge_in_sends_clear_at_once_and_records_what_was_heard() {
     let reaction = clear_ms.saturating_sub(onset_ms);
     assert!(reaction <= 400, "clear {reaction} ms after speech onset");
     // Nothing of the cut utterance is sent after the clear.
-    let barge = gw.wait_event("barge_in", Duration::from_secs(1)).await.unwrap();
+    let barge = gw
+        .wait_event("barge_in", Duration::from_secs(1))
+        .await
+        .unwrap();
     let heard = barge["heard_ms"].as_u64().unwrap();
     let total = barge["total_ms"].as_u64().unwrap();
-    assert!(heard >= 900 && heard <= 1_700, "heard {heard} ms of {total}");
+    assert!(
+        (900..=1_700).contains(&heard),
+        "heard {heard} ms of {total}"
+    );
     assert!(heard < total);
     let cut = barge["utterance"].as_u64().unwrap();
     sim.run_for(300).await;
@@ -148,13 +174,26 @@ async fn twilio_barge_in_sends_clear_at_once_and_records_what_was_heard() {
         })
         .collect();
     assert!(
-        after_clear.iter().all(|name| !name.starts_with(&format!("u{cut}c"))),
+        after_clear
+            .iter()
+            .all(|name| !name.starts_with(&format!("u{cut}c"))),
         "audio of the cut utterance after clear: {after_clear:?}"
     );
     // The interruption itself is then echoed as the caller's next turn.
-    assert!(sim.run_until(6_000, |s| s.received.iter().rev().any(|r| matches!(r, Received::Media { .. })) && gw_has_second_turn(s)).await);
+    assert!(
+        sim.run_until(6_000, |s| s
+            .received
+            .iter()
+            .rev()
+            .any(|r| matches!(r, Received::Media { .. }))
+            && gw_has_second_turn(s))
+            .await
+    );
     let metrics = gw.gateway.metrics().render();
-    assert_eq!(metric(&metrics, "voicegw_barge_ins_total{carrier=\"twilio\"}"), Some(1.0));
+    assert_eq!(
+        metric(&metrics, "voicegw_barge_ins_total{carrier=\"twilio\"}"),
+        Some(1.0)
+    );
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
 
@@ -177,13 +216,20 @@ async fn echo_does_not_barge_in(delay_ms: u32, attenuation_db: f32) {
     config.echo = Some((delay_ms, attenuation_db));
     let mut sim = CarrierSim::connect(&gw, config).await;
     sim.say_in(100, wav("caller_hello.wav"));
-    assert!(sim.run_until(8_000, |s| s.media_count() > 0).await, "no echo");
+    assert!(
+        sim.run_until(8_000, |s| s.media_count() > 0).await,
+        "no echo"
+    );
     // Let the whole answer play back (with the line returning it), then two more seconds.
     let done = sim.run_until(10_000, gw_done).await;
     assert!(done);
     let media_after_answer = sim.media_count();
     sim.run_for(2_000).await;
-    assert_eq!(sim.clears(), 0, "echo at {delay_ms} ms / -{attenuation_db} dB barged in");
+    assert_eq!(
+        sim.clears(),
+        0,
+        "echo at {delay_ms} ms / -{attenuation_db} dB barged in"
+    );
     assert_eq!(gw.events_of("barge_in").len(), 0);
     assert_eq!(
         sim.media_count(),
@@ -218,8 +264,15 @@ async fn caller_talking_over_the_echo_still_barges_in() {
     assert!(sim.run_until(8_000, |s| s.media_count() > 0).await);
     sim.run_for(800).await;
     sim.say_in(0, wav("caller_interrupt.wav"));
-    assert!(sim.run_until(2_000, |s| s.clears() > 0).await, "double talk did not barge in");
-    assert_eq!(gw.wait_event("barge_in", Duration::from_secs(1)).await.is_some(), true);
+    assert!(
+        sim.run_until(2_000, |s| s.clears() > 0).await,
+        "double talk did not barge in"
+    );
+    assert!(
+        gw.wait_event("barge_in", Duration::from_secs(1))
+            .await
+            .is_some()
+    );
 }
 
 async fn exotel_echo(rate: u32) {
@@ -227,16 +280,24 @@ async fn exotel_echo(rate: u32) {
     let mut sim = CarrierSim::connect(&gw, SimConfig::exotel(rate)).await;
     let hello = upsample(&wav("caller_yes.wav"), rate as usize / 8000);
     sim.say_in(100, hello);
-    let done = sim.run_until(10_000, |s| s.media_count() > 0 && gw_done(s)).await;
+    let done = sim
+        .run_until(10_000, |s| s.media_count() > 0 && gw_done(s))
+        .await;
     assert!(done, "no echo over Exotel at {rate} Hz: {:?}", sim.received);
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
     let echoed_ms = sim.bot_samples_received * 1000 / u64::from(rate);
     assert!(echoed_ms >= 1_000, "echo of {echoed_ms} ms");
-    let started = gw.wait_event("stream_started", Duration::from_secs(1)).await.unwrap();
+    let started = gw
+        .wait_event("stream_started", Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(started["encoding"], "linear16");
     assert_eq!(started["sample_rate"], rate);
     sim.stop().await;
-    assert_eq!(sim.wait_close(Duration::from_secs(3)).await.map(|c| c.0), Some(normal()));
+    assert_eq!(
+        sim.wait_close(Duration::from_secs(3)).await.map(|c| c.0),
+        Some(normal())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,8 +318,15 @@ async fn exotel_barge_in_sends_clear() {
     assert!(sim.run_until(8_000, |s| s.media_count() > 0).await);
     sim.run_for(1_000).await;
     sim.say_in(0, wav("caller_interrupt.wav"));
-    assert!(sim.run_until(2_000, |s| s.clears() > 0).await, "no clear on Exotel");
-    assert!(gw.wait_event("barge_in", Duration::from_secs(1)).await.is_some());
+    assert!(
+        sim.run_until(2_000, |s| s.clears() > 0).await,
+        "no clear on Exotel"
+    );
+    assert!(
+        gw.wait_event("barge_in", Duration::from_secs(1))
+            .await
+            .is_some()
+    );
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
 
@@ -278,10 +346,23 @@ async fn dtmf_from_carrier_events_and_from_in_band_tones() {
     let digits: Vec<(String, String)> = gw
         .events_of("dtmf")
         .iter()
-        .map(|e| (e["digit"].as_str().unwrap().to_string(), e["source"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["digit"].as_str().unwrap().to_string(),
+                e["source"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    let carrier: Vec<_> = digits.iter().filter(|d| d.1 == "carrier").map(|d| d.0.clone()).collect();
-    let in_band: Vec<_> = digits.iter().filter(|d| d.1 == "in_band").map(|d| d.0.clone()).collect();
+    let carrier: Vec<_> = digits
+        .iter()
+        .filter(|d| d.1 == "carrier")
+        .map(|d| d.0.clone())
+        .collect();
+    let in_band: Vec<_> = digits
+        .iter()
+        .filter(|d| d.1 == "in_band")
+        .map(|d| d.0.clone())
+        .collect();
     assert_eq!(carrier, vec!["7", "#"]);
     assert_eq!(in_band, vec!["1", "2", "3", "4", "#"]);
 }
@@ -298,11 +379,19 @@ async fn control_plane_hangup_closes_the_stream_normally() {
     assert_eq!(info.stream_sid, sim.stream_sid);
     assert_eq!(info.agent, "echo");
     registry
-        .send(ids[0], voicegw::call::registry::Control::Hangup { reason: "done".into() })
+        .send(
+            ids[0],
+            voicegw::call::registry::Control::Hangup {
+                reason: "done".into(),
+            },
+        )
         .unwrap();
     let close = sim.wait_close(Duration::from_secs(2)).await.unwrap();
     assert_eq!(close, (1000, "hangup: done".to_string()));
-    let ended = gw.wait_event("call_ended", Duration::from_secs(1)).await.unwrap();
+    let ended = gw
+        .wait_event("call_ended", Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(ended["reason"], "hangup");
 }
 
@@ -354,7 +443,11 @@ async fn live_call_gauge_and_frame_histogram_move() {
     assert_eq!(metric(&text, "voicegw_live_calls "), Some(1.0));
     let frames = metric(&text, "voicegw_frames_in_total{carrier=\"twilio\"}").unwrap();
     assert!(frames >= 15.0, "{frames}");
-    let count = metric(&text, "voicegw_frame_processing_seconds_count{carrier=\"twilio\"}").unwrap();
+    let count = metric(
+        &text,
+        "voicegw_frame_processing_seconds_count{carrier=\"twilio\"}",
+    )
+    .unwrap();
     assert_eq!(count, frames);
     sim.send_raw(Message::Close(None)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

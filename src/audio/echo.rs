@@ -93,8 +93,8 @@ impl EchoGuard {
     /// (0–1), can be explained as the bot's own audio coming back. Also drops reference audio
     /// too old to matter for later frames.
     pub fn explains(&mut self, frame_end_sample: u64, frame_rms: f32) -> bool {
-        let horizon = frame_end_sample
-            .saturating_sub(self.max_delay_samples + self.block_samples as u64);
+        let horizon =
+            frame_end_sample.saturating_sub(self.max_delay_samples + self.block_samples as u64);
         while self.blocks.front().is_some_and(|b| b.end < horizon) {
             self.blocks.pop_front();
         }
@@ -148,7 +148,10 @@ mod tests {
         let bot_rms = linear16::rms(&bot);
         // 10 dB down, 200 ms later: explained.
         for frame_end in (1760..=9600).step_by(160) {
-            assert!(g.explains(frame_end, bot_rms * 0.316), "frame ending {frame_end}");
+            assert!(
+                g.explains(frame_end, bot_rms * 0.316),
+                "frame ending {frame_end}"
+            );
         }
         // As loud as the bot: the caller is talking.
         let mut g = guard();

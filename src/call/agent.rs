@@ -210,7 +210,8 @@ pub enum AgentError {
 }
 
 /// Makes an agent for a stream.
-pub type AgentFactory = Arc<dyn Fn(&StreamStart) -> Result<Box<dyn Agent>, AgentError> + Send + Sync>;
+pub type AgentFactory =
+    Arc<dyn Fn(&StreamStart) -> Result<Box<dyn Agent>, AgentError> + Send + Sync>;
 
 /// The agents this gateway can run, by name, and which one is the default.
 #[derive(Clone)]
@@ -236,9 +237,12 @@ impl AgentCatalog {
             factories: HashMap::new(),
             default: default.to_owned(),
         };
-        catalog.register("echo", Arc::new(|_start: &StreamStart| {
-            Ok(Box::new(super::echo_agent::EchoAgent::new()) as Box<dyn Agent>)
-        }));
+        catalog.register(
+            "echo",
+            Arc::new(|_start: &StreamStart| {
+                Ok(Box::new(super::echo_agent::EchoAgent::new()) as Box<dyn Agent>)
+            }),
+        );
         if !catalog.factories.contains_key(default) {
             return Err(AgentError::Unknown(default.to_owned()));
         }

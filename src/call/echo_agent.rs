@@ -82,7 +82,12 @@ mod tests {
             &mut ctx,
         );
         assert!(ctx.take_actions().is_empty());
-        agent.on_event(AgentEvent::UserTurnEnded { audio: vec![7; 320] }, &mut ctx);
+        agent.on_event(
+            AgentEvent::UserTurnEnded {
+                audio: vec![7; 320],
+            },
+            &mut ctx,
+        );
         agent.on_event(AgentEvent::UserTurnEnded { audio: vec![] }, &mut ctx);
         assert_eq!(
             ctx.take_actions(),

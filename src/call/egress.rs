@@ -142,8 +142,8 @@ impl Egress {
         let chunk_bytes = rounded.clamp(rules.min_bytes.max(bps), rules.max_bytes.max(bps));
         let chunk_samples = (chunk_bytes / bps).max(1);
         let min_chunk_samples = rules.min_bytes.div_ceil(bps);
-        let max_lead_samples = (ms_to_samples(u64::from(config.max_lead_ms), rate) as usize)
-            .max(2 * chunk_samples);
+        let max_lead_samples =
+            (ms_to_samples(u64::from(config.max_lead_ms), rate) as usize).max(2 * chunk_samples);
         Egress {
             format,
             chunk_samples,
@@ -434,7 +434,9 @@ mod tests {
     #[test]
     fn mark_names_round_trip_and_reject_garbage() {
         assert_eq!(parse_mark_name(&mark_name(3, 12)), Some((3, 12)));
-        for bad in ["", "u", "uc", "u3", "3c1", "u3c", "ux3c1", "u-1c2", "turn-3"] {
+        for bad in [
+            "", "u", "uc", "u3", "3c1", "u3c", "ux3c1", "u-1c2", "turn-3",
+        ] {
             assert_eq!(parse_mark_name(bad), None, "{bad}");
         }
     }
@@ -450,7 +452,10 @@ mod tests {
         assert!(out.iter().all(|c| c.wire.len() == 800));
         assert_eq!(out[0].mark, "u1c0");
         assert!(out[0].first && !out[1].first);
-        assert_eq!((out[0].play_at, out[1].play_at, out[2].play_at), (0, 800, 1600));
+        assert_eq!(
+            (out[0].play_at, out[1].play_at, out[2].play_at),
+            (0, 800, 1600)
+        );
         assert_eq!(egress.unconfirmed_samples(), 2400);
         // Nothing more until a mark comes back.
         out.clear();
@@ -511,11 +516,18 @@ mod tests {
                 egress.on_mark(&mark_name(front.utterance, front.index), now);
             }
             for chunk in &all {
-                assert!(rules.allows(chunk.wire.len()), "{rate}: {} bytes", chunk.wire.len());
+                assert!(
+                    rules.allows(chunk.wire.len()),
+                    "{rate}: {} bytes",
+                    chunk.wire.len()
+                );
                 assert_eq!(chunk.wire.len(), chunk.pcm.len() * 2);
             }
             let padded_tail = all.last().unwrap();
-            assert!(padded_tail.pcm.iter().rev().take(10).all(|s| *s == 0), "tail padded with silence");
+            assert!(
+                padded_tail.pcm.iter().rev().take(10).all(|s| *s == 0),
+                "tail padded with silence"
+            );
         }
     }
 
@@ -523,7 +535,11 @@ mod tests {
     fn exotel_lead_is_at_least_two_chunks() {
         let (format, rules) = exotel(8000);
         let egress = Egress::new(format, rules, EgressConfig::default());
-        assert_eq!(egress.chunk_samples(), 1600, "3 200 bytes = 200 ms at 8 kHz");
+        assert_eq!(
+            egress.chunk_samples(),
+            1600,
+            "3 200 bytes = 200 ms at 8 kHz"
+        );
         assert_eq!(egress.max_lead_samples(), 3200);
     }
 

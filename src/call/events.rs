@@ -139,7 +139,9 @@ impl EventSink {
             while let Some(event) = receiver.recv().await {
                 match serde_json::to_string(&event) {
                     Ok(json) => tracing::info!(target: "voicegw::events", "{json}"),
-                    Err(e) => tracing::warn!(target: "voicegw::events", "unserializable event: {e}"),
+                    Err(e) => {
+                        tracing::warn!(target: "voicegw::events", "unserializable event: {e}")
+                    }
                 }
             }
         });
@@ -222,7 +224,8 @@ mod tests {
     async fn a_full_queue_drops_and_counts_instead_of_blocking() {
         let metrics = Metrics::new().unwrap();
         let (tx, _rx) = mpsc::channel(1);
-        let mut recorder = CallRecorder::new(CallId::new(), EventSink::new(tx, Some(metrics.clone())));
+        let mut recorder =
+            CallRecorder::new(CallId::new(), EventSink::new(tx, Some(metrics.clone())));
         recorder.record(CallEventKind::StreamStopped { reason: None });
         recorder.record(CallEventKind::StreamStopped { reason: None });
         assert_eq!(metrics.events_dropped.get(), 1);

@@ -84,7 +84,12 @@ pub struct CallInfo {
 
 impl CallInfo {
     /// Builds the info from a `start` message.
-    pub fn from_start(call_id: CallId, carrier: CarrierKind, start: &StreamStart, agent: &str) -> Self {
+    pub fn from_start(
+        call_id: CallId,
+        carrier: CarrierKind,
+        start: &StreamStart,
+        agent: &str,
+    ) -> Self {
         CallInfo {
             call_id,
             carrier,

@@ -180,13 +180,28 @@ mod tests {
         registry.insert(CallHandle::new(info, tx));
         assert_eq!(registry.len(), 1);
         registry
-            .send(id, Control::Hangup { reason: "test".into() })
+            .send(
+                id,
+                Control::Hangup {
+                    reason: "test".into(),
+                },
+            )
             .unwrap();
         assert_eq!(
-            registry.send(id, Control::Hangup { reason: "again".into() }),
+            registry.send(
+                id,
+                Control::Hangup {
+                    reason: "again".into()
+                }
+            ),
             Err(ControlError::Busy(id))
         );
-        assert_eq!(rx.recv().await, Some(Control::Hangup { reason: "test".into() }));
+        assert_eq!(
+            rx.recv().await,
+            Some(Control::Hangup {
+                reason: "test".into()
+            })
+        );
         drop(rx);
         assert_eq!(
             registry.send(id, Control::Hangup { reason: "x".into() }),
@@ -203,8 +218,18 @@ mod tests {
     #[test]
     fn expectations_are_used_once() {
         let registry = Registry::new();
-        registry.expect("abc", ExpectedCall { agent: "echo".into() });
-        assert_eq!(registry.take_expected("abc"), Some(ExpectedCall { agent: "echo".into() }));
+        registry.expect(
+            "abc",
+            ExpectedCall {
+                agent: "echo".into(),
+            },
+        );
+        assert_eq!(
+            registry.take_expected("abc"),
+            Some(ExpectedCall {
+                agent: "echo".into()
+            })
+        );
         assert_eq!(registry.take_expected("abc"), None);
     }
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::agent::{Agent, AgentAction, AgentCatalog, AgentContext, AgentEvent, AgentPort, DtmfSource};
+use super::agent::{
+    Agent, AgentAction, AgentCatalog, AgentContext, AgentEvent, AgentPort, DtmfSource,
+};
 use super::egress::{Egress, EgressConfig, MarkOutcome};
 use super::events::{CallEventKind, CallRecorder, EventSink};
 use super::registry::{CallHandle, Control, Registry};
@@ -24,7 +26,9 @@ use crate::audio::dtmf::{DtmfDetector, DtmfDigit};
 use crate::audio::echo::{EchoConfig, EchoGuard};
 use crate::audio::vad::{Vad, VadConfig, VadFrame};
 use crate::audio::{Encoding, linear16};
-use crate::carrier::{CarrierEvent, CarrierKind, CarrierProtocol, FrameError, MediaFrame, Outbound, StreamStart};
+use crate::carrier::{
+    CarrierEvent, CarrierKind, CarrierProtocol, FrameError, MediaFrame, Outbound, StreamStart,
+};
 use crate::config::{Config, StreamLimits};
 use crate::metrics::{CallMetrics, Metrics};
 
@@ -290,7 +294,8 @@ impl Session {
             match self.parse(frame)? {
                 Some(CarrierEvent::Start(start)) => return Ok(*start),
                 Some(CarrierEvent::Stop { reason }) => {
-                    self.recorder.record(CallEventKind::StreamStopped { reason });
+                    self.recorder
+                        .record(CallEventKind::StreamStopped { reason });
                     return Err(EndReason::CarrierStop);
                 }
                 // `connected`; media/dtmf/mark before start are rejected by the core.
@@ -312,18 +317,26 @@ impl Session {
                 self.deps.metrics.bad_frame(self.carrier, "too_large");
                 self.recorder.record(CallEventKind::BadFrame {
                     kind: "too_large",
-                    message: format!("message over {} bytes", self.deps.settings.limits.max_message_bytes),
+                    message: format!(
+                        "message over {} bytes",
+                        self.deps.settings.limits.max_message_bytes
+                    ),
                 });
                 Err(EndReason::TooLarge)
             }
             Some(InboundFrame::Binary(len)) => {
-                self.bad_frame("binary", format!("binary frame of {len} bytes: the protocol is JSON text"))?;
+                self.bad_frame(
+                    "binary",
+                    format!("binary frame of {len} bytes: the protocol is JSON text"),
+                )?;
                 Ok(None)
             }
             Some(InboundFrame::Text(text)) => match self.protocol.parse(text.as_str()) {
                 Ok(event) => Ok(Some(event)),
                 Err(FrameError::UnsupportedFormat(why)) => {
-                    self.deps.metrics.bad_frame(self.carrier, "unsupported_format");
+                    self.deps
+                        .metrics
+                        .bad_frame(self.carrier, "unsupported_format");
                     let message = format!("unsupported media format: {why}");
                     self.recorder.record(CallEventKind::BadFrame {
                         kind: "unsupported_format",
@@ -343,7 +356,8 @@ impl Session {
     fn bad_frame(&mut self, kind: &'static str, message: String) -> Result<(), EndReason> {
         tracing::debug!(kind, %message, "malformed frame skipped");
         self.deps.metrics.bad_frame(self.carrier, kind);
-        self.recorder.record(CallEventKind::BadFrame { kind, message });
+        self.recorder
+            .record(CallEventKind::BadFrame { kind, message });
         if self.bad_frames.hit(Instant::now()) {
             tracing::warn!("closing: too many malformed frames");
             return Err(EndReason::BadFrames);
@@ -380,7 +394,12 @@ impl Session {
         } else {
             None
         };
-        let info = Arc::new(CallInfo::from_start(self.call_id, self.carrier, start, &agent_name));
+        let info = Arc::new(CallInfo::from_start(
+            self.call_id,
+            self.carrier,
+            start,
+            &agent_name,
+        ));
         let (action_tx, actions) = mpsc::channel(ACTION_QUEUE);
         let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
         self.deps
@@ -466,7 +485,8 @@ impl Session {
                 // The carrier reports key presses: in-band detection would only duplicate them.
                 live.dtmf = None;
                 let duplicate = live.last_inband_digit.is_some_and(|(d, at)| {
-                    d == digit && live.turn.ms(live.inbound_samples.saturating_sub(at)) < DTMF_DEDUP_MS
+                    d == digit
+                        && live.turn.ms(live.inbound_samples.saturating_sub(at)) < DTMF_DEDUP_MS
                 });
                 if duplicate {
                     return Ok(());
@@ -474,7 +494,8 @@ impl Session {
                 self.dtmf(live, digit, DtmfSource::Carrier)
             }
             CarrierEvent::Stop { reason } => {
-                self.recorder.record(CallEventKind::StreamStopped { reason });
+                self.recorder
+                    .record(CallEventKind::StreamStopped { reason });
                 Err(EndReason::CarrierStop)
             }
             // A repeated `connected` is harmless; a second `start` is rejected by the core.
@@ -493,7 +514,8 @@ impl Session {
             detector.push(&live.pcm, &mut live.digits);
             for i in 0..live.digits.len() {
                 let digit = live.digits[i].digit;
-                live.last_inband_digit = Some((digit, live.inbound_samples + live.pcm.len() as u64));
+                live.last_inband_digit =
+                    Some((digit, live.inbound_samples + live.pcm.len() as u64));
                 self.dtmf(live, digit, DtmfSource::InBand)?;
             }
         }
@@ -510,7 +532,8 @@ impl Session {
                 break;
             };
             consumed += frame_len;
-            let echo = vad_frame.voiced && live.echo.explains(vad_frame.end_sample, linear16::rms(pcm));
+            let echo =
+                vad_frame.voiced && live.echo.explains(vad_frame.end_sample, linear16::rms(pcm));
             live.turn.push(
                 JudgedFrame {
                     pcm,
@@ -531,7 +554,9 @@ impl Session {
         live.turn_events = events;
         self.pump(live)?;
         live.metrics.frames_in.inc();
-        live.metrics.frame_seconds.observe(began.elapsed().as_secs_f64());
+        live.metrics
+            .frame_seconds
+            .observe(began.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -540,7 +565,11 @@ impl Session {
             TurnEvent::BargeIn { .. } => {
                 if let Some(heard) = self.stop_speaking(live)? {
                     live.metrics.barge_ins.inc();
-                    tracing::debug!(heard_ms = heard.heard_ms, total_ms = heard.total_ms, "barge-in");
+                    tracing::debug!(
+                        heard_ms = heard.heard_ms,
+                        total_ms = heard.total_ms,
+                        "barge-in"
+                    );
                     self.recorder.record(CallEventKind::BargeIn(heard));
                     self.agent_event(live, AgentEvent::BargeIn(heard))?;
                 }
@@ -562,7 +591,12 @@ impl Session {
                     at_ms: live.turn.ms(*end_sample),
                     duration_ms: live.turn.ms(end_sample.saturating_sub(*onset_sample)),
                 });
-                self.agent_event(live, AgentEvent::UserTurnEnded { audio: audio.clone() })
+                self.agent_event(
+                    live,
+                    AgentEvent::UserTurnEnded {
+                        audio: audio.clone(),
+                    },
+                )
             }
         }
     }
@@ -597,12 +631,15 @@ impl Session {
                 self.pump(live)
             }
             MarkOutcome::Stale => Ok(()),
-            MarkOutcome::Unknown => self.bad_frame("unknown_mark", format!("mark {name:?} was never sent")),
+            MarkOutcome::Unknown => {
+                self.bad_frame("unknown_mark", format!("mark {name:?} was never sent"))
+            }
         }
     }
 
     fn speech_finished(&mut self, live: &mut Live, utterance: u64) -> Result<(), EndReason> {
-        self.recorder.record(CallEventKind::BotSpeechFinished { utterance });
+        self.recorder
+            .record(CallEventKind::BotSpeechFinished { utterance });
         self.agent_event(live, AgentEvent::SpeechFinished { utterance })
     }
 
@@ -631,7 +668,8 @@ impl Session {
             }
             AgentAction::StopSpeaking => {
                 if let Some(heard) = self.stop_speaking(live)? {
-                    self.recorder.record(CallEventKind::BotSpeechCancelled(heard));
+                    self.recorder
+                        .record(CallEventKind::BotSpeechCancelled(heard));
                 }
                 Ok(())
             }
@@ -675,10 +713,12 @@ impl Session {
                 return Ok(());
             }
         };
-        self.out.try_send(OutboundFrame::Text(text)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => EndReason::WriterStalled,
-            mpsc::error::TrySendError::Closed(_) => EndReason::PeerClosed,
-        })
+        self.out
+            .try_send(OutboundFrame::Text(text))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => EndReason::WriterStalled,
+                mpsc::error::TrySendError::Closed(_) => EndReason::PeerClosed,
+            })
     }
 
     fn finish_live(&mut self, live: &mut Live, reason: &EndReason) {

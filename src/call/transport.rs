@@ -13,8 +13,8 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
-use super::session::{Session, SessionDeps};
 use super::CallId;
+use super::session::{Session, SessionDeps};
 use crate::carrier::CarrierKind;
 
 /// Frames queued from the reader to the session.
@@ -83,7 +83,10 @@ fn is_capacity_error(error: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(tungstenite) = e.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
-            return matches!(tungstenite, tokio_tungstenite::tungstenite::Error::Capacity(_));
+            return matches!(
+                tungstenite,
+                tokio_tungstenite::tungstenite::Error::Capacity(_)
+            );
         }
         source = e.source();
     }
@@ -92,7 +95,10 @@ fn is_capacity_error(error: &axum::Error) -> bool {
 }
 
 /// Sends frames until a close, the end of the queue, or a write error or stall.
-pub async fn run_writer(mut sink: SplitSink<WebSocket, Message>, mut frames: mpsc::Receiver<OutboundFrame>) {
+pub async fn run_writer(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut frames: mpsc::Receiver<OutboundFrame>,
+) {
     while let Some(frame) = frames.recv().await {
         let (message, last) = match frame {
             OutboundFrame::Text(text) => (Message::Text(text.into()), false),
@@ -110,7 +116,9 @@ pub async fn run_writer(mut sink: SplitSink<WebSocket, Message>, mut frames: mps
         while !closing && matches!(result, Ok(Ok(()))) {
             match frames.try_recv() {
                 Ok(OutboundFrame::Text(text)) => {
-                    result = tokio::time::timeout(WRITE_TIMEOUT, sink.feed(Message::Text(text.into()))).await;
+                    result =
+                        tokio::time::timeout(WRITE_TIMEOUT, sink.feed(Message::Text(text.into())))
+                            .await;
                 }
                 Ok(OutboundFrame::Close { code, reason }) => {
                     closing = true;

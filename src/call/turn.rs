@@ -173,7 +173,8 @@ impl TurnTaker {
                 if *silent_frames >= self.end_silence_frames || truncated {
                     let tail = TAIL_MS * u64::from(self.rate) / 1000;
                     let keep_until = (*last_voiced_end + tail).min(frame.end_sample);
-                    let keep = (keep_until.saturating_sub(*start_sample) as usize).min(utterance.len());
+                    let keep =
+                        (keep_until.saturating_sub(*start_sample) as usize).min(utterance.len());
                     let mut audio = std::mem::take(utterance);
                     audio.truncate(keep);
                     out.push(TurnEvent::TurnEnded {
@@ -189,7 +190,13 @@ impl TurnTaker {
         }
     }
 
-    fn push_idle(&mut self, frame: JudgedFrame<'_>, speech: bool, bot_speaking: bool, out: &mut Vec<TurnEvent>) {
+    fn push_idle(
+        &mut self,
+        frame: JudgedFrame<'_>,
+        speech: bool,
+        bot_speaking: bool,
+        out: &mut Vec<TurnEvent>,
+    ) {
         self.recent.extend(frame.pcm.iter().copied());
         while self.recent.len() > self.recent_cap {
             self.recent.pop_front();
@@ -246,7 +253,12 @@ mod tests {
     const FRAME: usize = 160;
 
     /// Drives the taker with a pattern: 'v' voiced, '.' silent, 'e' voiced but echo.
-    fn drive(taker: &mut TurnTaker, pattern: &str, bot_speaking: bool, start: &mut u64) -> Vec<TurnEvent> {
+    fn drive(
+        taker: &mut TurnTaker,
+        pattern: &str,
+        bot_speaking: bool,
+        start: &mut u64,
+    ) -> Vec<TurnEvent> {
         let mut out = Vec::new();
         for c in pattern.chars() {
             let value = match c {
@@ -277,7 +289,10 @@ mod tests {
         // 200 ms of silence (preroll), then 5 voiced frames (100 ms).
         assert!(drive(&mut taker, "..........vvvv", false, &mut t).is_empty());
         let events = drive(&mut taker, "v", false, &mut t);
-        assert_eq!(events, vec![TurnEvent::SpeechStarted { onset_sample: 1600 }]);
+        assert_eq!(
+            events,
+            vec![TurnEvent::SpeechStarted { onset_sample: 1600 }]
+        );
         let pattern = format!("vvvvvv{}", ".".repeat(29));
         assert!(drive(&mut taker, &pattern, false, &mut t).is_empty());
         let events = drive(&mut taker, ".", false, &mut t);
@@ -355,7 +370,9 @@ mod tests {
         let ended: Vec<_> = events
             .iter()
             .filter_map(|e| match e {
-                TurnEvent::TurnEnded { audio, truncated, .. } => Some((audio.len(), *truncated)),
+                TurnEvent::TurnEnded {
+                    audio, truncated, ..
+                } => Some((audio.len(), *truncated)),
                 _ => None,
             })
             .collect();
@@ -373,7 +390,10 @@ mod tests {
         };
         let mut taker = TurnTaker::new(RATE, config);
         let mut t = 0;
-        assert!(drive(&mut taker, "vvvvvvvvv", true, &mut t).is_empty(), "180 ms < 200 ms");
+        assert!(
+            drive(&mut taker, "vvvvvvvvv", true, &mut t).is_empty(),
+            "180 ms < 200 ms"
+        );
         let events = drive(&mut taker, "v", true, &mut t);
         assert!(matches!(events[0], TurnEvent::BargeIn { .. }));
         let mut taker = TurnTaker::new(RATE, config);

@@ -43,7 +43,12 @@ impl TestGateway {
         let addr = listener.local_addr().unwrap();
         let (events_tx, events) = tokio::sync::mpsc::channel(100_000);
         let metrics = Metrics::new().unwrap();
-        let gateway = Gateway::with_events(&config, metrics.clone(), EventSink::new(events_tx, Some(metrics))).unwrap();
+        let gateway = Gateway::with_events(
+            &config,
+            metrics.clone(),
+            EventSink::new(events_tx, Some(metrics)),
+        )
+        .unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let runner = gateway.clone();
         let grace = config.shutdown_grace();
@@ -121,8 +126,11 @@ pub fn test_config() -> Config {
 
 /// Loads a fixture WAV (8 kHz mono PCM16) as samples.
 pub fn wav(name: &str) -> Vec<i16> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audio").join(name);
-    let mut reader = hound::WavReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/audio")
+        .join(name);
+    let mut reader =
+        hound::WavReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(reader.spec().sample_rate, 8000, "{name}");
     reader.samples::<i16>().map(|s| s.unwrap()).collect()
 }
@@ -255,9 +263,16 @@ impl CarrierSim {
     }
 
     /// Like [`connect`], with custom parameters in `start`.
-    pub async fn connect_with(gw: &TestGateway, config: SimConfig, params: serde_json::Map<String, Value>) -> CarrierSim {
+    pub async fn connect_with(
+        gw: &TestGateway,
+        config: SimConfig,
+        params: serde_json::Map<String, Value>,
+    ) -> CarrierSim {
         let (path, stream_sid) = match config.carrier {
-            Carrier::Twilio => ("twilio", format!("MZ{}", "18ad3ab5a668481ce02b83e7395059f0")),
+            Carrier::Twilio => (
+                "twilio",
+                format!("MZ{}", "18ad3ab5a668481ce02b83e7395059f0"),
+            ),
             Carrier::Exotel => ("exotel", "c8f1d0a2b3e4f5a6b7c8d9e0f1a2b3c4".to_string()),
         };
         let ws = connect(&gw.stream_url(path)).await;
@@ -325,7 +340,10 @@ impl CarrierSim {
     }
 
     pub async fn send_json(&mut self, value: Value) {
-        self.ws.send(Message::Text(value.to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(value.to_string().into()))
+            .await
+            .unwrap();
     }
 
     pub async fn send_raw(&mut self, message: Message) {
@@ -368,7 +386,10 @@ impl CarrierSim {
         }
         let end = start + n as u64;
         self.caller.retain(|(at, pcm)| at + pcm.len() as u64 > end);
-        frame.into_iter().map(|s| s.clamp(-32768, 32767) as i16).collect()
+        frame
+            .into_iter()
+            .map(|s| s.clamp(-32768, 32767) as i16)
+            .collect()
     }
 
     fn encode(&self, pcm: &[i16]) -> Vec<u8> {
@@ -400,8 +421,12 @@ impl CarrierSim {
     fn mark_message(&mut self, name: &str) -> Value {
         self.seq += 1;
         match self.config.carrier {
-            Carrier::Twilio => json!({"event": "mark", "sequenceNumber": self.seq.to_string(), "streamSid": self.stream_sid, "mark": {"name": name}}),
-            Carrier::Exotel => json!({"event": "mark", "sequence_number": self.seq.to_string(), "stream_sid": self.stream_sid, "mark": {"name": name}}),
+            Carrier::Twilio => {
+                json!({"event": "mark", "sequenceNumber": self.seq.to_string(), "streamSid": self.stream_sid, "mark": {"name": name}})
+            }
+            Carrier::Exotel => {
+                json!({"event": "mark", "sequence_number": self.seq.to_string(), "stream_sid": self.stream_sid, "mark": {"name": name}})
+            }
         }
     }
 
@@ -409,8 +434,12 @@ impl CarrierSim {
     pub async fn press(&mut self, digit: char) {
         self.seq += 1;
         let message = match self.config.carrier {
-            Carrier::Twilio => json!({"event": "dtmf", "sequenceNumber": self.seq.to_string(), "streamSid": self.stream_sid, "dtmf": {"track": "inbound_track", "digit": digit.to_string()}}),
-            Carrier::Exotel => json!({"event": "dtmf", "sequence_number": self.seq.to_string(), "stream_sid": self.stream_sid, "dtmf": {"digit": digit.to_string(), "duration": "100"}}),
+            Carrier::Twilio => {
+                json!({"event": "dtmf", "sequenceNumber": self.seq.to_string(), "streamSid": self.stream_sid, "dtmf": {"track": "inbound_track", "digit": digit.to_string()}})
+            }
+            Carrier::Exotel => {
+                json!({"event": "dtmf", "sequence_number": self.seq.to_string(), "stream_sid": self.stream_sid, "dtmf": {"digit": digit.to_string(), "duration": "100"}})
+            }
         };
         self.send_json(message).await;
     }
@@ -419,8 +448,12 @@ impl CarrierSim {
     pub async fn stop(&mut self) {
         self.seq += 1;
         let message = match self.config.carrier {
-            Carrier::Twilio => json!({"event": "stop", "sequenceNumber": self.seq.to_string(), "streamSid": self.stream_sid, "stop": {"accountSid": "AC0123456789abcdef0123456789abcdef", "callSid": "CA0123456789abcdef0123456789abcdef"}}),
-            Carrier::Exotel => json!({"event": "stop", "sequence_number": self.seq.to_string(), "stream_sid": self.stream_sid, "stop": {"call_sid": "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6", "account_sid": "exotel-account", "reason": "callended"}}),
+            Carrier::Twilio => {
+                json!({"event": "stop", "sequenceNumber": self.seq.to_string(), "streamSid": self.stream_sid, "stop": {"accountSid": "AC0123456789abcdef0123456789abcdef", "callSid": "CA0123456789abcdef0123456789abcdef"}})
+            }
+            Carrier::Exotel => {
+                json!({"event": "stop", "sequence_number": self.seq.to_string(), "stream_sid": self.stream_sid, "stop": {"call_sid": "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6", "account_sid": "exotel-account", "reason": "callended"}})
+            }
         };
         self.send_json(message).await;
     }
@@ -469,7 +502,8 @@ impl CarrierSim {
         };
         for key in object.keys() {
             if !allowed.contains(&key.as_str()) {
-                self.violations.push(format!("unexpected field {key:?} in {value}"));
+                self.violations
+                    .push(format!("unexpected field {key:?} in {value}"));
             }
         }
     }
@@ -501,7 +535,8 @@ impl CarrierSim {
             Carrier::Exotel => "stream_sid",
         };
         if value[sid_key] != Value::String(self.stream_sid.clone()) {
-            self.violations.push(format!("wrong or missing {sid_key}: {value}"));
+            self.violations
+                .push(format!("wrong or missing {sid_key}: {value}"));
         }
         let at_ms = self.now_ms();
         match value["event"].as_str() {
@@ -509,7 +544,8 @@ impl CarrierSim {
                 self.check_fields(&value, &["event", sid_key, "media"]);
                 self.check_fields(&value["media"], &["payload"]);
                 let Some(payload) = value["media"]["payload"].as_str() else {
-                    self.violations.push(format!("media without payload: {value}"));
+                    self.violations
+                        .push(format!("media without payload: {value}"));
                     return;
                 };
                 let bytes = match B64.decode(payload) {
@@ -525,11 +561,17 @@ impl CarrierSim {
                         if bytes.len() % 320 != 0 || bytes.len() < 3200 || bytes.len() > 100_000 {
                             self.violations.push(format!("Exotel chunk of {} bytes breaks the 320-multiple/3200-minimum rule", bytes.len()));
                         }
-                        bytes.chunks_exact(2).map(|p| i16::from_le_bytes([p[0], p[1]])).collect()
+                        bytes
+                            .chunks_exact(2)
+                            .map(|p| i16::from_le_bytes([p[0], p[1]]))
+                            .collect()
                     }
                 };
                 self.bot_samples_received += pcm.len() as u64;
-                self.received.push(Received::Media { at_ms, samples: pcm.len() });
+                self.received.push(Received::Media {
+                    at_ms,
+                    samples: pcm.len(),
+                });
                 self.playback.push_back(Queued::Audio(pcm));
                 let buffered = self
                     .playback
@@ -544,8 +586,14 @@ impl CarrierSim {
             Some("mark") => {
                 self.check_fields(&value, &["event", sid_key, "mark"]);
                 self.check_fields(&value["mark"], &["name"]);
-                let name = value["mark"]["name"].as_str().unwrap_or_default().to_string();
-                self.received.push(Received::Mark { at_ms, name: name.clone() });
+                let name = value["mark"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                self.received.push(Received::Mark {
+                    at_ms,
+                    name: name.clone(),
+                });
                 self.playback.push_back(Queued::Mark(name));
             }
             Some("clear") => {
@@ -579,7 +627,8 @@ impl CarrierSim {
     pub async fn run_until(&mut self, max_ms: u64, done: impl Fn(&CarrierSim) -> bool) -> bool {
         let rate = u64::from(self.config.sample_rate);
         let chunk = (u64::from(self.config.chunk_ms) * rate / 1000) as usize;
-        let mut ticker = tokio::time::interval(Duration::from_millis(u64::from(self.config.chunk_ms)));
+        let mut ticker =
+            tokio::time::interval(Duration::from_millis(u64::from(self.config.chunk_ms)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let end = self.sent_samples + max_ms * rate / 1000;
         while self.sent_samples < end && !self.closed {
@@ -620,11 +669,17 @@ impl CarrierSim {
     }
 
     pub fn clears(&self) -> usize {
-        self.received.iter().filter(|r| matches!(r, Received::Clear { .. })).count()
+        self.received
+            .iter()
+            .filter(|r| matches!(r, Received::Clear { .. }))
+            .count()
     }
 
     pub fn media_count(&self) -> usize {
-        self.received.iter().filter(|r| matches!(r, Received::Media { .. })).count()
+        self.received
+            .iter()
+            .filter(|r| matches!(r, Received::Media { .. }))
+            .count()
     }
 
     /// Time (sim clock, ms) of the first bot audio received.
@@ -660,7 +715,14 @@ pub async fn http_get(url: &str) -> (u16, String) {
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();
     let text = String::from_utf8_lossy(&response).to_string();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }

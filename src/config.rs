@@ -399,6 +399,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/voicegw.example.toml");
+        let config = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let err = Config::from_toml_str("[turn]\nbarge_in_ms = 100\n").unwrap_err();
         assert!(err.contains("barge_in_ms"), "{err}");

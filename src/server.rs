@@ -36,6 +36,8 @@ use crate::metrics::Metrics;
 
 /// CallEvents that may wait for the event writer before new ones are dropped and counted.
 const EVENT_QUEUE: usize = 65_536;
+/// Initial read and write buffer of each carrier WebSocket (bytes).
+const SOCKET_BUFFER: usize = 8 * 1024;
 /// How long closed calls get to say goodbye after the grace period.
 const FINAL_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -147,8 +149,12 @@ impl Gateway {
         };
         let deps = self.deps.clone();
         let tracker = self.tracker.clone();
+        // Carrier frames are small (a Twilio media message is ~300 bytes, our largest outbound
+        // one ~6 KiB): start the socket buffers small; they grow up to the message limit.
         ws.max_message_size(self.max_message_bytes)
             .max_frame_size(self.max_message_bytes)
+            .read_buffer_size(SOCKET_BUFFER)
+            .write_buffer_size(SOCKET_BUFFER)
             .on_upgrade(move |socket| tracker.track_future(serve_call(socket, carrier, deps)))
     }
 

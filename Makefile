@@ -17,7 +17,7 @@ run: deps
 # Benches run once each in test mode (a broken bench fails the suite), then doc tests, then the
 # unit and integration tests.
 test: deps
-	$(CARGO) test --benches
+	$(CARGO) test --bench '*'
 	$(CARGO) test --doc
 	$(CARGO) test --lib --bins --tests --no-fail-fast
 

@@ -54,6 +54,16 @@ impl Encoding {
 
     /// Decodes wire bytes into PCM samples, appending to `out`. A trailing odd byte of
     /// linear16 is ignored (the carrier cores reject such payloads before they get here).
+    ///
+    /// ```
+    /// use voicegw::audio::Encoding;
+    /// let mut pcm = Vec::new();
+    /// Encoding::Mulaw.decode_into(&[0xFF, 0x7F, 0x80], &mut pcm);
+    /// assert_eq!(pcm, [0, 0, 32124]);
+    /// let mut wire = Vec::new();
+    /// Encoding::Linear16.encode_into(&[1, -2], &mut wire);
+    /// assert_eq!(wire, [0x01, 0x00, 0xFE, 0xFF]);
+    /// ```
     pub fn decode_into(self, bytes: &[u8], out: &mut Vec<i16>) {
         match self {
             Encoding::Mulaw => g711::decode_mulaw_into(bytes, out),

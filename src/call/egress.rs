@@ -379,6 +379,13 @@ impl Egress {
 }
 
 /// The mark name of chunk `index` of `utterance`: `u{utterance}c{index}`.
+///
+/// ```
+/// use voicegw::call::egress::{mark_name, parse_mark_name};
+/// assert_eq!(mark_name(3, 12), "u3c12");
+/// assert_eq!(parse_mark_name("u3c12"), Some((3, 12)));
+/// assert_eq!(parse_mark_name("turn-3"), None);
+/// ```
 pub fn mark_name(utterance: UtteranceId, index: u64) -> String {
     format!("u{utterance}c{index}")
 }

@@ -558,7 +558,10 @@ impl CarrierSim {
                 let pcm: Vec<i16> = match self.config.carrier {
                     Carrier::Twilio => bytes.iter().map(|b| g711::mulaw_decode(*b)).collect(),
                     Carrier::Exotel => {
-                        if bytes.len() % 320 != 0 || bytes.len() < 3200 || bytes.len() > 100_000 {
+                        if !bytes.len().is_multiple_of(320)
+                            || bytes.len() < 3200
+                            || bytes.len() > 100_000
+                        {
                             self.violations.push(format!("Exotel chunk of {} bytes breaks the 320-multiple/3200-minimum rule", bytes.len()));
                         }
                         bytes

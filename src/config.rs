@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::audio::echo::EchoConfig;
 use crate::audio::vad::{VadBackend, VadConfig};
+use crate::call::egress::EgressConfig;
+use crate::call::turn::TurnConfig;
 
 /// Everything the gateway reads at start-up.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -26,11 +29,11 @@ pub struct Config {
     /// Voice activity detection.
     pub vad: VadSettings,
     /// Turn-taking and barge-in.
-    pub turn: TurnSettings,
-    /// Outbound audio pacing.
-    pub egress: EgressSettings,
+    pub turn: TurnConfig,
+    /// Outbound audio pacing: chunk size, lead over playback, mark time-out.
+    pub egress: EgressConfig,
     /// Telling the caller's speech from the bot's own audio coming back (speakerphone echo).
-    pub echo: EchoSettings,
+    pub echo: EchoConfig,
     /// Limits that protect the gateway from a misbehaving carrier connection.
     pub limits: StreamLimits,
     /// Detect DTMF tones in the audio when the carrier sends no `dtmf` events.
@@ -44,9 +47,9 @@ impl Default for Config {
             agent: "echo".to_owned(),
             shutdown_grace_secs: 30,
             vad: VadSettings::default(),
-            turn: TurnSettings::default(),
-            egress: EgressSettings::default(),
-            echo: EchoSettings::default(),
+            turn: TurnConfig::default(),
+            egress: EgressConfig::default(),
+            echo: EchoConfig::default(),
             limits: StreamLimits::default(),
             inband_dtmf: true,
         }
@@ -57,7 +60,7 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct VadSettings {
-    /// `webrtc` (native 8 kHz, cheapest) or `earshot` (16 kHz neural-free DSP model).
+    /// `webrtc` (native 8 kHz, cheapest) or `earshot` (pure Rust, runs at 16 kHz).
     pub backend: String,
     /// webrtc-vad aggressiveness, 0 (least) to 3 (most).
     pub webrtc_mode: u8,
@@ -75,77 +78,6 @@ impl Default for VadSettings {
             webrtc_mode: d.webrtc_mode,
             earshot_threshold: d.earshot_threshold,
             energy_floor_dbfs: d.energy_floor_dbfs,
-        }
-    }
-}
-
-/// Turn-taking: when the caller has started, stopped, or interrupted.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct TurnSettings {
-    /// Voiced time (ms) before the caller counts as speaking.
-    pub min_speech_ms: u32,
-    /// Silence (ms) after speech that ends the caller's turn.
-    pub end_of_turn_silence_ms: u32,
-    /// Caller speech (ms, not explained by echo) over the bot that interrupts it.
-    pub barge_in_min_ms: u32,
-    /// Audio (ms) kept from before speech onset, so an utterance's first syllable is not cut.
-    pub preroll_ms: u32,
-    /// Longest utterance (ms); a longer one is ended there.
-    pub max_utterance_ms: u32,
-}
-
-impl Default for TurnSettings {
-    fn default() -> Self {
-        TurnSettings {
-            min_speech_ms: 100,
-            end_of_turn_silence_ms: 600,
-            barge_in_min_ms: 100,
-            preroll_ms: 200,
-            max_utterance_ms: 30_000,
-        }
-    }
-}
-
-/// Outbound audio: chunking and how far ahead of playback the carrier's buffer may be.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct EgressSettings {
-    /// Audio per `media` message (ms); a `mark` follows each. Raised to the carrier's minimum
-    /// (Exotel: 3 200 bytes).
-    pub chunk_ms: u32,
-    /// Most audio (ms) sent but not yet played. Raised to two chunks where chunks are larger.
-    pub max_lead_ms: u32,
-    /// A mark not echoed this long (ms) after its audio should have finished counts as played.
-    pub mark_timeout_ms: u32,
-}
-
-impl Default for EgressSettings {
-    fn default() -> Self {
-        EgressSettings {
-            chunk_ms: 100,
-            max_lead_ms: 300,
-            mark_timeout_ms: 2_000,
-        }
-    }
-}
-
-/// Speakerphone-echo guard.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct EchoSettings {
-    /// Longest echo path delay (ms) after the bot's audio plays.
-    pub max_delay_ms: u32,
-    /// How much quieter (dB) than the bot's loudest recent audio the line must be for a voiced
-    /// frame to be taken for echo.
-    pub margin_db: f32,
-}
-
-impl Default for EchoSettings {
-    fn default() -> Self {
-        EchoSettings {
-            max_delay_ms: 400,
-            margin_db: 6.0,
         }
     }
 }

@@ -36,6 +36,12 @@ pub struct Metrics {
     pub events_dropped: IntCounter,
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
 /// The labelled children one call uses, resolved once at `start`.
 #[derive(Clone)]
 pub struct CallMetrics {

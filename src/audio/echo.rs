@@ -17,7 +17,8 @@ use std::collections::VecDeque;
 use super::linear16;
 
 /// Tuning of the echo guard.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EchoConfig {
     /// Longest echo path delay (ms) after the bot's audio plays.
     pub max_delay_ms: u32,

@@ -19,7 +19,8 @@ use crate::audio::resample::{ResampleError, Resampler};
 use crate::carrier::{ChunkRules, MediaFormat};
 
 /// Egress tuning, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EgressConfig {
     /// Audio per chunk (raised to the carrier's minimum chunk).
     pub chunk_ms: u32,

@@ -120,12 +120,6 @@ pub struct EventSink {
     metrics: Option<Metrics>,
 }
 
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Metrics")
-    }
-}
-
 impl EventSink {
     /// A sink feeding `sender`; `metrics` counts events it had to drop.
     pub fn new(sender: mpsc::Sender<CallEvent>, metrics: Option<Metrics>) -> Self {

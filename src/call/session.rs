@@ -62,22 +62,9 @@ impl CallSettings {
     pub fn from_config(config: &Config) -> Result<Self, crate::config::ConfigError> {
         Ok(CallSettings {
             vad: config.vad_config()?,
-            turn: TurnConfig {
-                min_speech_ms: config.turn.min_speech_ms,
-                end_of_turn_silence_ms: config.turn.end_of_turn_silence_ms,
-                barge_in_min_ms: config.turn.barge_in_min_ms,
-                preroll_ms: config.turn.preroll_ms,
-                max_utterance_ms: config.turn.max_utterance_ms,
-            },
-            egress: EgressConfig {
-                chunk_ms: config.egress.chunk_ms,
-                max_lead_ms: config.egress.max_lead_ms,
-                mark_timeout_ms: config.egress.mark_timeout_ms,
-            },
-            echo: EchoConfig {
-                max_delay_ms: config.echo.max_delay_ms,
-                margin_db: config.echo.margin_db,
-            },
+            turn: config.turn,
+            egress: config.egress,
+            echo: config.echo,
             limits: config.limits.clone(),
             inband_dtmf: config.inband_dtmf,
         })

@@ -168,8 +168,8 @@ pub fn truncate_reason(reason: &str) -> &str {
 pub async fn serve_call(socket: WebSocket, carrier: CarrierKind, deps: Arc<SessionDeps>) {
     let call_id = CallId::new();
     let span = tracing::info_span!("call", %call_id, %carrier);
-    let _open = deps.metrics.open_streams.clone();
-    _open.inc();
+    let open_streams = deps.metrics.open_streams.clone();
+    open_streams.inc();
     let (sink, stream) = socket.split();
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
@@ -179,7 +179,7 @@ pub async fn serve_call(socket: WebSocket, carrier: CarrierKind, deps: Arc<Sessi
     tracing::Instrument::instrument(session.run(), span).await;
     reader.abort();
     let _ = tokio::time::timeout(WRITE_TIMEOUT, writer).await;
-    _open.dec();
+    open_streams.dec();
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@
 use std::collections::VecDeque;
 
 /// Turn-taking tuning, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TurnConfig {
     /// Caller speech before a turn starts.
     pub min_speech_ms: u32,

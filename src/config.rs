@@ -38,6 +38,8 @@ pub struct Config {
     pub limits: StreamLimits,
     /// Detect DTMF tones in the audio when the carrier sends no `dtmf` events.
     pub inband_dtmf: bool,
+    /// Who may open a carrier stream.
+    pub auth: AuthSettings,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             echo: EchoConfig::default(),
             limits: StreamLimits::default(),
             inband_dtmf: true,
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -82,6 +85,34 @@ impl Default for VadSettings {
     }
 }
 
+/// Authentication of carrier streams. Unset means open (for a private network or a proxy that
+/// authenticates); set it wherever the gateway is reachable from the internet.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Twilio auth token: when set, every `/stream/twilio` upgrade must carry a valid
+    /// `X-Twilio-Signature` (`TWILIO_AUTH_TOKEN`).
+    pub twilio_auth_token: Option<String>,
+    /// `KEY:TOKEN`: when set, every `/stream/exotel` upgrade must carry these Basic credentials
+    /// (give Exotel `wss://KEY:TOKEN@host/stream/exotel`) (`VOICEGW_EXOTEL_CREDENTIALS`).
+    pub exotel_credentials: Option<String>,
+    /// The base URL carriers use to reach the gateway, e.g. `https://gw.example.com`, for
+    /// signature checks behind a proxy that rewrites the host (`VOICEGW_PUBLIC_URL`); without
+    /// it the request's `Host` is used.
+    pub public_url: Option<String>,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |s: &Option<String>| if s.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("AuthSettings")
+            .field("twilio_auth_token", &secret(&self.twilio_auth_token))
+            .field("exotel_credentials", &secret(&self.exotel_credentials))
+            .field("public_url", &self.public_url)
+            .finish()
+    }
+}
+
 /// Protection against bad or hostile carrier connections.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -94,6 +125,11 @@ pub struct StreamLimits {
     pub bad_frame_limit: u32,
     /// The window for `bad_frame_limit`, in seconds.
     pub bad_frame_window_secs: u64,
+    /// Seconds without any frame from the carrier after which a live call is closed (1008).
+    pub idle_timeout_secs: u64,
+    /// Most carrier streams open at once; more are refused with 503 so the calls already up
+    /// keep their latency.
+    pub max_streams: usize,
 }
 
 impl Default for StreamLimits {
@@ -103,6 +139,8 @@ impl Default for StreamLimits {
             start_timeout_secs: 10,
             bad_frame_limit: 20,
             bad_frame_window_secs: 10,
+            idle_timeout_secs: 15,
+            max_streams: 5_000,
         }
     }
 }
@@ -143,6 +181,12 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `--agent` / `VOICEGW_AGENT`.
     pub agent: Option<String>,
+    /// `TWILIO_AUTH_TOKEN`.
+    pub twilio_auth_token: Option<String>,
+    /// `VOICEGW_EXOTEL_CREDENTIALS`.
+    pub exotel_credentials: Option<String>,
+    /// `VOICEGW_PUBLIC_URL`.
+    pub public_url: Option<String>,
 }
 
 impl Config {
@@ -157,6 +201,21 @@ impl Config {
         }
         if let Some(agent) = &overrides.agent {
             config.agent.clone_from(agent);
+        }
+        for (value, slot) in [
+            (
+                &overrides.twilio_auth_token,
+                &mut config.auth.twilio_auth_token,
+            ),
+            (
+                &overrides.exotel_credentials,
+                &mut config.auth.exotel_credentials,
+            ),
+            (&overrides.public_url, &mut config.auth.public_url),
+        ] {
+            if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
+                *slot = Some(value.clone());
+            }
         }
         config.validate()?;
         Ok(config)
@@ -242,6 +301,36 @@ impl Config {
         if !(1..=3_600).contains(&l.bad_frame_window_secs) {
             return Err(invalid("limits.bad_frame_window_secs", "must be 1–3600 s"));
         }
+        if !(1..=3_600).contains(&l.idle_timeout_secs) {
+            return Err(invalid("limits.idle_timeout_secs", "must be 1–3600 s"));
+        }
+        if l.max_streams == 0 {
+            return Err(invalid("limits.max_streams", "must be at least 1"));
+        }
+        let a = &self.auth;
+        if a.twilio_auth_token.as_deref() == Some("") {
+            return Err(invalid(
+                "auth.twilio_auth_token",
+                "is empty; leave it out to disable",
+            ));
+        }
+        if let Some(credentials) = &a.exotel_credentials
+            && !credentials
+                .split_once(':')
+                .is_some_and(|(k, t)| !k.is_empty() && !t.is_empty())
+        {
+            return Err(invalid("auth.exotel_credentials", "must be KEY:TOKEN"));
+        }
+        if let Some(url) = &a.public_url
+            && !["https://", "http://", "wss://", "ws://"]
+                .iter()
+                .any(|p| url.starts_with(p))
+        {
+            return Err(invalid(
+                "auth.public_url",
+                format!("must start with https:// (or http://, wss://, ws://): {url:?}"),
+            ));
+        }
         Ok(())
     }
 
@@ -322,12 +411,18 @@ mod tests {
             Some(&path),
             &Overrides {
                 listen: Some("0.0.0.0:7000".parse().unwrap()),
-                agent: None,
+                twilio_auth_token: Some("tok".into()),
+                ..Overrides::default()
             },
         )
         .unwrap();
         assert_eq!(config.listen, "0.0.0.0:7000".parse().unwrap());
         assert_eq!(config.turn.barge_in_min_ms, 160);
+        assert_eq!(config.auth.twilio_auth_token.as_deref(), Some("tok"));
+        assert!(
+            !format!("{config:?}").contains("tok\""),
+            "secrets stay out of Debug"
+        );
     }
 
     #[test]
@@ -356,6 +451,26 @@ mod tests {
         assert!(
             err.contains("vad.backend") && err.contains("silero"),
             "{err}"
+        );
+
+        let mut config = Config::default();
+        config.auth.exotel_credentials = Some("no-colon".into());
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("auth.exotel_credentials")
+        );
+
+        let mut config = Config::default();
+        config.auth.public_url = Some("gw.example.com".into());
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("auth.public_url")
         );
 
         let mut config = Config::default();

@@ -42,6 +42,15 @@ enum Command {
         /// A TOML config file (see README); flags and VOICEGW_* variables override it.
         #[arg(long, env = "VOICEGW_CONFIG")]
         config: Option<PathBuf>,
+        /// Twilio auth token: require a valid X-Twilio-Signature on /stream/twilio.
+        #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+        twilio_auth_token: Option<String>,
+        /// KEY:TOKEN: require these Basic credentials on /stream/exotel.
+        #[arg(long, env = "VOICEGW_EXOTEL_CREDENTIALS", hide_env_values = true)]
+        exotel_credentials: Option<String>,
+        /// The base URL carriers use to reach the gateway (for signature checks behind a proxy).
+        #[arg(long, env = "VOICEGW_PUBLIC_URL")]
+        public_url: Option<String>,
     },
 }
 
@@ -63,8 +72,18 @@ fn main() -> ExitCode {
             listen,
             agent,
             config,
+            twilio_auth_token,
+            exotel_credentials,
+            public_url,
         } => {
-            let config = match Config::load(config.as_deref(), &Overrides { listen, agent }) {
+            let overrides = Overrides {
+                listen,
+                agent,
+                twilio_auth_token,
+                exotel_credentials,
+                public_url,
+            };
+            let config = match Config::load(config.as_deref(), &overrides) {
                 Ok(config) => config,
                 Err(error) => {
                     eprintln!("voicegw: {error}");

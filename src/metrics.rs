@@ -20,6 +20,8 @@ pub struct Metrics {
     pub open_streams: IntGauge,
     /// Calls ended, by carrier and end reason.
     pub calls_ended: IntCounterVec,
+    /// Stream upgrades refused, by carrier and reason.
+    pub streams_rejected: IntCounterVec,
     /// Inbound media frames, by carrier.
     pub frames_in: IntCounterVec,
     /// Outbound media frames, by carrier.
@@ -71,6 +73,13 @@ impl Metrics {
             Opts::new("voicegw_calls_ended_total", "Calls ended, by end reason"),
             &["carrier", "reason"],
         )?;
+        let streams_rejected = IntCounterVec::new(
+            Opts::new(
+                "voicegw_streams_rejected_total",
+                "Stream upgrades refused, by reason",
+            ),
+            &["carrier", "reason"],
+        )?;
         let frames_in = IntCounterVec::new(
             Opts::new("voicegw_frames_in_total", "Inbound media frames"),
             &["carrier"],
@@ -109,6 +118,7 @@ impl Metrics {
         registry.register(Box::new(live_calls.clone()))?;
         registry.register(Box::new(open_streams.clone()))?;
         registry.register(Box::new(calls_ended.clone()))?;
+        registry.register(Box::new(streams_rejected.clone()))?;
         registry.register(Box::new(frames_in.clone()))?;
         registry.register(Box::new(frames_out.clone()))?;
         registry.register(Box::new(bad_frames.clone()))?;
@@ -121,6 +131,7 @@ impl Metrics {
             live_calls,
             open_streams,
             calls_ended,
+            streams_rejected,
             frames_in,
             frames_out,
             bad_frames,

@@ -2,7 +2,8 @@
 //! and the serve loop with graceful shutdown.
 //!
 //! Routes: `GET /stream/twilio` and `GET /stream/exotel` (WebSocket upgrade; each connection is
-//! one call), `GET /healthz` (JSON; 503 while draining), `GET /metrics` (Prometheus text).
+//! one call; authenticated by `X-Twilio-Signature` / Basic credentials where configured,
+//! refused with 503 past `limits.max_streams`), `GET /healthz` (JSON; 503 while draining), `GET /metrics` (Prometheus text).
 //! Errors are JSON `{"error": {"code", "message"}}`.
 //!
 //! Shutdown (SIGTERM or Ctrl-C): stop accepting connections, report `draining` on `/healthz`,
@@ -15,9 +16,9 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::http::{StatusCode, header};
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -30,8 +31,8 @@ use crate::call::events::EventSink;
 use crate::call::registry::Registry;
 use crate::call::session::{CallSettings, SessionDeps};
 use crate::call::transport::serve_call;
-use crate::carrier::CarrierKind;
-use crate::config::{Config, ConfigError};
+use crate::carrier::{CarrierKind, signature};
+use crate::config::{AuthSettings, Config, ConfigError};
 use crate::metrics::Metrics;
 
 /// CallEvents that may wait for the event writer before new ones are dropped and counted.
@@ -67,7 +68,9 @@ pub enum ServeError {
 #[derive(Clone)]
 pub struct Gateway {
     deps: Arc<SessionDeps>,
+    auth: Arc<AuthSettings>,
     max_message_bytes: usize,
+    max_streams: usize,
     draining: Arc<AtomicBool>,
     tracker: TaskTracker,
 }
@@ -98,7 +101,9 @@ impl Gateway {
         };
         Ok(Gateway {
             deps: Arc::new(deps),
+            auth: Arc::new(config.auth.clone()),
             max_message_bytes: config.limits.max_message_bytes,
+            max_streams: config.limits.max_streams,
             draining: Arc::new(AtomicBool::new(false)),
             tracker: TaskTracker::new(),
         })
@@ -125,22 +130,44 @@ impl Gateway {
             .with_state(self.clone())
     }
 
-    fn upgrade(
-        &self,
-        carrier: CarrierKind,
-        ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    ) -> Response {
+    fn upgrade(&self, carrier: CarrierKind, request: UpgradeRequest) -> Response {
+        let reject = |status: StatusCode, reason: &str, message: &str| {
+            self.deps
+                .metrics
+                .streams_rejected
+                .with_label_values(&[carrier.as_str(), reason])
+                .inc();
+            error(status, reason, message)
+        };
         if self.draining.load(Ordering::Relaxed) {
-            return error(
+            return reject(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "draining",
                 "the gateway is shutting down",
             );
         }
-        let ws = match ws {
+        if let Err(why) = self.authorize(carrier, &request.headers, &request.uri) {
+            tracing::warn!(%carrier, %why, "stream refused");
+            let mut response = reject(StatusCode::UNAUTHORIZED, "unauthorized", &why);
+            if carrier == CarrierKind::Exotel {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Basic realm=\"voicegw\""),
+                );
+            }
+            return response;
+        }
+        if self.tracker.len() >= self.max_streams {
+            return reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "capacity",
+                &format!("at capacity ({} streams)", self.max_streams),
+            );
+        }
+        let ws = match request.ws {
             Ok(ws) => ws,
             Err(rejection) => {
-                return error(
+                return reject(
                     StatusCode::UPGRADE_REQUIRED,
                     "websocket_required",
                     &format!("this endpoint takes a WebSocket upgrade: {rejection}"),
@@ -156,6 +183,56 @@ impl Gateway {
             .read_buffer_size(SOCKET_BUFFER)
             .write_buffer_size(SOCKET_BUFFER)
             .on_upgrade(move |socket| tracker.track_future(serve_call(socket, carrier, deps)))
+    }
+
+    /// Checks the carrier's credentials on a stream upgrade, where configured.
+    fn authorize(
+        &self,
+        carrier: CarrierKind,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<(), String> {
+        match carrier {
+            CarrierKind::Twilio => {
+                let Some(token) = &self.auth.twilio_auth_token else {
+                    return Ok(());
+                };
+                let signature = headers
+                    .get("x-twilio-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or("missing X-Twilio-Signature")?;
+                let base = match &self.auth.public_url {
+                    Some(url) => url.trim_end_matches('/').to_owned(),
+                    None => {
+                        let host = headers
+                            .get(header::HOST)
+                            .and_then(|v| v.to_str().ok())
+                            .ok_or("no Host header to check the signature against")?;
+                        format!("wss://{host}")
+                    }
+                };
+                let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                if signature::verify_twilio(token, &format!("{base}{path}"), &[], signature) {
+                    Ok(())
+                } else {
+                    Err("X-Twilio-Signature does not match".into())
+                }
+            }
+            CarrierKind::Exotel => {
+                let Some(credentials) = &self.auth.exotel_credentials else {
+                    return Ok(());
+                };
+                let authorization = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or("missing Basic credentials")?;
+                if signature::verify_basic(credentials, authorization) {
+                    Ok(())
+                } else {
+                    Err("wrong Basic credentials".into())
+                }
+            }
+        }
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains live calls for up to `grace`.
@@ -248,18 +325,29 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// What a stream upgrade brings.
+struct UpgradeRequest {
+    headers: HeaderMap,
+    uri: Uri,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+}
+
 async fn stream_twilio(
     State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    gateway.upgrade(CarrierKind::Twilio, ws)
+    gateway.upgrade(CarrierKind::Twilio, UpgradeRequest { headers, uri, ws })
 }
 
 async fn stream_exotel(
     State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    gateway.upgrade(CarrierKind::Exotel, ws)
+    gateway.upgrade(CarrierKind::Exotel, UpgradeRequest { headers, uri, ws })
 }
 
 async fn healthz(State(gateway): State<Gateway>) -> Response {

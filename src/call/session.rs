@@ -32,6 +32,8 @@ use crate::carrier::{
 use crate::config::{Config, StreamLimits};
 use crate::metrics::{CallMetrics, Metrics};
 
+/// How often a live call checks that the carrier is still sending.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Control requests queued to one call.
 const CONTROL_QUEUE: usize = 16;
 /// Agent actions queued from an agent's own tasks.
@@ -111,6 +113,8 @@ pub enum EndReason {
     Shutdown,
     /// The carrier stopped reading our frames.
     WriterStalled,
+    /// The carrier sent nothing for the idle limit.
+    Idle,
 }
 
 impl EndReason {
@@ -127,6 +131,7 @@ impl EndReason {
             EndReason::AgentHangup(_) => "agent_hangup",
             EndReason::Shutdown => "shutdown",
             EndReason::WriterStalled => "writer_stalled",
+            EndReason::Idle => "idle",
         }
     }
 
@@ -154,6 +159,10 @@ impl EndReason {
             EndReason::Hangup(why) => Some((1000, format!("hangup: {why}"))),
             EndReason::AgentHangup(why) => Some((1000, format!("agent hangup: {why}"))),
             EndReason::Shutdown => Some((1001, "gateway shutting down".into())),
+            EndReason::Idle => Some((
+                1008,
+                format!("no frames for {} s", limits.idle_timeout_secs),
+            )),
         }
     }
 }
@@ -439,17 +448,31 @@ impl Session {
     /// The live loop: frames, control requests, agent actions, shutdown.
     async fn run_live(&mut self, live: &mut Live) -> EndReason {
         let hangup_all = self.deps.hangup_all.clone();
+        let idle_limit = Duration::from_secs(self.deps.settings.limits.idle_timeout_secs);
+        let mut watchdog = tokio::time::interval(IDLE_CHECK);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_frame = Instant::now();
         loop {
             let step = tokio::select! {
                 biased;
                 _ = hangup_all.cancelled() => Err(EndReason::Shutdown),
                 Some(control) = live.control.recv() => self.on_control(live, control),
                 Some(action) = live.actions.recv() => self.apply(live, action),
-                frame = self.frames.recv() => match self.parse(frame) {
-                    Ok(Some(event)) => self.on_event(live, event),
-                    Ok(None) => Ok(()),
-                    Err(reason) => Err(reason),
-                },
+                frame = self.frames.recv() => {
+                    last_frame = Instant::now();
+                    match self.parse(frame) {
+                        Ok(Some(event)) => self.on_event(live, event),
+                        Ok(None) => Ok(()),
+                        Err(reason) => Err(reason),
+                    }
+                }
+                _ = watchdog.tick() => {
+                    if last_frame.elapsed() > idle_limit {
+                        Err(EndReason::Idle)
+                    } else {
+                        Ok(())
+                    }
+                }
             };
             if let Err(reason) = step {
                 return reason;
@@ -770,6 +793,7 @@ mod tests {
         assert_eq!(code(EndReason::Shutdown), Some(1001));
         assert_eq!(code(EndReason::Hangup("x".into())), Some(1000));
         assert_eq!(code(EndReason::PeerClosed), None);
+        assert_eq!(code(EndReason::Idle), Some(1008));
         let (_, text) = EndReason::NoStart.close_frame(&limits).unwrap();
         assert_eq!(text, "no start event within 10 s");
     }

@@ -8,6 +8,7 @@
 //! Wire facts (field names, casing, codecs, chunk rules) are in `specs/telephony.md` §1 and §3.
 
 pub mod exotel;
+pub mod signature;
 pub mod twilio;
 mod wire;
 

@@ -21,10 +21,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::wire::{self, Obj, Scalar, Session};
+use super::wire::{self, Event, Obj, Scalar, Session};
 use super::{
-    CarrierEvent, ChunkRules, EncodeError, FrameError, MediaFormat, MediaFrame, Outbound,
-    StreamPhase, StreamStart,
+    CarrierEvent, ChunkRules, EncodeError, FrameError, MediaFormat, Outbound, StreamPhase,
+    StreamStart,
 };
 use crate::audio::Encoding;
 
@@ -40,11 +40,11 @@ struct Msg<'a> {
     #[serde(borrow)]
     start: Option<Obj<Start<'a>>>,
     #[serde(borrow)]
-    media: Option<Obj<Media<'a>>>,
+    media: Option<Obj<wire::Media<'a>>>,
     #[serde(borrow)]
     dtmf: Option<Obj<Dtmf<'a>>>,
     #[serde(borrow)]
-    mark: Option<Obj<Mark<'a>>>,
+    mark: Option<Obj<wire::Mark<'a>>>,
     #[serde(borrow)]
     stop: Option<Obj<Stop<'a>>>,
 }
@@ -78,18 +78,6 @@ struct Format<'a> {
 }
 
 #[derive(Deserialize)]
-struct Media<'a> {
-    #[serde(borrow)]
-    track: Option<Scalar<'a>>,
-    #[serde(borrow)]
-    chunk: Option<Scalar<'a>>,
-    #[serde(borrow)]
-    timestamp: Option<Scalar<'a>>,
-    #[serde(borrow)]
-    payload: Option<Scalar<'a>>,
-}
-
-#[derive(Deserialize)]
 struct Dtmf<'a> {
     #[serde(borrow)]
     digit: Option<Scalar<'a>>,
@@ -98,26 +86,9 @@ struct Dtmf<'a> {
 }
 
 #[derive(Deserialize)]
-struct Mark<'a> {
-    #[serde(borrow)]
-    name: Option<Scalar<'a>>,
-}
-
-#[derive(Deserialize)]
 struct Stop<'a> {
     #[serde(borrow)]
     reason: Option<Scalar<'a>>,
-}
-
-/// The events Exotel sends.
-#[derive(Clone, Copy)]
-enum Event {
-    Connected,
-    Start,
-    Media,
-    Dtmf,
-    Mark,
-    Stop,
 }
 
 /// The sans-IO protocol core of one Exotel Voicebot stream.
@@ -143,22 +114,11 @@ impl ExotelCore {
     /// Parses and validates one inbound text frame, advancing the state only on success.
     pub fn parse(&mut self, text: &str) -> Result<CarrierEvent, FrameError> {
         let msg: Msg<'_> = wire::from_json(text)?;
-        let event = match wire::required(&msg.event, "event")?.as_str("event")? {
-            "connected" => Event::Connected,
-            "start" => Event::Start,
-            "media" => Event::Media,
-            "dtmf" => Event::Dtmf,
-            "mark" => Event::Mark,
-            "stop" => Event::Stop,
-            other => return Err(FrameError::UnknownEvent(other.to_owned())),
-        };
+        let event = Event::from_field(&msg.event)?;
         let seq = wire::opt_u64(&msg.sequence_number, "sequence_number")?;
         let sid = wire::opt_str(&msg.stream_sid, "stream_sid")?;
         let out = match event {
-            Event::Connected => {
-                self.session.check_not_stopped("connected")?;
-                CarrierEvent::Connected
-            }
+            Event::Connected => self.session.connected()?,
             Event::Start => {
                 self.session.check_can_start()?;
                 let start = parse_start(&msg, sid)?;
@@ -166,22 +126,7 @@ impl ExotelCore {
                     .begin(start.stream_sid.clone(), start.media_format);
                 CarrierEvent::Start(Box::new(start))
             }
-            Event::Media => {
-                let started = self.session.check_streaming("media", sid)?;
-                let media = wire::required(&msg.media, "media")?.get("media")?;
-                wire::check_track(wire::opt_str(&media.track, "media.track")?, "media.track")?;
-                let chunk = wire::opt_u64(&media.chunk, "media.chunk")?;
-                let timestamp_ms = wire::opt_u64(&media.timestamp, "media.timestamp")?;
-                let b64 =
-                    wire::required(&media.payload, "media.payload")?.as_str("media.payload")?;
-                let payload = wire::decode_payload(b64, &started.format)?;
-                CarrierEvent::Media(MediaFrame {
-                    sequence: seq,
-                    chunk,
-                    timestamp_ms,
-                    payload,
-                })
-            }
+            Event::Media => self.session.media(seq, sid, &msg.media)?,
             Event::Dtmf => {
                 self.session.check_streaming("dtmf", sid)?;
                 let dtmf = wire::required(&msg.dtmf, "dtmf")?.get("dtmf")?;
@@ -194,17 +139,7 @@ impl ExotelCore {
                     .transpose()?;
                 CarrierEvent::Dtmf { digit, duration_ms }
             }
-            Event::Mark => {
-                self.session.check_streaming("mark", sid)?;
-                let mark = wire::required(&msg.mark, "mark")?.get("mark")?;
-                let name = wire::required(&mark.name, "mark.name")?.as_str("mark.name")?;
-                if name.is_empty() {
-                    return Err(wire::bad("mark.name", "empty"));
-                }
-                CarrierEvent::Mark {
-                    name: name.to_owned(),
-                }
-            }
+            Event::Mark => self.session.mark(sid, &msg.mark)?,
             Event::Stop => {
                 self.session.check_stop(sid)?;
                 let reason = match &msg.stop {
@@ -361,6 +296,7 @@ fn parse_format(format: &Format<'_>) -> Result<MediaFormat, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::carrier::MediaFrame;
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use proptest::prelude::*;

@@ -7,8 +7,9 @@
 //!   the whole frame.
 //! - [`decode_payload`]: size-checked base64 decode straight into the payload `Vec`.
 //! - [`push_json_str`]: JSON string escaping for the outbound frames we build by hand.
-//! - [`Session`]: the lifecycle state (phase, stream id, format, sequence gaps) and the
-//!   outbound encoder that both cores share; only field names and format rules differ.
+//! - [`Session`]: the lifecycle state (phase, stream id, format, sequence gaps), the parts of
+//!   parsing that are the same on both carriers (event names, `media`, `mark`) and the
+//!   outbound encoder; only field names, `start`/`dtmf`/`stop` details and format rules differ.
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
@@ -19,7 +20,10 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{ChunkRules, EncodeError, FrameError, MediaFormat, Outbound, StreamPhase};
+use super::{
+    CarrierEvent, ChunkRules, EncodeError, FrameError, MediaFormat, MediaFrame, Outbound,
+    StreamPhase,
+};
 
 /// Standard-alphabet base64 that accepts payloads with or without `=` padding.
 const B64_LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -32,6 +36,52 @@ const B64_STRICT: GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// Longest mark name we send, in bytes.
 pub(crate) const MAX_MARK_NAME: usize = 256;
+
+/// The `media` object; its keys are the same on both carriers.
+#[derive(serde::Deserialize)]
+pub(crate) struct Media<'a> {
+    #[serde(borrow)]
+    track: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    chunk: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    timestamp: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    payload: Option<Scalar<'a>>,
+}
+
+/// The `mark` object; the same on both carriers.
+#[derive(serde::Deserialize)]
+pub(crate) struct Mark<'a> {
+    #[serde(borrow)]
+    name: Option<Scalar<'a>>,
+}
+
+/// The inbound events both carriers send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    Connected,
+    Start,
+    Media,
+    Dtmf,
+    Mark,
+    Stop,
+}
+
+impl Event {
+    /// Reads the required `event` field.
+    pub(crate) fn from_field(event: &Option<Scalar<'_>>) -> Result<Event, FrameError> {
+        Ok(match required(event, "event")?.as_str("event")? {
+            "connected" => Event::Connected,
+            "start" => Event::Start,
+            "media" => Event::Media,
+            "dtmf" => Event::Dtmf,
+            "mark" => Event::Mark,
+            "stop" => Event::Stop,
+            other => return Err(FrameError::UnknownEvent(other.to_owned())),
+        })
+    }
+}
 
 /// A JSON leaf value, borrowed from the frame where possible.
 #[derive(Debug, Clone, PartialEq)]
@@ -544,6 +594,52 @@ impl Session {
             check_sid(&started.stream_sid, sid)?;
         }
         Ok(())
+    }
+
+    /// A `connected` message: harmless any time before `stop`.
+    pub(crate) fn connected(&self) -> Result<CarrierEvent, FrameError> {
+        self.check_not_stopped("connected")?;
+        Ok(CarrierEvent::Connected)
+    }
+
+    /// A `media` message: checks phase, stream id, track and payload size for the stream's
+    /// format, and decodes the payload.
+    pub(crate) fn media(
+        &self,
+        seq: Option<u64>,
+        sid: Option<&str>,
+        media: &Option<Obj<Media<'_>>>,
+    ) -> Result<CarrierEvent, FrameError> {
+        let started = self.check_streaming("media", sid)?;
+        let media = required(media, "media")?.get("media")?;
+        check_track(opt_str(&media.track, "media.track")?, "media.track")?;
+        let chunk = opt_u64(&media.chunk, "media.chunk")?;
+        let timestamp_ms = opt_u64(&media.timestamp, "media.timestamp")?;
+        let b64 = required(&media.payload, "media.payload")?.as_str("media.payload")?;
+        let payload = decode_payload(b64, &started.format)?;
+        Ok(CarrierEvent::Media(MediaFrame {
+            sequence: seq,
+            chunk,
+            timestamp_ms,
+            payload,
+        }))
+    }
+
+    /// A `mark` message: checks phase and stream id; the name must be a non-empty string.
+    pub(crate) fn mark(
+        &self,
+        sid: Option<&str>,
+        mark: &Option<Obj<Mark<'_>>>,
+    ) -> Result<CarrierEvent, FrameError> {
+        self.check_streaming("mark", sid)?;
+        let mark = required(mark, "mark")?.get("mark")?;
+        let name = required(&mark.name, "mark.name")?.as_str("mark.name")?;
+        if name.is_empty() {
+            return Err(bad("mark.name", "empty"));
+        }
+        Ok(CarrierEvent::Mark {
+            name: name.to_owned(),
+        })
     }
 
     /// Records a successfully parsed message's sequence number, counting jumps.

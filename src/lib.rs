@@ -7,6 +7,8 @@
 //! - [`audio`]: pure functions on samples (G.711, linear16, resampling, VAD, DTMF, echo guard).
 //! - [`carrier`]: sans-IO protocol cores for the carriers' media-stream WebSockets.
 //! - [`call`]: the per-call actor (reader, session, writer), egress ledger, turn-taking, registry.
+//! - [`stt`], [`llm`], [`tts`]: the providers' traits and real clients (Deepgram, OpenAI,
+//!   ElevenLabs), with the tools the gateway runs for the model.
 //! - [`server`]: the HTTP/WebSocket front door, health, metrics and graceful shutdown.
 //! - [`config`]: the one typed configuration, validated at start-up.
 //! - [`metrics`]: the Prometheus families.
@@ -15,5 +17,8 @@ pub mod audio;
 pub mod call;
 pub mod carrier;
 pub mod config;
+pub mod llm;
 pub mod metrics;
 pub mod server;
+pub mod stt;
+pub mod tts;

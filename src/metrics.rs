@@ -36,6 +36,12 @@ pub struct Metrics {
     pub marks_timed_out: IntCounter,
     /// CallEvents the event sink could not take (its queue was full).
     pub events_dropped: IntCounter,
+    /// Provider requests/connections, by provider (`deepgram_stt`, `openai_chat`, …) and
+    /// outcome (`ok`, `retry`, `error`, `fallback`, `reconnect`, …).
+    pub provider_calls: IntCounterVec,
+    /// Latency of each conversation stage, by stage (`stt_final`, `llm_first_token`,
+    /// `tts_first_byte`, `response`, `gateway`, `barge_in_clear`).
+    pub stage_seconds: HistogramVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -60,6 +66,12 @@ pub struct CallMetrics {
 /// Histogram buckets for per-frame processing, 1 µs to 10 ms.
 const FRAME_BUCKETS: &[f64] = &[
     1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2,
+];
+
+/// Histogram buckets for conversation stages, 1 ms to 10 s.
+const STAGE_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0,
+    1.25, 1.5, 2.0, 3.0, 5.0, 10.0,
 ];
 
 impl Metrics {
@@ -115,6 +127,23 @@ impl Metrics {
             "voicegw_events_dropped_total",
             "CallEvents the event sink could not accept",
         )?;
+        let provider_calls = IntCounterVec::new(
+            Opts::new(
+                "voicegw_provider_calls_total",
+                "Provider requests and connections, by provider and outcome",
+            ),
+            &["provider", "outcome"],
+        )?;
+        let stage_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "voicegw_stage_seconds",
+                "Latency of each conversation stage",
+            )
+            .buckets(STAGE_BUCKETS.to_vec()),
+            &["stage"],
+        )?;
+        registry.register(Box::new(provider_calls.clone()))?;
+        registry.register(Box::new(stage_seconds.clone()))?;
         registry.register(Box::new(live_calls.clone()))?;
         registry.register(Box::new(open_streams.clone()))?;
         registry.register(Box::new(calls_ended.clone()))?;
@@ -139,7 +168,23 @@ impl Metrics {
             frame_seconds,
             marks_timed_out,
             events_dropped,
+            provider_calls,
+            stage_seconds,
         })
+    }
+
+    /// Counts one provider request or connection outcome.
+    pub fn provider(&self, provider: &str, outcome: &str) {
+        self.provider_calls
+            .with_label_values(&[provider, outcome])
+            .inc();
+    }
+
+    /// Records the latency of one conversation stage.
+    pub fn stage(&self, stage: &str, elapsed: std::time::Duration) {
+        self.stage_seconds
+            .with_label_values(&[stage])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The children for one call on `carrier`.

@@ -40,6 +40,39 @@ pub struct Config {
     pub inband_dtmf: bool,
     /// Who may open a carrier stream.
     pub auth: AuthSettings,
+    /// Speech-to-text.
+    pub stt: SttSettings,
+}
+
+/// Speech-to-text settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SttSettings {
+    /// Which caller audio is sent.
+    pub gate: SttGateConfig,
+}
+
+/// Which caller audio goes to the recognizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SttGateConfig {
+    /// Send every frame, silence included (costs more; no `KeepAlive` needed).
+    pub send_silence: bool,
+    /// Audio kept from before speech starts and sent with it (ms).
+    pub preroll_ms: u32,
+    /// Audio still sent after the caller's last speech (ms), so the recognizer hears the
+    /// silence that ends a turn.
+    pub hangover_ms: u32,
+}
+
+impl Default for SttGateConfig {
+    fn default() -> Self {
+        SttGateConfig {
+            send_silence: false,
+            preroll_ms: 300,
+            hangover_ms: 1_500,
+        }
+    }
 }
 
 impl Default for Config {
@@ -55,6 +88,7 @@ impl Default for Config {
             limits: StreamLimits::default(),
             inband_dtmf: true,
             auth: AuthSettings::default(),
+            stt: SttSettings::default(),
         }
     }
 }

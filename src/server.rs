@@ -98,6 +98,7 @@ impl Gateway {
             events,
             metrics,
             hangup_all: CancellationToken::new(),
+            stt: None,
         };
         Ok(Gateway {
             deps: Arc::new(deps),

@@ -7,8 +7,11 @@
 //! [`AgentAction`]s back through [`AgentContext::port`]. `on_event` must never block: it runs
 //! inside the session's loop, on the media path.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -18,6 +21,23 @@ use crate::carrier::StreamStart;
 /// Identifies one bot utterance in a call; barge-in cancels by id (a generation counter, so a
 /// late mark or a late agent action for an old utterance is recognised and ignored).
 pub type UtteranceId = u64;
+
+/// Hands out a call's utterance ids (1, 2, …), shared by the session and the agent's tasks so
+/// an agent can name an utterance before its audio exists.
+#[derive(Debug, Clone, Default)]
+pub struct UtteranceIds(Arc<AtomicU64>);
+
+impl UtteranceIds {
+    /// The next unused id.
+    pub fn next(&self) -> UtteranceId {
+        self.0.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Whether `id` has been handed out.
+    pub fn issued(&self, id: UtteranceId) -> bool {
+        id >= 1 && id <= self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Audio for the bot to say, in 16-bit PCM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +70,7 @@ impl Speech {
 }
 
 /// How much of an interrupted utterance the caller heard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Heard {
     /// The utterance cut off.
     pub utterance: UtteranceId,
@@ -59,8 +79,14 @@ pub struct Heard {
     pub heard_ms: u64,
     /// Milliseconds sent to the carrier before the cut.
     pub sent_ms: u64,
-    /// Milliseconds the whole utterance would have lasted.
+    /// Milliseconds the whole utterance would have lasted (so far, if still streaming).
     pub total_ms: u64,
+    /// The words the caller heard, where the utterance has text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heard_text: Option<String>,
+    /// The utterance's whole text (so far), where it has text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// Where a DTMF digit was detected.
@@ -73,19 +99,37 @@ pub enum DtmfSource {
     InBand,
 }
 
-/// Something the agent should know about.
+/// A caller turn, as the session hands it to the agent.
 #[derive(Debug, Clone, PartialEq)]
+pub struct UserTurn {
+    /// The utterance at the call's rate, preroll included, trailing silence trimmed.
+    pub audio: Vec<i16>,
+    /// What the recognizer heard (all final segments of the turn), when the call has one.
+    pub transcript: Option<String>,
+    /// When the caller stopped speaking (the last voiced frame arrived).
+    pub speech_end: Instant,
+    /// When the turn was judged complete (≥ `speech_end`).
+    pub decided: Instant,
+}
+
+/// Something the agent should know about.
+#[derive(Debug)]
 pub enum AgentEvent {
     /// The stream started; the agent may speak first.
     CallStarted,
     /// The caller started speaking (not echo).
     UserSpeechStarted,
-    /// The caller finished a turn; `audio` is the utterance at the call's rate, preroll
-    /// included, trailing silence trimmed.
-    UserTurnEnded {
-        /// The utterance's samples.
-        audio: Vec<i16>,
+    /// The caller finished a turn.
+    UserTurnEnded(UserTurn),
+    /// The caller has gone quiet and the transcript is stable: the turn has probably ended.
+    /// An agent may start preparing its answer now (speculatively: nothing may be heard until
+    /// `UserTurnEnded` confirms the same words).
+    TurnLikelyEnded {
+        /// The transcript so far.
+        transcript: String,
     },
+    /// The caller went on speaking after `TurnLikelyEnded`: drop what was prepared.
+    UserSpeechResumed,
     /// A key press.
     Dtmf {
         /// `0`–`9`, `*`, `#`, `A`–`D`.
@@ -102,13 +146,60 @@ pub enum AgentEvent {
     },
     /// The call is ending; no action taken after this is carried out.
     CallEnding,
+    /// A message from one of the agent's own tasks, sent with [`AgentAction::Wake`].
+    Wake(Box<dyn Any + Send>),
+}
+
+/// A piece of a streamed utterance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpeechPart {
+    /// More audio.
+    Audio {
+        /// Samples, mono.
+        pcm: Vec<i16>,
+        /// Their rate.
+        sample_rate: u32,
+    },
+    /// The audio that follows says this text.
+    Text(String),
+    /// No more audio will come.
+    End,
 }
 
 /// Something the agent wants done.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum AgentAction {
     /// Queue speech after whatever is already queued.
     Say(Speech),
+    /// Stream utterance `utterance` (an id from [`AgentContext::new_utterance`]): the first
+    /// part queues it after whatever is queued; parts for a cleared utterance are dropped.
+    Stream {
+        /// Which utterance.
+        utterance: UtteranceId,
+        /// The part.
+        part: SpeechPart,
+    },
+    /// Drop a streamed utterance that has not started playing (e.g. a discarded answer).
+    Cancel {
+        /// Which utterance.
+        utterance: UtteranceId,
+    },
+    /// Record a CallEvent.
+    Record(super::events::CallEventKind),
+    /// Observe a conversation-stage latency on `/metrics`.
+    Stage {
+        /// The stage (`llm_first_token`, `tts_first_byte`, …).
+        stage: &'static str,
+        /// How long it took.
+        elapsed: std::time::Duration,
+    },
+    /// Hand the agent a message from one of its tasks (comes back as [`AgentEvent::Wake`]).
+    Wake(Box<dyn Any + Send>),
+    /// Ask the carrier to transfer the call to `to` (E.164).
+    Transfer {
+        /// Target number.
+        to: String,
+    },
     /// Stop the current speech (as on barge-in, but at the agent's wish).
     StopSpeaking,
     /// End the call, with a reason for the record.
@@ -122,12 +213,18 @@ pub enum AgentAction {
 #[derive(Debug, Clone)]
 pub struct AgentPort {
     sender: mpsc::Sender<AgentAction>,
+    ids: UtteranceIds,
 }
 
 impl AgentPort {
-    /// Wraps the session's action channel.
-    pub fn new(sender: mpsc::Sender<AgentAction>) -> Self {
-        AgentPort { sender }
+    /// Wraps the session's action channel and the call's utterance ids.
+    pub fn new(sender: mpsc::Sender<AgentAction>, ids: UtteranceIds) -> Self {
+        AgentPort { sender, ids }
+    }
+
+    /// A fresh utterance id.
+    pub fn new_utterance(&self) -> UtteranceId {
+        self.ids.next()
     }
 
     /// Sends an action, waiting for room; an error means the call has ended.
@@ -176,6 +273,16 @@ impl AgentContext {
         });
     }
 
+    /// A fresh utterance id, for [`AgentAction::Stream`].
+    pub fn new_utterance(&self) -> UtteranceId {
+        self.port.new_utterance()
+    }
+
+    /// Queues any action.
+    pub fn act(&mut self, action: AgentAction) {
+        self.actions.push(action);
+    }
+
     /// A sender for actions from spawned tasks.
     pub fn port(&self) -> AgentPort {
         self.port.clone()
@@ -191,6 +298,11 @@ impl AgentContext {
 pub trait Agent: Send + 'static {
     /// Reacts to one event; must not block.
     fn on_event(&mut self, event: AgentEvent, ctx: &mut AgentContext);
+
+    /// Whether the call should run a recognizer and hand this agent transcripts.
+    fn wants_transcripts(&self) -> bool {
+        false
+    }
 }
 
 /// Why no agent could be made for a stream.

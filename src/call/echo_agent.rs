@@ -3,7 +3,7 @@
 //! Like a carrier's echo test number, it proves the whole media path (decode, VAD, turn-taking,
 //! egress, marks, barge-in) with no provider behind it, and it is the test bed for the plane.
 
-use super::agent::{Agent, AgentContext, AgentEvent, Speech};
+use super::agent::{Agent, AgentContext, AgentEvent, Speech, UserTurn};
 
 /// Echoes the caller.
 #[derive(Debug, Default)]
@@ -25,7 +25,7 @@ impl EchoAgent {
 
 impl Agent for EchoAgent {
     fn on_event(&mut self, event: AgentEvent, ctx: &mut AgentContext) {
-        if let AgentEvent::UserTurnEnded { audio } = event {
+        if let AgentEvent::UserTurnEnded(UserTurn { audio, .. }) = event {
             if audio.is_empty() {
                 return;
             }
@@ -65,7 +65,10 @@ mod tests {
             started_at: std::time::SystemTime::now(),
         };
         let (tx, _rx) = tokio::sync::mpsc::channel(1);
-        AgentContext::new(Arc::new(info), AgentPort::new(tx))
+        AgentContext::new(
+            Arc::new(info),
+            AgentPort::new(tx, crate::call::agent::UtteranceIds::default()),
+        )
     }
 
     #[test]
@@ -82,16 +85,20 @@ mod tests {
             &mut ctx,
         );
         assert!(ctx.take_actions().is_empty());
-        agent.on_event(
-            AgentEvent::UserTurnEnded {
-                audio: vec![7; 320],
-            },
-            &mut ctx,
-        );
-        agent.on_event(AgentEvent::UserTurnEnded { audio: vec![] }, &mut ctx);
-        assert_eq!(
-            ctx.take_actions(),
-            vec![AgentAction::Say(Speech::pcm(vec![7; 320], 16_000))]
+        let turn = |audio: Vec<i16>| {
+            AgentEvent::UserTurnEnded(UserTurn {
+                audio,
+                transcript: None,
+                speech_end: std::time::Instant::now(),
+                decided: std::time::Instant::now(),
+            })
+        };
+        agent.on_event(turn(vec![7; 320]), &mut ctx);
+        agent.on_event(turn(vec![]), &mut ctx);
+        let actions = ctx.take_actions();
+        assert_eq!(actions.len(), 1);
+        assert!(
+            matches!(&actions[0], AgentAction::Say(s) if *s == Speech::pcm(vec![7; 320], 16_000))
         );
         assert_eq!(agent.turns_echoed(), 1);
     }

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 
-use super::agent::{Heard, Speech, UtteranceId};
+use super::agent::{Heard, Speech, UtteranceId, UtteranceIds};
 use crate::audio::resample::{ResampleError, Resampler};
 use crate::carrier::{ChunkRules, MediaFormat};
 
@@ -28,6 +28,9 @@ pub struct EgressConfig {
     pub max_lead_ms: u32,
     /// A mark this late past its estimated play-out counts as played.
     pub mark_timeout_ms: u32,
+    /// On resuming after a false barge-in, replay from the start of the interrupted text
+    /// segment when it began at most this long before the cut (else from the cut itself).
+    pub resume_rewind_ms: u32,
 }
 
 impl Default for EgressConfig {
@@ -36,6 +39,7 @@ impl Default for EgressConfig {
             chunk_ms: 100,
             max_lead_ms: 300,
             mark_timeout_ms: 2_000,
+            resume_rewind_ms: 1_500,
         }
     }
 }
@@ -57,7 +61,7 @@ pub struct OutChunk {
     pub play_at: u64,
     /// Whether it is the utterance's first chunk.
     pub first: bool,
-    /// The whole utterance's length in ms.
+    /// The utterance's length in ms so far (final once it is closed).
     pub utterance_ms: u64,
 }
 
@@ -94,27 +98,167 @@ struct InFlight {
     end: u64,
 }
 
-/// An utterance with audio still to send or confirm.
+/// A run of an utterance's audio that says one piece of text.
 #[derive(Debug, Clone)]
+struct TextSpan {
+    /// First sample of the span in the utterance.
+    start: usize,
+    text: String,
+}
+
+/// An utterance with audio still to send or confirm.
 struct Utterance {
     id: UtteranceId,
     pcm: Vec<i16>,
+    spans: Vec<TextSpan>,
+    /// More audio may still be appended.
+    open: bool,
     sent: usize,
     played: usize,
     next_index: u64,
+    /// Converts appended audio at another rate (kept across appends).
+    resampler: Option<(u32, Resampler)>,
+}
+
+impl std::fmt::Debug for Utterance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Utterance")
+            .field("id", &self.id)
+            .field("samples", &self.pcm.len())
+            .field("open", &self.open)
+            .field("sent", &self.sent)
+            .field("played", &self.played)
+            .finish()
+    }
+}
+
+impl Utterance {
+    fn new(id: UtteranceId) -> Self {
+        Utterance {
+            id,
+            pcm: Vec::new(),
+            spans: Vec::new(),
+            open: true,
+            sent: 0,
+            played: 0,
+            next_index: 0,
+            resampler: None,
+        }
+    }
+
+    fn done(&self) -> bool {
+        !self.open && self.played >= self.pcm.len()
+    }
+
+    /// Where span `i` ends (the next span's start, or the audio so far).
+    fn span_end(&self, i: usize) -> usize {
+        self.spans
+            .get(i + 1)
+            .map(|s| s.start)
+            .unwrap_or(self.pcm.len())
+    }
+
+    /// The full text, if the utterance has any.
+    fn text(&self) -> Option<String> {
+        if self.spans.is_empty() {
+            return None;
+        }
+        Some(join_words(self.spans.iter().map(|s| s.text.as_str())))
+    }
+
+    /// The words of the text heard in the first `samples` samples: whole spans, then the
+    /// share of the partly played span's words proportional to the audio played of it.
+    fn heard_text(&self, samples: usize) -> Option<String> {
+        if self.spans.is_empty() {
+            return None;
+        }
+        let mut parts: Vec<String> = Vec::new();
+        for (i, span) in self.spans.iter().enumerate() {
+            if span.start >= samples {
+                break;
+            }
+            let end = self.span_end(i);
+            if end <= samples {
+                parts.push(span.text.clone());
+                continue;
+            }
+            let fraction = (samples - span.start) as f64 / (end - span.start).max(1) as f64;
+            parts.push(leading_words(&span.text, fraction));
+            break;
+        }
+        Some(join_words(parts.iter().map(String::as_str)))
+    }
+
+    /// Start of the text span playing at `sample`.
+    fn span_start_at(&self, sample: usize) -> Option<usize> {
+        self.spans
+            .iter()
+            .rev()
+            .find(|s| s.start <= sample)
+            .map(|s| s.start)
+    }
+}
+
+/// Joins text pieces with single spaces, skipping empty ones.
+fn join_words<'a>(parts: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for part in parts.map(str::trim).filter(|p| !p.is_empty()) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+/// The words of `text` whose characters fall within the first `fraction` of it: a word
+/// counts as heard once its middle has played.
+fn leading_words(text: &str, fraction: f64) -> String {
+    let total = text.chars().count().max(1) as f64;
+    let heard_chars = fraction.clamp(0.0, 1.0) * total;
+    let mut out: Vec<&str> = Vec::new();
+    let mut offset = 0usize;
+    for word in text.split_inclusive(char::is_whitespace) {
+        let len = word.chars().count();
+        let middle = offset as f64 + word.trim_end().chars().count() as f64 / 2.0;
+        if middle > heard_chars {
+            break;
+        }
+        out.push(word.trim());
+        offset += len;
+    }
+    join_words(out.into_iter())
+}
+
+/// Why audio could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    /// The audio's rate cannot be converted to the call's.
+    #[error(transparent)]
+    Resample(#[from] ResampleError),
+}
+
+/// A barge-in that has stopped playback but may still be undone.
+#[derive(Debug, Clone)]
+struct Paused {
+    heard: Heard,
+    /// Where the interrupted utterance resumes (sample in it).
+    resume_at: usize,
 }
 
 /// The egress ledger of one call.
 #[derive(Debug)]
 pub struct Egress {
     format: MediaFormat,
+    config: EgressConfig,
     chunk_samples: usize,
     min_chunk_samples: usize,
     max_lead_samples: usize,
     mark_timeout_samples: u64,
-    next_id: UtteranceId,
+    ids: UtteranceIds,
     queue: VecDeque<Utterance>,
     in_flight: VecDeque<InFlight>,
+    paused: Option<Paused>,
     /// Estimated end of everything sent so far, on the inbound timeline.
     cursor: u64,
     timed_out_marks: u64,
@@ -133,8 +277,14 @@ fn samples_to_ms(samples: u64, rate: u32) -> u64 {
 }
 
 impl Egress {
-    /// A ledger for a stream of `format` whose payloads must obey `rules`.
-    pub fn new(format: MediaFormat, rules: ChunkRules, config: EgressConfig) -> Self {
+    /// A ledger for a stream of `format` whose payloads must obey `rules`; utterance ids come
+    /// from `ids` (shared with the call's agent).
+    pub fn new(
+        format: MediaFormat,
+        rules: ChunkRules,
+        config: EgressConfig,
+        ids: UtteranceIds,
+    ) -> Self {
         let bps = format.encoding.bytes_per_sample().max(1);
         let rate = format.sample_rate;
         let wanted_bytes = ms_to_samples(u64::from(config.chunk_ms), rate) as usize * bps;
@@ -147,13 +297,15 @@ impl Egress {
             (ms_to_samples(u64::from(config.max_lead_ms), rate) as usize).max(2 * chunk_samples);
         Egress {
             format,
+            config,
             chunk_samples,
             min_chunk_samples,
             max_lead_samples,
             mark_timeout_samples: ms_to_samples(u64::from(config.mark_timeout_ms), rate),
-            next_id: 1,
+            ids,
             queue: VecDeque::new(),
             in_flight: VecDeque::new(),
+            paused: None,
             cursor: 0,
             timed_out_marks: 0,
         }
@@ -169,38 +321,110 @@ impl Egress {
         self.max_lead_samples
     }
 
-    /// Queues speech after what is already queued, resampling it to the call's rate.
-    pub fn enqueue(&mut self, speech: Speech) -> Result<UtteranceId, ResampleError> {
-        let pcm = if speech.sample_rate == self.format.sample_rate {
-            speech.pcm
-        } else {
-            let mut resampler = Resampler::new(speech.sample_rate, self.format.sample_rate)?;
-            let mut out = Vec::with_capacity(
-                speech.pcm.len() * self.format.sample_rate as usize
-                    / speech.sample_rate.max(1) as usize
-                    + 1024,
-            );
-            resampler.process(&speech.pcm, &mut out);
-            resampler.flush(&mut out);
-            out
-        };
-        let id = self.next_id;
-        self.next_id += 1;
-        if !pcm.is_empty() {
-            self.queue.push_back(Utterance {
-                id,
-                pcm,
-                sent: 0,
-                played: 0,
-                next_index: 0,
-            });
+    /// Queues whole speech after what is already queued; returns its new id.
+    pub fn enqueue(&mut self, speech: Speech) -> Result<UtteranceId, EgressError> {
+        let id = self.ids.next();
+        self.open(id);
+        if let Some(text) = speech.text.as_deref() {
+            self.text(id, text);
         }
-        Ok(id)
+        let appended = self.append(id, &speech.pcm, speech.sample_rate);
+        self.close(id);
+        appended.map(|_| id)
     }
 
-    /// Whether the bot has audio queued or playing.
+    /// Opens a streamed utterance `id` (from the call's [`UtteranceIds`]) after whatever is
+    /// queued; audio follows with [`append`](Self::append), the end with
+    /// [`close`](Self::close).
+    pub fn open(&mut self, id: UtteranceId) {
+        if self.queue.iter().any(|u| u.id == id) {
+            return;
+        }
+        self.queue.push_back(Utterance::new(id));
+    }
+
+    /// Whether utterance `id` is queued or playing.
+    pub fn has(&self, id: UtteranceId) -> bool {
+        self.queue.iter().any(|u| u.id == id)
+    }
+
+    /// Appends audio at `rate` to open utterance `id`; returns false if the utterance is gone
+    /// (cleared or cancelled: the audio is stale and dropped).
+    pub fn append(&mut self, id: UtteranceId, pcm: &[i16], rate: u32) -> Result<bool, EgressError> {
+        let target = self.format.sample_rate;
+        let Some(u) = self.queue.iter_mut().find(|u| u.id == id && u.open) else {
+            return Ok(false);
+        };
+        if rate == target {
+            u.pcm.extend_from_slice(pcm);
+            return Ok(true);
+        }
+        if u.resampler.as_ref().is_none_or(|(r, _)| *r != rate) {
+            u.resampler = Some((rate, Resampler::new(rate, target)?));
+        }
+        if let Some((_, resampler)) = u.resampler.as_mut() {
+            resampler.process(pcm, &mut u.pcm);
+        }
+        Ok(true)
+    }
+
+    /// Says that the audio appended to `id` from now on speaks `text` (for heard-text
+    /// trimming on barge-in).
+    pub fn text(&mut self, id: UtteranceId, text: &str) {
+        if let Some(u) = self.queue.iter_mut().find(|u| u.id == id && u.open) {
+            let start = u.pcm.len();
+            if u.spans.last().is_some_and(|s| s.start == start) {
+                if let Some(last) = u.spans.last_mut() {
+                    last.text.push(' ');
+                    last.text.push_str(text);
+                }
+            } else {
+                u.spans.push(TextSpan {
+                    start,
+                    text: text.to_owned(),
+                });
+            }
+        }
+    }
+
+    /// Ends utterance `id`: no more audio will come. Returns true if it has now played to its
+    /// end (it was empty or everything had played already), and drops it.
+    pub fn close(&mut self, id: UtteranceId) -> bool {
+        let Some(pos) = self.queue.iter().position(|u| u.id == id) else {
+            return false;
+        };
+        let u = &mut self.queue[pos];
+        if let Some((_, mut resampler)) = u.resampler.take() {
+            resampler.flush(&mut u.pcm);
+        }
+        u.open = false;
+        let played_out = u.done() && !self.in_flight.iter().any(|c| c.utterance == id);
+        if played_out {
+            self.queue.remove(pos);
+        }
+        played_out
+    }
+
+    /// Drops utterance `id` if it has not started playing; returns whether it was dropped.
+    pub fn cancel_unstarted(&mut self, id: UtteranceId) -> bool {
+        match self.queue.iter().position(|u| u.id == id) {
+            Some(pos) if self.queue[pos].sent == 0 => {
+                self.queue.remove(pos);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the bot has audio queued or playing (an open utterance still waiting for its
+    /// first audio does not count).
     pub fn is_speaking(&self) -> bool {
-        !self.queue.is_empty() || !self.in_flight.is_empty()
+        !self.in_flight.is_empty() || self.queue.iter().any(|u| u.sent < u.pcm.len())
+    }
+
+    /// Whether playback is paused by a barge-in that may still be undone.
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
     }
 
     /// The utterance now playing (or next to play), if any.
@@ -225,8 +449,10 @@ impl Egress {
     /// out marks that are long overdue. Returns the utterances that finished by time-out.
     pub fn poll(&mut self, now: u64, out: &mut Vec<OutChunk>) -> Vec<UtteranceId> {
         let finished = self.expire_marks(now);
-        while let Some(chunk) = self.next_chunk(now) {
-            out.push(chunk);
+        if self.paused.is_none() {
+            while let Some(chunk) = self.next_chunk(now) {
+                out.push(chunk);
+            }
         }
         finished
     }
@@ -253,17 +479,32 @@ impl Egress {
 
     fn next_chunk(&mut self, now: u64) -> Option<OutChunk> {
         let lead = self.unconfirmed_samples();
-        if !self.in_flight.is_empty() && lead + self.chunk_samples > self.max_lead_samples {
+        let idle = self.in_flight.is_empty();
+        if !idle && lead + self.chunk_samples > self.max_lead_samples {
             return None;
         }
         let rate = self.format.sample_rate;
-        let utterance = self.queue.iter_mut().find(|u| u.sent < u.pcm.len())?;
-        let take = self.chunk_samples.min(utterance.pcm.len() - utterance.sent);
+        // Play in order: the first utterance not fully sent (an open one waits for audio).
+        let utterance = self
+            .queue
+            .iter_mut()
+            .find(|u| u.open || u.sent < u.pcm.len())?;
+        let unsent = utterance.pcm.len() - utterance.sent;
+        if unsent == 0 {
+            return None;
+        }
+        if utterance.open && unsent < self.chunk_samples {
+            // Streaming: wait for a whole chunk unless the carrier is about to run dry.
+            if !idle || unsent < self.min_chunk_samples {
+                return None;
+            }
+        }
+        let take = self.chunk_samples.min(unsent);
         let mut pcm = utterance.pcm[utterance.sent..utterance.sent + take].to_vec();
         let padded = take.max(self.min_chunk_samples);
         pcm.resize(padded, 0);
         let index = utterance.next_index;
-        let first = utterance.sent == 0;
+        let first = index == 0;
         utterance.sent += take;
         utterance.next_index += 1;
         let id = utterance.id;
@@ -299,7 +540,7 @@ impl Egress {
         let Some((utterance, index)) = parse_mark_name(name) else {
             return MarkOutcome::Unknown;
         };
-        if utterance == 0 || utterance >= self.next_id {
+        if utterance == 0 || !self.ids.issued(utterance) {
             return MarkOutcome::Unknown;
         }
         if !self
@@ -322,11 +563,12 @@ impl Egress {
             let rate = self.format.sample_rate;
             let mut played_ms = 0;
             let mut finished = false;
+            let last_in_flight = !self.in_flight.iter().any(|c| c.utterance == chunk.utterance);
             if let Some(pos) = self.queue.iter().position(|u| u.id == chunk.utterance) {
                 let u = &mut self.queue[pos];
                 u.played += chunk.samples;
                 played_ms = samples_to_ms(u.played as u64, rate);
-                if u.played >= u.pcm.len() {
+                if u.done() && last_in_flight {
                     finished = true;
                     self.queue.remove(pos);
                 }
@@ -353,29 +595,98 @@ impl Egress {
         outcome
     }
 
-    /// Drops everything queued and in flight (after a `clear` has been sent) at `now`, and
-    /// reports how much of the utterance that was playing the caller heard.
-    pub fn clear(&mut self, now: u64) -> Option<Heard> {
+    /// How much of the current utterance the caller has heard at `now` (samples), and the
+    /// record of it.
+    fn heard_now(&self, now: u64) -> Option<(usize, Heard)> {
         let rate = self.format.sample_rate;
         let current = self.current_utterance()?;
-        let heard = self.queue.iter().find(|u| u.id == current).map(|u| {
-            let partial = self
-                .in_flight
-                .front()
-                .filter(|c| c.utterance == current && now > c.start)
-                .map(|c| ((now - c.start) as usize).min(c.samples))
-                .unwrap_or(0);
+        let u = self.queue.iter().find(|u| u.id == current)?;
+        let partial = self
+            .in_flight
+            .front()
+            .filter(|c| c.utterance == current && now > c.start)
+            .map(|c| ((now - c.start) as usize).min(c.samples))
+            .unwrap_or(0);
+        let heard = (u.played + partial).min(u.pcm.len());
+        Some((
+            heard,
             Heard {
                 utterance: current,
-                heard_ms: samples_to_ms((u.played + partial) as u64, rate),
+                heard_ms: samples_to_ms(heard as u64, rate),
                 sent_ms: samples_to_ms(u.sent as u64, rate),
                 total_ms: samples_to_ms(u.pcm.len() as u64, rate),
-            }
-        });
+                heard_text: u.heard_text(heard),
+                text: u.text(),
+            },
+        ))
+    }
+
+    /// Drops everything queued and in flight (after a `clear` has been sent) at `now`, and
+    /// reports how much of the utterance that was playing the caller heard. After a
+    /// [`pause`](Self::pause), reports what was heard when playback paused.
+    pub fn clear(&mut self, now: u64) -> Option<Heard> {
+        let heard = match self.paused.take() {
+            Some(paused) => Some(paused.heard),
+            None => self.heard_now(now).map(|(_, heard)| heard),
+        };
         self.queue.clear();
         self.in_flight.clear();
         self.cursor = now;
         heard
+    }
+
+    /// Stops playback at `now` (after a `clear` has been sent) but keeps the unplayed audio,
+    /// so a barge-in that turns out to be noise or a backchannel can
+    /// [`resume`](Self::resume). Returns what the caller heard, or `None` if nothing was
+    /// playing.
+    pub fn pause(&mut self, now: u64) -> Option<Heard> {
+        if self.paused.is_some() {
+            return self.paused.as_ref().map(|p| p.heard.clone());
+        }
+        let (heard_samples, heard) = self.heard_now(now)?;
+        let rewind = ms_to_samples(u64::from(self.config.resume_rewind_ms), self.format.sample_rate)
+            as usize;
+        let current = heard.utterance;
+        let mut resume_at = heard_samples;
+        for u in self.queue.iter_mut() {
+            if u.id == current {
+                if let Some(start) = u.span_start_at(heard_samples)
+                    && heard_samples - start <= rewind
+                {
+                    resume_at = start;
+                }
+                u.played = heard_samples;
+                u.sent = heard_samples;
+            } else {
+                // Later utterances replay from what was confirmed.
+                u.sent = u.played;
+            }
+        }
+        self.in_flight.clear();
+        self.cursor = now;
+        self.paused = Some(Paused {
+            heard: heard.clone(),
+            resume_at,
+        });
+        Some(heard)
+    }
+
+    /// Undoes a [`pause`](Self::pause): playback continues from the start of the interrupted
+    /// text segment (or the cut). Returns false if nothing was paused.
+    pub fn resume(&mut self, now: u64) -> bool {
+        let Some(paused) = self.paused.take() else {
+            return false;
+        };
+        if let Some(u) = self
+            .queue
+            .iter_mut()
+            .find(|u| u.id == paused.heard.utterance)
+        {
+            u.sent = paused.resume_at.min(u.pcm.len());
+            u.played = u.sent;
+        }
+        self.cursor = now;
+        true
     }
 }
 
@@ -452,7 +763,7 @@ mod tests {
     #[test]
     fn twilio_chunks_are_100ms_with_a_short_tail_and_lead_is_bounded() {
         let (format, rules) = twilio();
-        let mut egress = Egress::new(format, rules, EgressConfig::default());
+        let mut egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
         egress.enqueue(speech(1050, 8000)).unwrap();
         let mut out = Vec::new();
         egress.poll(0, &mut out);
@@ -511,7 +822,7 @@ mod tests {
     fn exotel_chunks_obey_the_320_multiple_and_3200_minimum_at_every_rate() {
         for rate in [8000, 16000, 24000] {
             let (format, rules) = exotel(rate);
-            let mut egress = Egress::new(format, rules, EgressConfig::default());
+            let mut egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
             egress.enqueue(speech(730, rate)).unwrap();
             let mut all = Vec::new();
             let mut now = 0;
@@ -542,7 +853,7 @@ mod tests {
     #[test]
     fn exotel_lead_is_at_least_two_chunks() {
         let (format, rules) = exotel(8000);
-        let egress = Egress::new(format, rules, EgressConfig::default());
+        let egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
         assert_eq!(
             egress.chunk_samples(),
             1600,
@@ -554,7 +865,7 @@ mod tests {
     #[test]
     fn clear_reports_heard_audio_and_later_marks_are_stale() {
         let (format, rules) = twilio();
-        let mut egress = Egress::new(format, rules, EgressConfig::default());
+        let mut egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
         let id = egress.enqueue(speech(2000, 8000)).unwrap();
         egress.enqueue(speech(500, 8000)).unwrap();
         let mut out = Vec::new();
@@ -569,7 +880,9 @@ mod tests {
                 utterance: id,
                 heard_ms: 150,
                 sent_ms: 400,
-                total_ms: 2000
+                total_ms: 2000,
+                heard_text: None,
+                text: None,
             }
         );
         assert!(!egress.is_speaking(), "queued utterances are dropped too");
@@ -588,7 +901,7 @@ mod tests {
     #[test]
     fn a_lost_mark_is_covered_by_the_next_and_overdue_marks_time_out() {
         let (format, rules) = twilio();
-        let mut egress = Egress::new(format, rules, EgressConfig::default());
+        let mut egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
         egress.enqueue(speech(300, 8000)).unwrap();
         let mut out = Vec::new();
         egress.poll(0, &mut out);
@@ -611,7 +924,7 @@ mod tests {
     #[test]
     fn speech_at_another_rate_is_resampled() {
         let (format, rules) = twilio();
-        let mut egress = Egress::new(format, rules, EgressConfig::default());
+        let mut egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
         egress.enqueue(speech(1000, 16000)).unwrap();
         let total: usize = egress.queue.iter().map(|u| u.pcm.len()).sum();
         assert!((7900..=8200).contains(&total), "{total}");
@@ -620,7 +933,7 @@ mod tests {
     #[test]
     fn empty_speech_queues_nothing() {
         let (format, rules) = twilio();
-        let mut egress = Egress::new(format, rules, EgressConfig::default());
+        let mut egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
         egress.enqueue(Speech::pcm(vec![], 8000)).unwrap();
         assert!(!egress.is_speaking());
         assert_eq!(egress.clear(0), None);

@@ -43,6 +43,160 @@ pub enum CallEventKind {
         at_ms: u64,
         /// Length of the utterance (ms).
         duration_ms: u64,
+        /// What the recognizer heard, when the call has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        transcript: Option<String>,
+        /// From the end of speech to the decision that the turn is over (ms).
+        decided_after_ms: u64,
+    },
+    /// The recognizer fixed a segment's text.
+    SttFinal {
+        /// The text (may be empty).
+        text: String,
+        /// Inbound timeline (ms) of the segment's end.
+        end_ms: u64,
+        /// The provider judged it the end of the speaker's turn.
+        speech_final: bool,
+        /// It answered our `Finalize`.
+        from_finalize: bool,
+        /// From the caller's last voiced audio to this result (ms), when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        latency_ms: Option<u64>,
+    },
+    /// The recognizer reported speech or an utterance end.
+    SttSignal {
+        /// `speech_started` or `utterance_end`.
+        signal: &'static str,
+        /// Inbound timeline (ms).
+        at_ms: u64,
+    },
+    /// The recognizer's connection dropped and was restored, audio replayed.
+    SttReconnected {
+        /// Attempts it took.
+        attempts: u32,
+        /// Audio replayed (ms).
+        replayed_ms: u64,
+    },
+    /// The recognizer failed for the rest of the call.
+    SttFailed {
+        /// Why.
+        error: String,
+    },
+    /// An answer was started before the turn was confirmed over.
+    SpeculationStarted {
+        /// The transcript it answers.
+        transcript: String,
+    },
+    /// A speculative answer was confirmed by the final transcript and released.
+    SpeculationUsed {
+        /// How long it had been prepared before the turn was confirmed (ms).
+        head_start_ms: u64,
+    },
+    /// A speculative answer was thrown away unheard.
+    SpeculationDiscarded {
+        /// Why (`transcript_changed`, `caller_resumed`).
+        reason: &'static str,
+    },
+    /// A request to the language model started.
+    LlmRequest {
+        /// Messages sent.
+        messages: usize,
+        /// Which round of the turn (tool results add rounds).
+        round: u32,
+    },
+    /// The language model's first token arrived.
+    LlmFirstToken {
+        /// From the request to the first token (ms).
+        latency_ms: u64,
+    },
+    /// A language-model attempt failed and was retried.
+    LlmRetry {
+        /// The attempt's error.
+        error: String,
+    },
+    /// The language model could not answer; the fallback line was used.
+    LlmFailed {
+        /// The last error.
+        error: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The language model finished an answer.
+    LlmDone {
+        /// Why it stopped.
+        finish_reason: crate::llm::FinishReason,
+        /// Prompt tokens, if reported.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prompt_tokens: Option<u32>,
+        /// Completion tokens, if reported.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        completion_tokens: Option<u32>,
+    },
+    /// The gateway ran a tool for the model.
+    ToolCalled {
+        /// Tool name.
+        name: String,
+        /// Arguments as the model gave them (JSON text).
+        arguments: String,
+        /// The result fed back (JSON).
+        result: serde_json::Value,
+    },
+    /// The caller's details were captured by `capture_lead`.
+    LeadCaptured {
+        /// Name.
+        name: String,
+        /// Phone (E.164).
+        phone: String,
+        /// Why they called.
+        reason: String,
+    },
+    /// The call is to be transferred.
+    TransferRequested {
+        /// Target (E.164).
+        to: String,
+    },
+    /// A text-to-speech segment's first audio arrived.
+    TtsFirstByte {
+        /// Provider.
+        provider: &'static str,
+        /// From the request to the first audio (ms).
+        latency_ms: u64,
+        /// A fallback path produced it.
+        fallback: bool,
+    },
+    /// Text-to-speech failed for a segment.
+    TtsFailed {
+        /// Provider.
+        provider: &'static str,
+        /// Why.
+        error: String,
+    },
+    /// The first audio of the answer to a caller turn was sent.
+    ResponseStarted {
+        /// Which utterance.
+        utterance: UtteranceId,
+        /// From the end of the caller's speech to the first audio sent (ms).
+        latency_ms: u64,
+    },
+    /// A barge-in turned out to be noise or a backchannel; the bot resumed.
+    BargeInReverted {
+        /// The utterance resumed.
+        utterance: UtteranceId,
+        /// What the caller said, if anything.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        transcript: Option<String>,
+    },
+    /// The assistant's message in the history was cut to what the caller heard.
+    HistoryTrimmed {
+        /// The words the caller heard.
+        heard_text: String,
+        /// Characters dropped.
+        dropped_chars: usize,
+    },
+    /// A fallback line was played because a provider failed.
+    FallbackPlayed {
+        /// Which stage failed (`llm`, `tts`).
+        stage: &'static str,
     },
     /// The bot started an utterance (its first chunk was sent).
     BotSpeechStarted {

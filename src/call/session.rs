@@ -6,21 +6,27 @@
 //! lock and no wait on anything but its own channels. Everything it notices becomes a
 //! CallEvent (off the hot path, through the event sink) and a metric.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::agent::{
-    Agent, AgentAction, AgentCatalog, AgentContext, AgentEvent, AgentPort, DtmfSource,
+    Agent, AgentAction, AgentCatalog, AgentContext, AgentEvent, AgentPort, DtmfSource, Heard,
+    SpeechPart, UserTurn, UtteranceId, UtteranceIds,
 };
 use super::egress::{Egress, EgressConfig, MarkOutcome};
 use super::events::{CallEventKind, CallRecorder, EventSink};
 use super::registry::{CallHandle, Control, Registry};
 use super::transport::{InboundFrame, OutboundFrame};
-use super::turn::{JudgedFrame, TurnConfig, TurnEvent, TurnTaker};
+use super::turn::{
+    JudgedFrame, Judgement, TurnConfig, TurnEvent, TurnJudge, TurnTaker, is_backchannel,
+    normalize_transcript,
+};
 use super::{CallId, CallInfo, mask_number};
 use crate::audio::dtmf::{DtmfDetector, DtmfDigit};
 use crate::audio::echo::{EchoConfig, EchoGuard};
@@ -29,8 +35,9 @@ use crate::audio::{Encoding, linear16};
 use crate::carrier::{
     CarrierEvent, CarrierKind, CarrierProtocol, FrameError, MediaFrame, Outbound, StreamStart,
 };
-use crate::config::{Config, StreamLimits};
+use crate::config::{Config, SttGateConfig, StreamLimits};
 use crate::metrics::{CallMetrics, Metrics};
+use crate::stt::{SttAudioFormat, SttEncoding, SttEvent, SttProvider, SttStream};
 
 /// How often a live call checks that the carrier is still sending.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -57,6 +64,8 @@ pub struct CallSettings {
     pub limits: StreamLimits,
     /// Run in-band DTMF detection until the carrier shows it sends `dtmf` events.
     pub inband_dtmf: bool,
+    /// Which caller audio goes to the recognizer.
+    pub stt_gate: SttGateConfig,
 }
 
 impl CallSettings {
@@ -64,17 +73,18 @@ impl CallSettings {
     pub fn from_config(config: &Config) -> Result<Self, crate::config::ConfigError> {
         Ok(CallSettings {
             vad: config.vad_config()?,
-            turn: config.turn,
+            turn: config.turn.clone(),
             egress: config.egress,
             echo: config.echo,
             limits: config.limits.clone(),
             inband_dtmf: config.inband_dtmf,
+            stt_gate: config.stt.gate,
         })
     }
 }
 
 /// What every session shares.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionDeps {
     /// Per-call settings.
     pub settings: Arc<CallSettings>,
@@ -88,6 +98,17 @@ pub struct SessionDeps {
     pub events: EventSink,
     /// Cancelled when live calls must end now (shutdown deadline).
     pub hangup_all: CancellationToken,
+    /// The recognizer for agents that want transcripts, if one is configured.
+    pub stt: Option<Arc<dyn SttProvider>>,
+}
+
+impl std::fmt::Debug for SessionDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionDeps")
+            .field("agents", &self.agents)
+            .field("stt", &self.stt.as_ref().map(|s| s.name()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a call ended.
@@ -115,6 +136,8 @@ pub enum EndReason {
     WriterStalled,
     /// The carrier sent nothing for the idle limit.
     Idle,
+    /// The agent handed the call to another number.
+    Transfer(String),
 }
 
 impl EndReason {
@@ -132,6 +155,7 @@ impl EndReason {
             EndReason::Shutdown => "shutdown",
             EndReason::WriterStalled => "writer_stalled",
             EndReason::Idle => "idle",
+            EndReason::Transfer(_) => "transfer",
         }
     }
 
@@ -162,6 +186,10 @@ impl EndReason {
             EndReason::Idle => Some((
                 1008,
                 format!("no frames for {} s", limits.idle_timeout_secs),
+            )),
+            EndReason::Transfer(to) => Some((
+                1000,
+                format!("transfer to {}", mask_number(to)),
             )),
         }
     }
@@ -220,7 +248,115 @@ struct Live {
     vad_frames: Vec<VadFrame>,
     digits: Vec<DtmfDigit>,
     turn_events: Vec<TurnEvent>,
+    judgements: Vec<Judgement>,
     last_inband_digit: Option<(char, u64)>,
+    /// Utterance ids shared with the agent.
+    ids: UtteranceIds,
+    /// Streamed utterances that ended (closed, cleared, cancelled): late parts are dropped.
+    ended_streams: HashSet<UtteranceId>,
+    /// End-of-turn decisions from VAD and the recognizer.
+    judge: TurnJudge,
+    /// The recognizer and what it is fed.
+    stt: Option<SttFeed>,
+    /// A barge-in that paused the bot and may still be undone.
+    barge: Option<PendingBargeIn>,
+    /// The agent was told the turn probably ended and may be preparing an answer.
+    speculating: Option<Instant>,
+    /// End of the caller's last turn, until the first audio of the answer is sent.
+    awaiting_response: Option<Instant>,
+    /// When the last media frame arrived (maps inbound samples to wall time).
+    last_frame_at: Instant,
+    /// Backchannel words (from the turn config).
+    backchannels: Arc<[String]>,
+    barge_in_confirm_samples: u64,
+}
+
+/// A barge-in that paused playback and may still turn out to be noise or a backchannel.
+#[derive(Debug, Clone)]
+struct PendingBargeIn {
+    onset_sample: u64,
+    heard: Heard,
+}
+
+/// The caller audio sent to the recognizer: everything, or (gated) only speech with a preroll
+/// before it and a hangover after, so silences cost nothing and `KeepAlive` covers them.
+struct SttFeed {
+    stream: SttStream,
+    config: SttGateConfig,
+    rate: u32,
+    preroll: VecDeque<(u64, Bytes, usize)>,
+    preroll_samples: usize,
+    last_speech: Option<u64>,
+    open: bool,
+    dropped: u64,
+}
+
+impl SttFeed {
+    fn new(stream: SttStream, config: SttGateConfig, rate: u32) -> Self {
+        SttFeed {
+            stream,
+            config,
+            rate,
+            preroll: VecDeque::new(),
+            preroll_samples: 0,
+            last_speech: None,
+            open: false,
+            dropped: 0,
+        }
+    }
+
+    fn samples(&self, ms: u32) -> u64 {
+        u64::from(ms) * u64::from(self.rate) / 1000
+    }
+
+    /// Feeds one carrier frame that starts at sample `start` and holds `samples` samples.
+    fn push(&mut self, start: u64, bytes: Bytes, samples: usize, speech: bool) {
+        let at_ms = start * 1000 / u64::from(self.rate.max(1));
+        if self.config.send_silence {
+            self.send(at_ms, bytes);
+            return;
+        }
+        let end = start + samples as u64;
+        if speech {
+            self.last_speech = Some(end);
+        }
+        let hangover = self.samples(self.config.hangover_ms);
+        let open = self.last_speech.is_some_and(|t| end <= t + hangover);
+        if open {
+            if !self.open {
+                while let Some((at, chunk, n)) = self.preroll.pop_front() {
+                    self.preroll_samples -= n;
+                    self.send(at, chunk);
+                }
+            }
+            self.send(at_ms, bytes);
+        } else {
+            self.preroll.push_back((at_ms, bytes, samples));
+            self.preroll_samples += samples;
+            let cap = self.samples(self.config.preroll_ms) as usize;
+            while self.preroll_samples > cap {
+                match self.preroll.pop_front() {
+                    Some((_, _, n)) => self.preroll_samples -= n,
+                    None => break,
+                }
+            }
+        }
+        self.open = open;
+    }
+
+    /// Keeps the gate open (a turn is waiting for its final words).
+    fn hold_open(&mut self, now: u64) {
+        self.last_speech = Some(self.last_speech.map_or(now, |t| t.max(now)));
+    }
+
+    fn send(&mut self, at_ms: u64, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if !self.stream.push_audio(at_ms, bytes) {
+            self.dropped += 1;
+        }
+    }
 }
 
 /// One call's session.
@@ -396,6 +532,26 @@ impl Session {
             start,
             &agent_name,
         ));
+        let stt = match (&self.deps.stt, agent.wants_transcripts()) {
+            (Some(provider), true) => {
+                let encoding = match format.encoding {
+                    Encoding::Mulaw => Some(SttEncoding::Mulaw),
+                    Encoding::Linear16 => Some(SttEncoding::Linear16),
+                    Encoding::Alaw => None,
+                };
+                encoding.map(|encoding| {
+                    let stream = provider.open(
+                        self.call_id,
+                        SttAudioFormat {
+                            encoding,
+                            sample_rate: format.sample_rate,
+                        },
+                    );
+                    SttFeed::new(stream, settings.stt_gate, format.sample_rate)
+                })
+            }
+            _ => None,
+        };
         let (action_tx, actions) = mpsc::channel(ACTION_QUEUE);
         let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
         self.deps
@@ -420,8 +576,9 @@ impl Session {
             sample_rate: format.sample_rate,
             agent: agent_name,
         });
+        let ids = UtteranceIds::default();
         let mut live = Live {
-            ctx: AgentContext::new(info.clone(), AgentPort::new(action_tx)),
+            ctx: AgentContext::new(info.clone(), AgentPort::new(action_tx, ids.clone())),
             info,
             encoding: format.encoding,
             agent,
@@ -429,9 +586,22 @@ impl Session {
             control,
             vad,
             dtmf,
-            egress: Egress::new(format, rules, settings.egress),
+            egress: Egress::new(format, rules, settings.egress, ids.clone()),
             echo: EchoGuard::new(format.sample_rate, settings.echo),
-            turn: TurnTaker::new(format.sample_rate, settings.turn),
+            turn: TurnTaker::new(format.sample_rate, settings.turn.clone()),
+            judge: TurnJudge::new(format.sample_rate, &settings.turn, stt.is_some()),
+            stt,
+            ids,
+            ended_streams: HashSet::new(),
+            barge: None,
+            speculating: None,
+            awaiting_response: None,
+            last_frame_at: Instant::now(),
+            backchannels: settings.turn.backchannels.clone().into(),
+            barge_in_confirm_samples: u64::from(settings.turn.barge_in_confirm_ms)
+                * u64::from(format.sample_rate)
+                / 1000,
+            judgements: Vec::new(),
             metrics: self.deps.metrics.for_call(self.carrier),
             inbound_samples: 0,
             pcm: Vec::with_capacity(format.sample_rate as usize / 5),
@@ -458,6 +628,7 @@ impl Session {
                 _ = hangup_all.cancelled() => Err(EndReason::Shutdown),
                 Some(control) = live.control.recv() => self.on_control(live, control),
                 Some(action) = live.actions.recv() => self.apply(live, action),
+                stt_event = next_stt(&mut live.stt) => self.on_stt(live, stt_event),
                 frame = self.frames.recv() => {
                     last_frame = Instant::now();
                     match self.parse(frame) {
@@ -513,9 +684,11 @@ impl Session {
         }
     }
 
-    /// The inbound frame path: decode once, DTMF, VAD, echo guard, turn-taking, egress.
+    /// The inbound frame path: decode once, DTMF, VAD, echo guard, turn-taking, recognizer
+    /// feed, egress.
     fn on_media(&mut self, live: &mut Live, frame: MediaFrame) -> Result<(), EndReason> {
         let began = Instant::now();
+        live.last_frame_at = began;
         live.pcm.clear();
         live.encoding.decode_into(&frame.payload, &mut live.pcm);
 
@@ -533,10 +706,13 @@ impl Session {
         live.vad_frames.clear();
         live.vad.push(&live.pcm, &mut live.vad_frames);
         live.frame_pcm.extend_from_slice(&live.pcm);
+        let frame_start = live.inbound_samples;
         live.inbound_samples += live.pcm.len() as u64;
         let frame_len = live.vad.frame_samples();
         live.turn_events.clear();
+        live.judgements.clear();
         let mut consumed = 0;
+        let mut any_speech = false;
         for vad_frame in &live.vad_frames {
             let Some(pcm) = live.frame_pcm.get(consumed..consumed + frame_len) else {
                 break;
@@ -544,6 +720,8 @@ impl Session {
             consumed += frame_len;
             let echo =
                 vad_frame.voiced && live.echo.explains(vad_frame.end_sample, linear16::rms(pcm));
+            let speech = vad_frame.voiced && !echo;
+            any_speech |= speech;
             live.turn.push(
                 JudgedFrame {
                     pcm,
@@ -554,14 +732,24 @@ impl Session {
                 live.egress.is_speaking(),
                 &mut live.turn_events,
             );
+            let silence = live.turn.silence_samples(vad_frame.end_sample);
+            live.judge
+                .on_frame(vad_frame.end_sample, speech, silence, &mut live.judgements);
         }
         live.frame_pcm.drain(..consumed.min(live.frame_pcm.len()));
 
+        if let Some(feed) = live.stt.as_mut() {
+            let samples = live.pcm.len();
+            feed.push(frame_start, Bytes::from(frame.payload), samples, any_speech);
+        }
+
         let events = std::mem::take(&mut live.turn_events);
-        for event in &events {
+        for event in events.iter().cloned() {
             self.on_turn_event(live, event)?;
         }
         live.turn_events = events;
+        self.run_judgements(live)?;
+        self.check_barge_in(live)?;
         self.pump(live)?;
         live.metrics.frames_in.inc();
         live.metrics
@@ -570,56 +758,315 @@ impl Session {
         Ok(())
     }
 
-    fn on_turn_event(&mut self, live: &mut Live, event: &TurnEvent) -> Result<(), EndReason> {
+    /// Wall-clock instant of inbound sample `sample` (estimated from the last frame).
+    fn instant_of(live: &Live, sample: u64) -> Instant {
+        let behind = live.inbound_samples.saturating_sub(sample);
+        let rate = u64::from(live.info.media_format.sample_rate.max(1));
+        live.last_frame_at
+            .checked_sub(Duration::from_micros(behind * 1_000_000 / rate))
+            .unwrap_or(live.last_frame_at)
+    }
+
+    fn on_turn_event(&mut self, live: &mut Live, event: TurnEvent) -> Result<(), EndReason> {
         match event {
-            TurnEvent::BargeIn { .. } => {
-                if let Some(heard) = self.stop_speaking(live)? {
-                    live.metrics.barge_ins.inc();
-                    tracing::debug!(
-                        heard_ms = heard.heard_ms,
-                        total_ms = heard.total_ms,
-                        "barge-in"
-                    );
-                    self.recorder.record(CallEventKind::BargeIn(heard));
-                    self.agent_event(live, AgentEvent::BargeIn(heard))?;
-                }
-                Ok(())
-            }
+            TurnEvent::BargeIn { onset_sample } => self.start_barge_in(live, onset_sample),
             TurnEvent::SpeechStarted { onset_sample } => {
                 self.recorder.record(CallEventKind::UserSpeechStarted {
-                    at_ms: live.turn.ms(*onset_sample),
+                    at_ms: live.turn.ms(onset_sample),
                 });
                 self.agent_event(live, AgentEvent::UserSpeechStarted)
             }
-            TurnEvent::TurnEnded {
+            ended @ TurnEvent::TurnEnded { .. } => {
+                let now = live.inbound_samples;
+                if let (Some(feed), TurnEvent::TurnEnded { .. }) = (live.stt.as_mut(), &ended) {
+                    feed.hold_open(now);
+                }
+                live.judge.on_turn_ended(ended, now, &mut live.judgements);
+                Ok(())
+            }
+        }
+    }
+
+    /// Carries out the turn judge's decisions (which may produce more).
+    fn run_judgements(&mut self, live: &mut Live) -> Result<(), EndReason> {
+        let mut guard = 0;
+        while !live.judgements.is_empty() && guard < 16 {
+            guard += 1;
+            let judgements = std::mem::take(&mut live.judgements);
+            for judgement in judgements {
+                self.on_judgement(live, judgement)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_judgement(&mut self, live: &mut Live, judgement: Judgement) -> Result<(), EndReason> {
+        let now = live.inbound_samples;
+        match judgement {
+            Judgement::Finalize => {
+                if let Some(feed) = live.stt.as_mut() {
+                    feed.hold_open(now);
+                    feed.stream.finalize();
+                }
+                Ok(())
+            }
+            Judgement::Speculate { transcript } => {
+                if live.barge.is_some() {
+                    return Ok(());
+                }
+                live.speculating = Some(Instant::now());
+                self.recorder.record(CallEventKind::SpeculationStarted {
+                    transcript: transcript.clone(),
+                });
+                self.agent_event(live, AgentEvent::TurnLikelyEnded { transcript })
+            }
+            Judgement::Resumed => {
+                if live.speculating.take().is_some() {
+                    self.recorder
+                        .record(CallEventKind::SpeculationDiscarded {
+                            reason: "caller_resumed",
+                        });
+                    self.agent_event(live, AgentEvent::UserSpeechResumed)?;
+                }
+                Ok(())
+            }
+            Judgement::EndTurnNow => {
+                if let Some(ended) = live.turn.end_turn_now(now) {
+                    live.judge.on_turn_ended(ended, now, &mut live.judgements);
+                }
+                Ok(())
+            }
+            Judgement::Noise {
+                onset_sample,
+                end_sample,
+            } => {
+                tracing::debug!(
+                    at_ms = live.turn.ms(onset_sample),
+                    duration_ms = live.turn.ms(end_sample.saturating_sub(onset_sample)),
+                    "sound without words: not a turn"
+                );
+                if live.barge.is_some() {
+                    self.revert_barge_in(live, None)?;
+                }
+                if live.speculating.take().is_some() {
+                    self.agent_event(live, AgentEvent::UserSpeechResumed)?;
+                }
+                Ok(())
+            }
+            Judgement::Complete {
                 audio,
                 onset_sample,
                 end_sample,
-                ..
+                transcript,
             } => {
+                if let Some(barge) = live.barge.as_ref() {
+                    let undo = if live.judge_has_stt() {
+                        transcript
+                            .as_deref()
+                            .is_none_or(|t| is_backchannel(t, &live.backchannels))
+                    } else {
+                        end_sample.saturating_sub(barge.onset_sample)
+                            < live.barge_in_confirm_samples
+                    };
+                    if undo {
+                        return self.revert_barge_in(live, transcript);
+                    }
+                    self.confirm_barge_in(live)?;
+                }
+                let speech_end = Self::instant_of(live, end_sample);
+                let decided = Instant::now();
                 self.recorder.record(CallEventKind::UserTurnEnded {
-                    at_ms: live.turn.ms(*end_sample),
-                    duration_ms: live.turn.ms(end_sample.saturating_sub(*onset_sample)),
+                    at_ms: live.turn.ms(end_sample),
+                    duration_ms: live.turn.ms(end_sample.saturating_sub(onset_sample)),
+                    transcript: transcript.clone(),
+                    decided_after_ms: decided.saturating_duration_since(speech_end).as_millis()
+                        as u64,
                 });
+                live.speculating = None;
+                live.awaiting_response = Some(speech_end);
                 self.agent_event(
                     live,
-                    AgentEvent::UserTurnEnded {
-                        audio: audio.clone(),
-                    },
+                    AgentEvent::UserTurnEnded(UserTurn {
+                        audio,
+                        transcript,
+                        speech_end,
+                        decided,
+                    }),
                 )
             }
         }
     }
 
-    /// Sends `clear` and drops the bot's queued audio; returns what the caller heard.
-    fn stop_speaking(&mut self, live: &mut Live) -> Result<Option<super::agent::Heard>, EndReason> {
-        if !live.egress.is_speaking() {
-            return Ok(None);
+    /// Caller speech over the bot: stop playback at once (`clear`), but keep the rest of the
+    /// answer until it is clear this is a real interruption.
+    fn start_barge_in(&mut self, live: &mut Live, onset_sample: u64) -> Result<(), EndReason> {
+        if live.barge.is_some() || !live.egress.is_speaking() || live.egress.is_paused() {
+            return Ok(());
         }
         self.send(Outbound::Clear)?;
         let now = live.inbound_samples;
         live.echo.cancel_from(now);
-        Ok(live.egress.clear(now))
+        let Some(heard) = live.egress.pause(now) else {
+            return Ok(());
+        };
+        self.deps.metrics.stage(
+            "barge_in_clear",
+            Duration::from_millis(live.turn.ms(now.saturating_sub(onset_sample))),
+        );
+        live.barge = Some(PendingBargeIn {
+            onset_sample,
+            heard,
+        });
+        Ok(())
+    }
+
+    /// Decides a pending barge-in as soon as the evidence allows: words that are not a
+    /// backchannel confirm it; speech still going after the confirm window confirms it.
+    fn check_barge_in(&mut self, live: &mut Live) -> Result<(), EndReason> {
+        let Some(barge) = live.barge.as_ref() else {
+            return Ok(());
+        };
+        let now = live.inbound_samples;
+        let transcript = live.judge.transcript();
+        let words = !normalize_transcript(&transcript).is_empty();
+        let backchannel = words && is_backchannel(&transcript, &live.backchannels);
+        let elapsed = now.saturating_sub(barge.onset_sample);
+        let confirm = (words && !backchannel)
+            || (live.turn.in_turn()
+                && elapsed >= live.barge_in_confirm_samples
+                && (!backchannel || elapsed >= 3 * live.barge_in_confirm_samples));
+        if confirm {
+            self.confirm_barge_in(live)?;
+        }
+        Ok(())
+    }
+
+    /// The interruption is real: drop the rest of the answer and tell the agent what the
+    /// caller heard.
+    fn confirm_barge_in(&mut self, live: &mut Live) -> Result<(), EndReason> {
+        let Some(barge) = live.barge.take() else {
+            return Ok(());
+        };
+        let now = live.inbound_samples;
+        let heard = live.egress.clear(now).unwrap_or(barge.heard);
+        live.ended_streams.insert(heard.utterance);
+        live.metrics.barge_ins.inc();
+        tracing::debug!(
+            heard_ms = heard.heard_ms,
+            total_ms = heard.total_ms,
+            "barge-in"
+        );
+        self.recorder.record(CallEventKind::BargeIn(heard.clone()));
+        self.agent_event(live, AgentEvent::BargeIn(heard))
+    }
+
+    /// The "interruption" was noise or a backchannel: play on from where it stopped.
+    fn revert_barge_in(
+        &mut self,
+        live: &mut Live,
+        transcript: Option<String>,
+    ) -> Result<(), EndReason> {
+        let Some(barge) = live.barge.take() else {
+            return Ok(());
+        };
+        let now = live.inbound_samples;
+        live.egress.resume(now);
+        self.recorder.record(CallEventKind::BargeInReverted {
+            utterance: barge.heard.utterance,
+            transcript,
+        });
+        self.pump(live)
+    }
+
+    fn on_stt(&mut self, live: &mut Live, event: Option<SttEvent>) -> Result<(), EndReason> {
+        let now = live.inbound_samples;
+        let Some(event) = event else {
+            // The recognizer task ended: judge on VAD alone.
+            live.stt = None;
+            live.judge.lose_stt(&mut live.judgements);
+            return self.run_judgements(live);
+        };
+        match &event {
+            SttEvent::Final {
+                text,
+                end_ms,
+                speech_final,
+                from_finalize,
+                ..
+            } => {
+                let latency_ms = live
+                    .turn
+                    .silence_samples(now)
+                    .map(|s| live.turn.ms(s))
+                    .filter(|_| !text.is_empty());
+                if let Some(ms) = latency_ms {
+                    self.deps
+                        .metrics
+                        .stage("stt_final", Duration::from_millis(ms));
+                }
+                self.recorder.record(CallEventKind::SttFinal {
+                    text: text.clone(),
+                    end_ms: *end_ms,
+                    speech_final: *speech_final,
+                    from_finalize: *from_finalize,
+                    latency_ms,
+                });
+            }
+            SttEvent::SpeechStarted { at_ms } => {
+                self.recorder.record(CallEventKind::SttSignal {
+                    signal: "speech_started",
+                    at_ms: *at_ms,
+                });
+            }
+            SttEvent::UtteranceEnd { last_word_end_ms } => {
+                self.recorder.record(CallEventKind::SttSignal {
+                    signal: "utterance_end",
+                    at_ms: *last_word_end_ms,
+                });
+            }
+            SttEvent::Reconnected {
+                attempts,
+                replayed_ms,
+            } => {
+                self.recorder.record(CallEventKind::SttReconnected {
+                    attempts: *attempts,
+                    replayed_ms: *replayed_ms,
+                });
+            }
+            SttEvent::Failed { error } => {
+                tracing::warn!(%error, "recognizer failed for this call");
+                self.recorder.record(CallEventKind::SttFailed {
+                    error: error.clone(),
+                });
+                live.judge.lose_stt(&mut live.judgements);
+                return self.run_judgements(live);
+            }
+            SttEvent::Interim { .. } => {}
+        }
+        let silence = live.turn.silence_samples(now);
+        live.judge
+            .on_stt(&event, now, silence, &mut live.judgements);
+        self.run_judgements(live)?;
+        self.check_barge_in(live)?;
+        self.pump(live)
+    }
+
+    /// Sends `clear` and drops the bot's queued audio; returns what the caller heard.
+    fn stop_speaking(&mut self, live: &mut Live) -> Result<Option<Heard>, EndReason> {
+        if !live.egress.is_speaking() && !live.egress.is_paused() {
+            return Ok(None);
+        }
+        if !live.egress.is_paused() {
+            self.send(Outbound::Clear)?;
+        }
+        live.barge = None;
+        let now = live.inbound_samples;
+        live.echo.cancel_from(now);
+        let heard = live.egress.clear(now);
+        if let Some(heard) = &heard {
+            live.ended_streams.insert(heard.utterance);
+        }
+        Ok(heard)
     }
 
     fn on_mark(&mut self, live: &mut Live, name: &str) -> Result<(), EndReason> {
@@ -648,6 +1095,7 @@ impl Session {
     }
 
     fn speech_finished(&mut self, live: &mut Live, utterance: u64) -> Result<(), EndReason> {
+        live.ended_streams.insert(utterance);
         self.recorder
             .record(CallEventKind::BotSpeechFinished { utterance });
         self.agent_event(live, AgentEvent::SpeechFinished { utterance })
@@ -670,11 +1118,30 @@ impl Session {
     fn apply(&mut self, live: &mut Live, action: AgentAction) -> Result<(), EndReason> {
         match action {
             AgentAction::Say(speech) => {
-                if let Err(error) = live.egress.enqueue(speech) {
-                    tracing::warn!(%error, "speech dropped: cannot convert its sample rate");
-                    return Ok(());
+                match live.egress.enqueue(speech) {
+                    Ok(id) => {
+                        if live.egress.close(id) {
+                            self.speech_finished(live, id)?;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "speech dropped: cannot convert its sample rate");
+                        return Ok(());
+                    }
                 }
                 self.pump(live)
+            }
+            AgentAction::Stream { utterance, part } => self.stream_part(live, utterance, part),
+            AgentAction::Cancel { utterance } => {
+                live.ended_streams.insert(utterance);
+                if live.egress.cancel_unstarted(utterance) || !live.egress.has(utterance) {
+                    return Ok(());
+                }
+                if let Some(heard) = self.stop_speaking(live)? {
+                    self.recorder
+                        .record(CallEventKind::BotSpeechCancelled(heard));
+                }
+                Ok(())
             }
             AgentAction::StopSpeaking => {
                 if let Some(heard) = self.stop_speaking(live)? {
@@ -683,8 +1150,49 @@ impl Session {
                 }
                 Ok(())
             }
+            AgentAction::Record(kind) => {
+                self.recorder.record(kind);
+                Ok(())
+            }
+            AgentAction::Stage { stage, elapsed } => {
+                self.deps.metrics.stage(stage, elapsed);
+                Ok(())
+            }
+            AgentAction::Wake(message) => self.agent_event(live, AgentEvent::Wake(message)),
+            AgentAction::Transfer { to } => {
+                self.recorder
+                    .record(CallEventKind::TransferRequested { to: to.clone() });
+                Err(EndReason::Transfer(to))
+            }
             AgentAction::Hangup { reason } => Err(EndReason::AgentHangup(reason)),
         }
+    }
+
+    /// One part of a streamed utterance.
+    fn stream_part(
+        &mut self,
+        live: &mut Live,
+        utterance: UtteranceId,
+        part: SpeechPart,
+    ) -> Result<(), EndReason> {
+        if live.ended_streams.contains(&utterance) || !live.ids.issued(utterance) {
+            return Ok(());
+        }
+        live.egress.open(utterance);
+        match part {
+            SpeechPart::Audio { pcm, sample_rate } => {
+                if let Err(error) = live.egress.append(utterance, &pcm, sample_rate) {
+                    tracing::warn!(%error, "speech dropped: cannot convert its sample rate");
+                }
+            }
+            SpeechPart::Text(text) => live.egress.text(utterance, &text),
+            SpeechPart::End => {
+                if live.egress.close(utterance) {
+                    self.speech_finished(live, utterance)?;
+                }
+            }
+        }
+        self.pump(live)
     }
 
     /// Sends whatever audio the egress ledger releases now.
@@ -707,6 +1215,14 @@ impl Session {
                     duration_ms: chunk.utterance_ms,
                     at_ms: live.turn.ms(now),
                 });
+                if let Some(speech_end) = live.awaiting_response.take() {
+                    let latency = speech_end.elapsed();
+                    self.deps.metrics.stage("response", latency);
+                    self.recorder.record(CallEventKind::ResponseStarted {
+                        utterance: chunk.utterance,
+                        latency_ms: latency.as_millis() as u64,
+                    });
+                }
             }
         }
         Ok(())
@@ -734,6 +1250,12 @@ impl Session {
     fn finish_live(&mut self, live: &mut Live, reason: &EndReason) {
         live.agent.on_event(AgentEvent::CallEnding, &mut live.ctx);
         live.ctx.take_actions();
+        if let Some(feed) = live.stt.take() {
+            feed.stream.close();
+            if feed.dropped > 0 {
+                tracing::warn!(frames = feed.dropped, "recognizer queue was full: audio dropped");
+            }
+        }
         self.deps.registry.remove(self.call_id);
         self.deps.metrics.live_calls.dec();
         tracing::info!(
@@ -758,6 +1280,21 @@ impl Session {
         if let Some((code, reason)) = reason.close_frame(&self.deps.settings.limits) {
             let _ = self.out.try_send(OutboundFrame::Close { code, reason });
         }
+    }
+}
+
+/// The next recognizer event, or never when the call has no recognizer.
+async fn next_stt(feed: &mut Option<SttFeed>) -> Option<SttEvent> {
+    match feed {
+        Some(feed) => feed.stream.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Live {
+    /// Whether end-of-turn decisions use a recognizer.
+    fn judge_has_stt(&self) -> bool {
+        self.stt.is_some()
     }
 }
 

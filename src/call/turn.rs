@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 
 /// Turn-taking tuning, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TurnConfig {
     /// Caller speech before a turn starts.
@@ -27,6 +27,17 @@ pub struct TurnConfig {
     pub preroll_ms: u32,
     /// Longest utterance; a longer one ends there.
     pub max_utterance_ms: u32,
+    /// With a recognizer: silence after which a stable transcript is answered speculatively
+    /// (0 turns speculation off).
+    pub speculate_after_ms: u32,
+    /// With a recognizer: how long to wait for the final transcript after our VAD ended the
+    /// turn and `Finalize` was sent.
+    pub finalize_timeout_ms: u32,
+    /// How long a barge-in stays undoable: speech that ends within this time and is noise
+    /// or a backchannel resumes the bot.
+    pub barge_in_confirm_ms: u32,
+    /// Words that acknowledge rather than interrupt ("uh-huh", "mm-hm").
+    pub backchannels: Vec<String>,
 }
 
 impl Default for TurnConfig {
@@ -37,6 +48,15 @@ impl Default for TurnConfig {
             barge_in_min_ms: 100,
             preroll_ms: 200,
             max_utterance_ms: 30_000,
+            speculate_after_ms: 200,
+            finalize_timeout_ms: 700,
+            barge_in_confirm_ms: 500,
+            backchannels: [
+                "uh-huh", "uh huh", "mm-hm", "mm-hmm", "mm hmm", "mhm", "hmm", "mm", "uh", "um",
+                "yeah", "yep", "ok", "okay", "right", "sure", "i see", "got it", "alright",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }
@@ -146,6 +166,44 @@ impl TurnTaker {
         matches!(self.state, State::Speaking { .. })
     }
 
+    /// Samples of silence since the caller's last voiced frame, while mid-turn.
+    pub fn silence_samples(&self, now: u64) -> Option<u64> {
+        match &self.state {
+            State::Speaking {
+                last_voiced_end, ..
+            } => Some(now.saturating_sub(*last_voiced_end)),
+            State::Idle => None,
+        }
+    }
+
+    /// Ends the caller's turn now (the recognizer heard the end first); `None` if idle.
+    pub fn end_turn_now(&mut self, now: u64) -> Option<TurnEvent> {
+        let State::Speaking {
+            utterance,
+            start_sample,
+            onset_sample,
+            last_voiced_end,
+            ..
+        } = &mut self.state
+        else {
+            return None;
+        };
+        let tail = TAIL_MS * u64::from(self.rate) / 1000;
+        let keep_until = (*last_voiced_end + tail).min(now.max(*last_voiced_end));
+        let keep = (keep_until.saturating_sub(*start_sample) as usize).min(utterance.len());
+        let mut audio = std::mem::take(utterance);
+        audio.truncate(keep);
+        let event = TurnEvent::TurnEnded {
+            audio,
+            onset_sample: *onset_sample,
+            end_sample: *last_voiced_end,
+            truncated: false,
+        };
+        self.state = State::Idle;
+        self.reset_run();
+        Some(event)
+    }
+
     /// Milliseconds of `samples` at this rate.
     pub fn ms(&self, samples: u64) -> u64 {
         samples * 1000 / u64::from(self.rate.max(1))
@@ -243,6 +301,351 @@ impl TurnTaker {
         self.run_frames = 0;
         self.run_samples = 0;
         self.bridged = false;
+    }
+}
+
+/// Normalizes a transcript for comparison: lower case, letters, digits and apostrophes, words
+/// separated by single spaces.
+///
+/// ```
+/// use voicegw::call::turn::normalize_transcript;
+/// assert_eq!(normalize_transcript("  Yes, I'd like   THAT! "), "yes i'd like that");
+/// ```
+pub fn normalize_transcript(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text
+        .split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '-'))
+        .map(|w| w.trim_matches(|c| c == '\'' || c == '-'))
+        .filter(|w| !w.is_empty())
+    {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word.chars().flat_map(char::to_lowercase));
+    }
+    out
+}
+
+/// Whether `transcript` says nothing but acknowledgements from `backchannels` ("uh-huh",
+/// "yeah, okay"). An empty transcript is not a backchannel (it is noise).
+pub fn is_backchannel(transcript: &str, backchannels: &[String]) -> bool {
+    let words: Vec<String> = normalize_transcript(transcript)
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.replace('-', " "))
+        .collect();
+    let words: Vec<&str> = words.iter().flat_map(|w| w.split(' ')).collect();
+    if words.is_empty() {
+        return false;
+    }
+    let phrases: Vec<Vec<String>> = backchannels
+        .iter()
+        .map(|p| {
+            normalize_transcript(p)
+                .replace('-', " ")
+                .split(' ')
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|p: &Vec<String>| !p.is_empty())
+        .collect();
+    // Longest phrase first at each position (greedy cover).
+    let mut i = 0;
+    'outer: while i < words.len() {
+        let mut best = 0;
+        for phrase in &phrases {
+            let n = phrase.len();
+            if n > best && i + n <= words.len() && phrase.iter().zip(&words[i..i + n]).all(|(a, b)| a == b) {
+                best = n;
+            }
+        }
+        if best == 0 {
+            return false;
+        }
+        i += best;
+        continue 'outer;
+    }
+    true
+}
+
+/// What the turn judge decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    /// Ask the recognizer to finalize now.
+    Finalize,
+    /// The caller went quiet with a stable transcript: answer it speculatively.
+    Speculate {
+        /// The transcript so far.
+        transcript: String,
+    },
+    /// The caller went on (or the transcript changed): drop the speculation.
+    Resumed,
+    /// The recognizer heard the end first: end the VAD turn now
+    /// ([`TurnTaker::end_turn_now`]) and hand its `TurnEnded` back.
+    EndTurnNow,
+    /// The caller's turn is over.
+    Complete {
+        /// The utterance (empty if our VAD never heard it).
+        audio: Vec<i16>,
+        /// First sample of the speech.
+        onset_sample: u64,
+        /// Sample after the last voiced frame.
+        end_sample: u64,
+        /// What the recognizer heard (`None` without a recognizer).
+        transcript: Option<String>,
+    },
+    /// The turn had no words (noise, a cough): nothing to answer.
+    Noise {
+        /// First sample of the sound.
+        onset_sample: u64,
+        /// Its end.
+        end_sample: u64,
+    },
+}
+
+/// A VAD turn end waiting for the recognizer's final words.
+#[derive(Debug, Clone)]
+struct PendingEnd {
+    audio: Vec<i16>,
+    onset_sample: u64,
+    end_sample: u64,
+    deadline: u64,
+}
+
+/// Decides when a caller's turn is over from our VAD and the recognizer together.
+///
+/// Phone-tuned rules: the turn ends at the first of (a) the recognizer's `speech_final` while
+/// our VAD hears silence, (b) our VAD's end of turn, after which `Finalize` is sent and the
+/// `from_finalize` result (or `finalize_timeout`) closes it, (c) `UtteranceEnd` (the noise
+/// backstop). When the caller has been quiet for `speculate_after` and the recognizer has
+/// words, it proposes a speculative answer; any voiced frame after that withdraws it. Results
+/// that end before the last completed turn belong to it and are ignored.
+///
+/// Pure: positions are samples on the call's inbound timeline; recognizer times are ms on the
+/// same timeline.
+#[derive(Debug)]
+pub struct TurnJudge {
+    rate: u32,
+    stt: bool,
+    speculate_after: u64,
+    finalize_timeout: u64,
+    finals: Vec<String>,
+    interim: String,
+    pending: Option<PendingEnd>,
+    speculated: Option<String>,
+    speech_final: bool,
+    boundary_ms: u64,
+}
+
+impl TurnJudge {
+    /// A judge for audio at `sample_rate`; `stt` says whether the call has a recognizer.
+    pub fn new(sample_rate: u32, config: &TurnConfig, stt: bool) -> Self {
+        let samples = |ms: u32| u64::from(ms) * u64::from(sample_rate) / 1000;
+        TurnJudge {
+            rate: sample_rate.max(1),
+            stt,
+            speculate_after: samples(config.speculate_after_ms),
+            finalize_timeout: samples(config.finalize_timeout_ms),
+            finals: Vec::new(),
+            interim: String::new(),
+            pending: None,
+            speculated: None,
+            speech_final: false,
+            boundary_ms: 0,
+        }
+    }
+
+    fn ms(&self, sample: u64) -> u64 {
+        sample * 1000 / u64::from(self.rate)
+    }
+
+    /// The words of the current turn so far: its final segments, then the latest interim.
+    pub fn transcript(&self) -> String {
+        let mut out = self.finals.join(" ");
+        if !self.interim.is_empty() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&self.interim);
+        }
+        out
+    }
+
+    /// Whether a speculative answer is out.
+    pub fn speculating(&self) -> bool {
+        self.speculated.is_some()
+    }
+
+    /// One judged frame ending at `now`: `speech` if voiced and not echo; `silence` is the
+    /// taker's [`TurnTaker::silence_samples`] (`None` when the caller is not mid-turn).
+    pub fn on_frame(&mut self, now: u64, speech: bool, silence: Option<u64>, out: &mut Vec<Judgement>) {
+        if speech && self.speculated.take().is_some() {
+            out.push(Judgement::Resumed);
+        }
+        if let Some(silence) = silence
+            && self.stt
+            && self.speculate_after > 0
+            && self.speculated.is_none()
+            && !speech
+            && silence >= self.speculate_after
+        {
+            let transcript = self.transcript();
+            if !normalize_transcript(&transcript).is_empty() {
+                self.speculated = Some(normalize_transcript(&transcript));
+                out.push(Judgement::Speculate { transcript });
+            }
+        }
+        if self.pending.as_ref().is_some_and(|p| now >= p.deadline) {
+            self.complete_pending(out);
+        }
+    }
+
+    /// Our VAD ended the caller's turn at `now` (a `TurnEnded` from the taker).
+    pub fn on_turn_ended(&mut self, event: TurnEvent, now: u64, out: &mut Vec<Judgement>) {
+        let TurnEvent::TurnEnded {
+            audio,
+            onset_sample,
+            end_sample,
+            ..
+        } = event
+        else {
+            return;
+        };
+        if !self.stt {
+            out.push(Judgement::Complete {
+                audio,
+                onset_sample,
+                end_sample,
+                transcript: None,
+            });
+            return;
+        }
+        self.pending = Some(PendingEnd {
+            audio,
+            onset_sample,
+            end_sample,
+            deadline: now + self.finalize_timeout,
+        });
+        if self.speech_final {
+            self.complete_pending(out);
+        } else {
+            out.push(Judgement::Finalize);
+        }
+    }
+
+    /// A recognizer event at `now`; `silence` as in [`on_frame`](Self::on_frame).
+    pub fn on_stt(
+        &mut self,
+        event: &crate::stt::SttEvent,
+        now: u64,
+        silence: Option<u64>,
+        out: &mut Vec<Judgement>,
+    ) {
+        use crate::stt::SttEvent;
+        let quiet_mid_turn = silence.is_some_and(|s| s > 0);
+        match event {
+            SttEvent::Interim { text, end_ms, .. } => {
+                if *end_ms < self.boundary_ms {
+                    return;
+                }
+                let before = normalize_transcript(&self.transcript());
+                self.interim = text.trim().to_owned();
+                let after = normalize_transcript(&self.transcript());
+                if after != before && self.speculated.as_ref().is_some_and(|s| *s != after) {
+                    self.speculated = None;
+                    out.push(Judgement::Resumed);
+                }
+            }
+            SttEvent::Final {
+                text,
+                end_ms,
+                speech_final,
+                from_finalize,
+                ..
+            } => {
+                if *end_ms < self.boundary_ms && !text.trim().is_empty() {
+                    return;
+                }
+                let before = normalize_transcript(&self.transcript());
+                self.interim.clear();
+                if !text.trim().is_empty() {
+                    self.finals.push(text.trim().to_owned());
+                }
+                let after = normalize_transcript(&self.transcript());
+                if after != before && self.speculated.as_ref().is_some_and(|s| *s != after) {
+                    self.speculated = None;
+                    out.push(Judgement::Resumed);
+                }
+                if self.pending.is_some() {
+                    if *from_finalize || *speech_final {
+                        self.complete_pending(out);
+                    }
+                } else if *speech_final {
+                    if quiet_mid_turn {
+                        self.speech_final = true;
+                        out.push(Judgement::EndTurnNow);
+                    } else if silence.is_none() && !after.is_empty() {
+                        // Words our VAD never heard as a turn (soft speech): still a turn.
+                        let end_sample = end_ms * u64::from(self.rate) / 1000;
+                        self.pending = Some(PendingEnd {
+                            audio: Vec::new(),
+                            onset_sample: end_sample,
+                            end_sample,
+                            deadline: now,
+                        });
+                        self.complete_pending(out);
+                    } else {
+                        // The caller is still voicing: the turn goes on.
+                        self.speech_final = false;
+                    }
+                }
+            }
+            SttEvent::UtteranceEnd { .. } => {
+                if self.pending.is_some() {
+                    self.complete_pending(out);
+                } else if quiet_mid_turn && !self.transcript().trim().is_empty() {
+                    self.speech_final = true;
+                    out.push(Judgement::EndTurnNow);
+                }
+            }
+            SttEvent::SpeechStarted { .. }
+            | SttEvent::Reconnected { .. }
+            | SttEvent::Failed { .. } => {}
+        }
+    }
+
+    /// The recognizer is gone: judge on VAD alone from now on.
+    pub fn lose_stt(&mut self, out: &mut Vec<Judgement>) {
+        self.stt = false;
+        if self.pending.is_some() {
+            self.complete_pending(out);
+        }
+    }
+
+    fn complete_pending(&mut self, out: &mut Vec<Judgement>) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let transcript = self.transcript();
+        self.finals.clear();
+        self.interim.clear();
+        self.speculated = None;
+        self.speech_final = false;
+        self.boundary_ms = self.ms(pending.end_sample) + 100;
+        if normalize_transcript(&transcript).is_empty() && self.stt {
+            out.push(Judgement::Noise {
+                onset_sample: pending.onset_sample,
+                end_sample: pending.end_sample,
+            });
+            return;
+        }
+        out.push(Judgement::Complete {
+            audio: pending.audio,
+            onset_sample: pending.onset_sample,
+            end_sample: pending.end_sample,
+            transcript: Some(transcript).filter(|t| !t.trim().is_empty()),
+        });
     }
 }
 
@@ -365,7 +768,7 @@ mod tests {
             max_utterance_ms: 1000,
             ..TurnConfig::default()
         };
-        let mut taker = TurnTaker::new(RATE, config);
+        let mut taker = TurnTaker::new(RATE, config.clone());
         let mut t = 0;
         let events = drive(&mut taker, &"v".repeat(60), false, &mut t);
         let ended: Vec<_> = events
@@ -389,7 +792,7 @@ mod tests {
             barge_in_min_ms: 200,
             ..TurnConfig::default()
         };
-        let mut taker = TurnTaker::new(RATE, config);
+        let mut taker = TurnTaker::new(RATE, config.clone());
         let mut t = 0;
         assert!(
             drive(&mut taker, "vvvvvvvvv", true, &mut t).is_empty(),

@@ -150,6 +150,8 @@ async fn twilio_barge_in_sends_clear_at_once_and_records_what_was_heard() {
         .unwrap();
     let reaction = clear_ms.saturating_sub(onset_ms);
     assert!(reaction <= 400, "clear {reaction} ms after speech onset");
+    // The barge-in is confirmed (not noise, not a backchannel) while the caller goes on.
+    sim.run_for(700).await;
     // Nothing of the cut utterance is sent after the clear.
     let barge = gw
         .wait_event("barge_in", Duration::from_secs(1))
@@ -268,6 +270,7 @@ async fn caller_talking_over_the_echo_still_barges_in() {
         sim.run_until(2_000, |s| s.clears() > 0).await,
         "double talk did not barge in"
     );
+    sim.run_for(700).await;
     assert!(
         gw.wait_event("barge_in", Duration::from_secs(1))
             .await
@@ -322,6 +325,7 @@ async fn exotel_barge_in_sends_clear() {
         sim.run_until(2_000, |s| s.clears() > 0).await,
         "no clear on Exotel"
     );
+    sim.run_for(700).await;
     assert!(
         gw.wait_event("barge_in", Duration::from_secs(1))
             .await

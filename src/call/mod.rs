@@ -4,14 +4,17 @@
 //! forwards the carrier's frames, the [`session`] that owns all call state in one `select!`
 //! loop, and a writer that sends the session's frames. The session decodes each media frame
 //! once, runs DTMF detection, VAD and [`turn`]-taking, drives the call's [`Agent`], and plays
-//! the agent's speech through the [`egress`] ledger. The [`registry`] holds a handle to each
+//! the agent's speech through the [`egress`] ledger. The `llm` agent ([`conversation`]) answers
+//! each turn with a [`reply`] task: model → clauses → speech, streamed. The [`registry`] holds a handle to each
 //! live call for the control plane.
 
 pub mod agent;
+pub mod conversation;
 pub mod echo_agent;
 pub mod egress;
 pub mod events;
 pub mod registry;
+pub mod reply;
 pub mod session;
 pub mod transport;
 pub mod turn;

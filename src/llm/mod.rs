@@ -179,3 +179,9 @@ pub trait ChatModel: Send + Sync + 'static {
     /// request's deadline allows.
     async fn stream(&self, request: ChatRequest) -> Result<LlmStream, LlmFailure>;
 }
+
+pub mod clause;
+pub mod hours;
+pub mod knowledge;
+pub mod prompt;
+pub mod tools;

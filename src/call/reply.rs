@@ -326,7 +326,9 @@ async fn run_model(
                         .await;
                     match outcome.effect {
                         ToolEffect::None => {}
-                        ToolEffect::EndCall { reason } => done.end_call = Some(reason),
+                        ToolEffect::EndCall { reason } => {
+                            done.end_call = Some(reason.unwrap_or_else(|| "conversation over".into()))
+                        }
                         ToolEffect::Transfer { to } => done.transfer = Some(to),
                         ToolEffect::Lead(lead) => {
                             speaker
@@ -536,10 +538,10 @@ async fn speak_segment(job: &ReplyJob, speaker: &mut Speaker, text: &str, first:
         return true;
     }
     let (audio_tx, mut audio_rx) = mpsc::channel::<Vec<i16>>(TTS_AUDIO_QUEUE);
-    let mut voice = job.voice.lock().await;
     let asked = Instant::now();
+    let mut voice = job.voice.lock().await;
     let synthesis = voice.synthesize(text, &audio_tx, &job.cancel);
-    tokio::pin!(synthesis);
+    let mut synthesis = Box::pin(synthesis);
     let mut result = None;
     let mut first_piece: Option<Instant> = None;
     loop {
@@ -569,6 +571,7 @@ async fn speak_segment(job: &ReplyJob, speaker: &mut Speaker, text: &str, first:
             }
         }
     }
+    drop(synthesis);
     drop(voice);
     let provider = job.tts_name;
     match result {

@@ -407,6 +407,7 @@ async fn a_flush_limit_warning_sends_the_segment_over_rest() {
     // A server with a lower limit than ours: its Warning makes the client use REST.
     let fake = FakeDeepgramSpeak::start_with(FakeSpeakConfig {
         flush_limit: 1,
+        flush_window: Duration::from_millis(500),
         ..FakeSpeakConfig::default()
     })
     .await;
@@ -417,6 +418,20 @@ async fn a_flush_limit_warning_sends_the_segment_over_rest() {
     assert!(result.unwrap().fallback);
     assert!(pieces.concat() == mulaw_pcm("Two."));
     assert_eq!(fake.flush_warnings(), 1);
+    // The ignored text was cleared from the server's buffer: the next flush speaks only
+    // the next segment.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (result, pieces) = speak(&mut voice, "Three.").await;
+    assert!(!result.unwrap().fallback);
+    assert!(
+        pieces.concat() == mulaw_pcm("Three."),
+        "stale text was spoken"
+    );
+    assert_eq!(
+        fake.spoken_texts().last().map(String::as_str),
+        Some("Three.")
+    );
+    assert_eq!(fake.ws_connections(), 1);
 }
 
 #[tokio::test]

@@ -86,7 +86,8 @@ pub struct DeepgramTtsConfig {
     /// Milliseconds from a segment's request to its first audio byte before the socket is
     /// considered failed.
     pub first_byte_timeout_ms: u64,
-    /// Whether a segment the socket could not produce is synthesized over REST instead.
+    /// Whether a segment the socket could not produce (refused, dropped, timed out) is
+    /// synthesized over REST instead. A segment over the flush limit always goes over REST.
     pub rest_fallback: bool,
 }
 
@@ -735,8 +736,15 @@ impl DeepgramVoice {
                 SpeakResponse::Warning {
                     description, code, ..
                 } if stats.first_byte.is_none() && is_flush_limit(&description, &code) => {
-                    // The server ignored this flush: the socket is fine, the segment is not.
-                    self.link = Link::Open(socket);
+                    // The server ignored this flush but kept the text buffered: clear it so
+                    // it is not spoken with the next segment. The socket itself is fine.
+                    match socket.tx.clear().await {
+                        Ok(()) => {
+                            self.pending_clear = true;
+                            self.link = Link::Open(socket);
+                        }
+                        Err(err) => self.reconnect(&transport(format!("sending Clear: {err}"))),
+                    }
                     return Err(TtsError::Refused {
                         provider: PROVIDER,
                         reason: format!(

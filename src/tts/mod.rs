@@ -6,6 +6,7 @@
 //! or PCM at the call's rate where they can; otherwise the client resamples with rubato.
 
 pub mod convert;
+pub mod deepgram;
 
 use std::time::Duration;
 

@@ -804,4 +804,196 @@ mod tests {
         let events = drive(&mut taker, "vvv", false, &mut t);
         assert!(matches!(events[0], TurnEvent::SpeechStarted { .. }));
     }
+
+    mod judge {
+        use super::super::*;
+        use crate::stt::SttEvent;
+
+        const RATE: u32 = 8000;
+
+        fn config() -> TurnConfig {
+            TurnConfig::default()
+        }
+
+        fn ended(end_sample: u64) -> TurnEvent {
+            TurnEvent::TurnEnded {
+                audio: vec![1; 800],
+                onset_sample: 800,
+                end_sample,
+                truncated: false,
+            }
+        }
+
+        fn final_(text: &str, end_ms: u64, speech_final: bool, from_finalize: bool) -> SttEvent {
+            SttEvent::Final {
+                text: text.into(),
+                start_ms: 100,
+                end_ms,
+                speech_final,
+                from_finalize,
+            }
+        }
+
+        fn interim(text: &str, end_ms: u64) -> SttEvent {
+            SttEvent::Interim {
+                text: text.into(),
+                start_ms: 100,
+                end_ms,
+            }
+        }
+
+        #[test]
+        fn without_a_recognizer_the_vad_turn_is_the_turn() {
+            let mut judge = TurnJudge::new(RATE, &config(), false);
+            let mut out = Vec::new();
+            judge.on_turn_ended(ended(8000), 12_800, &mut out);
+            assert!(matches!(
+                &out[..],
+                [Judgement::Complete { transcript: None, end_sample: 8000, .. }]
+            ));
+        }
+
+        #[test]
+        fn speech_final_in_silence_ends_the_turn_before_the_vad_does() {
+            let mut judge = TurnJudge::new(RATE, &config(), true);
+            let mut out = Vec::new();
+            judge.on_stt(&interim("book a", 900), 7200, Some(0), &mut out);
+            assert!(out.is_empty());
+            // Still voicing: speech_final is ignored.
+            judge.on_stt(&final_("book a table", 1000, true, false), 8000, Some(0), &mut out);
+            assert!(out.is_empty(), "{out:?}");
+            // Quiet for 300 ms: the recognizer's end of speech ends the turn.
+            judge.on_stt(&final_("for two", 1300, true, false), 10_400, Some(2400), &mut out);
+            assert_eq!(out, vec![Judgement::EndTurnNow]);
+            out.clear();
+            judge.on_turn_ended(ended(8000), 10_400, &mut out);
+            match &out[..] {
+                [Judgement::Complete { transcript, .. }] => {
+                    assert_eq!(transcript.as_deref(), Some("book a table for two"));
+                }
+                other => panic!("{other:?}"),
+            }
+            // A late result of that turn is ignored.
+            out.clear();
+            judge.on_stt(&final_("table for two", 1050, false, true), 11_000, None, &mut out);
+            assert_eq!(judge.transcript(), "");
+        }
+
+        #[test]
+        fn vad_end_sends_finalize_and_the_finalized_result_completes() {
+            let mut judge = TurnJudge::new(RATE, &config(), true);
+            let mut out = Vec::new();
+            judge.on_stt(&interim("hello there", 1000), 8000, Some(0), &mut out);
+            judge.on_turn_ended(ended(8800), 13_600, &mut out);
+            assert_eq!(out, vec![Judgement::Finalize]);
+            out.clear();
+            judge.on_stt(&final_("hello there", 1100, false, true), 14_000, None, &mut out);
+            match &out[..] {
+                [Judgement::Complete { transcript, .. }] => {
+                    assert_eq!(transcript.as_deref(), Some("hello there"))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+
+        #[test]
+        fn finalize_timeout_completes_with_the_interim_and_no_words_is_noise() {
+            let mut judge = TurnJudge::new(RATE, &config(), true);
+            let mut out = Vec::new();
+            judge.on_stt(&interim("maybe", 1000), 8000, Some(0), &mut out);
+            judge.on_turn_ended(ended(8800), 13_600, &mut out);
+            out.clear();
+            judge.on_frame(13_600 + 5_599, false, None, &mut out);
+            assert!(out.is_empty(), "700 ms not yet over");
+            judge.on_frame(13_600 + 5_600, false, None, &mut out);
+            assert!(matches!(&out[..], [Judgement::Complete { transcript: Some(t), .. }] if t == "maybe"));
+            out.clear();
+            // A cough: the VAD saw a turn, the recognizer no words.
+            judge.on_turn_ended(ended(30_000), 34_800, &mut out);
+            out.clear();
+            judge.on_stt(&final_("", 3900, false, true), 35_000, None, &mut out);
+            assert!(matches!(&out[..], [Judgement::Noise { .. }]), "{out:?}");
+        }
+
+        #[test]
+        fn speculation_after_quiet_and_withdrawn_when_the_caller_goes_on() {
+            let mut judge = TurnJudge::new(RATE, &config(), true);
+            let mut out = Vec::new();
+            judge.on_stt(&interim("what time do you open", 1000), 8000, Some(0), &mut out);
+            judge.on_frame(8000 + 800, false, Some(800), &mut out);
+            assert!(out.is_empty(), "100 ms of quiet is too soon");
+            judge.on_frame(8000 + 1600, false, Some(1600), &mut out);
+            assert_eq!(
+                out,
+                vec![Judgement::Speculate {
+                    transcript: "what time do you open".into()
+                }]
+            );
+            assert!(judge.speculating());
+            out.clear();
+            judge.on_frame(8000 + 1760, true, Some(0), &mut out);
+            assert_eq!(out, vec![Judgement::Resumed]);
+            out.clear();
+            // A changed transcript also withdraws it.
+            judge.on_frame(8000 + 4000, false, Some(1600), &mut out);
+            assert!(matches!(&out[..], [Judgement::Speculate { .. }]));
+            out.clear();
+            judge.on_stt(&interim("what time do you open on sunday", 1500), 12_000, Some(1600), &mut out);
+            assert_eq!(out, vec![Judgement::Resumed]);
+        }
+
+        #[test]
+        fn no_speculation_without_words_or_when_turned_off() {
+            let mut judge = TurnJudge::new(RATE, &config(), true);
+            let mut out = Vec::new();
+            judge.on_frame(10_000, false, Some(4000), &mut out);
+            assert!(out.is_empty());
+            let off = TurnConfig {
+                speculate_after_ms: 0,
+                ..config()
+            };
+            let mut judge = TurnJudge::new(RATE, &off, true);
+            judge.on_stt(&interim("hi", 500), 4000, Some(0), &mut out);
+            judge.on_frame(10_000, false, Some(4000), &mut out);
+            assert!(out.is_empty());
+        }
+
+        #[test]
+        fn utterance_end_is_the_noise_backstop() {
+            let mut judge = TurnJudge::new(RATE, &config(), true);
+            let mut out = Vec::new();
+            judge.on_stt(&final_("i said yes", 1200, false, false), 9000, Some(80), &mut out);
+            assert!(out.is_empty());
+            judge.on_stt(
+                &SttEvent::UtteranceEnd {
+                    last_word_end_ms: 1200,
+                },
+                17_000,
+                Some(160),
+                &mut out,
+            );
+            assert_eq!(out, vec![Judgement::EndTurnNow]);
+        }
+
+        #[test]
+        fn losing_the_recognizer_completes_a_waiting_turn() {
+            let mut judge = TurnJudge::new(RATE, &config(), true);
+            let mut out = Vec::new();
+            judge.on_turn_ended(ended(8800), 13_600, &mut out);
+            out.clear();
+            judge.lose_stt(&mut out);
+            assert!(matches!(&out[..], [Judgement::Complete { transcript: None, .. }]));
+        }
+
+        #[test]
+        fn backchannels_are_recognised_and_real_words_are_not() {
+            let words = config().backchannels;
+            for yes in ["uh-huh", "Mm-hm.", "yeah, okay", "Right right", "Uh huh, got it"] {
+                assert!(is_backchannel(yes, &words), "{yes}");
+            }
+            for no in ["", "wait", "no stop", "yeah but what about tuesday", "okay cancel it"] {
+                assert!(!is_backchannel(no, &words), "{no}");
+            }
+        }
+    }
 }

@@ -10,7 +10,12 @@
 //! are lost and none are reported twice: audio is only forgotten once an `is_final` result has
 //! covered it. After too many consecutive failures, or when the handshake is refused for good
 //! (401, 403, other 4xx), the task reports [`SttEvent::Failed`] once and then just drains its
-//! input until the session lets go.
+//! input until the session lets go. A connection that ends within a second of its handshake
+//! without a single message counts as a failed attempt too, so a server that accepts and
+//! closes at once cannot keep the task reconnecting forever.
+//!
+//! The `deepgram` crate does not hand back the close code of a connection that ended (its
+//! worker returns it to nobody), so a drop is logged with the last error seen, not the code.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -35,7 +40,7 @@ const METRIC_PROVIDER: &str = "deepgram_stt";
 /// How long to wait for the last results after `CloseStream`.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// A connection that ends sooner than this without any message counts as a failed attempt.
-const FLAP_WINDOW: Duration = Duration::from_secs(2);
+const FLAP_WINDOW: Duration = Duration::from_secs(1);
 /// Longest pause between reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long to wait for a broken connection's worker to hand back its last results.
@@ -402,7 +407,10 @@ impl Replay {
 
 /// How a connection attempt series ended.
 enum Connect {
-    Connected { handle: WebsocketHandle, attempts: u32 },
+    Connected {
+        handle: WebsocketHandle,
+        attempts: u32,
+    },
     Failed(String),
     /// The session closed or dropped the stream meanwhile.
     InputClosed,
@@ -443,10 +451,8 @@ impl Worker {
                     mut handle,
                     attempts,
                 } => {
-                    self.metrics.provider(
-                        METRIC_PROVIDER,
-                        if first { "connect" } else { "reconnect" },
-                    );
+                    self.metrics
+                        .provider(METRIC_PROVIDER, if first { "connect" } else { "reconnect" });
                     self.timeline.reset();
                     let replayed = match self.replay_into(&mut handle).await {
                         Ok(samples) => samples,
@@ -479,6 +485,11 @@ impl Worker {
                             self.metrics.provider(METRIC_PROVIDER, "error");
                             tracing::warn!(call = %self.call, reason = %why, "deepgram connection lost");
                             self.replay.mark_unsent();
+                            // A Finalize the old connection never answered is sent again
+                            // after the replay.
+                            if self.finalize_sent_at.take().is_some() {
+                                self.pending_finalize = true;
+                            }
                         }
                     }
                 }
@@ -632,7 +643,8 @@ impl Worker {
         let mut last_error: Option<String> = None;
         loop {
             let keepalive_at = last_sent + keepalive;
-            let deadline_at = deadline.unwrap_or_else(|| opened + Duration::from_secs(86_400 * 365));
+            let deadline_at =
+                deadline.unwrap_or_else(|| opened + Duration::from_secs(86_400 * 365));
             let reading_input = !closing && !broken;
             tokio::select! {
                 response = handle.receive() => match response {
@@ -924,9 +936,16 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_its_key() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut DeepgramSttConfig)>)> = vec![
-            ("stt.utterance_end_ms must be >= 1000", Box::new(|c| c.utterance_end_ms = 999)),
-            ("stt.utterance_end_ms must be <= 65535", Box::new(|c| c.utterance_end_ms = 70_000)),
+        type Change = Box<dyn Fn(&mut DeepgramSttConfig)>;
+        let cases: Vec<(&str, Change)> = vec![
+            (
+                "stt.utterance_end_ms must be >= 1000",
+                Box::new(|c| c.utterance_end_ms = 999),
+            ),
+            (
+                "stt.utterance_end_ms must be <= 65535",
+                Box::new(|c| c.utterance_end_ms = 70_000),
+            ),
             ("stt.keepalive_secs", Box::new(|c| c.keepalive_secs = 0)),
             ("stt.keepalive_secs", Box::new(|c| c.keepalive_secs = 10)),
             ("stt.base_url", Box::new(|c| c.base_url = "ftp://x".into())),
@@ -934,10 +953,22 @@ mod tests {
             ("stt.api_key", Box::new(|c| c.api_key = "  ".into())),
             ("stt.model", Box::new(|c| c.model = String::new())),
             ("stt.language", Box::new(|c| c.language = String::new())),
-            ("stt.connect_timeout_ms", Box::new(|c| c.connect_timeout_ms = 0)),
-            ("stt.endpointing_ms", Box::new(|c| c.endpointing_ms = 20_000)),
-            ("stt.replay_limit_ms", Box::new(|c| c.replay_limit_ms = 500_000)),
-            ("stt.keyterms", Box::new(|c| c.keyterms = vec![String::new()])),
+            (
+                "stt.connect_timeout_ms",
+                Box::new(|c| c.connect_timeout_ms = 0),
+            ),
+            (
+                "stt.endpointing_ms",
+                Box::new(|c| c.endpointing_ms = 20_000),
+            ),
+            (
+                "stt.replay_limit_ms",
+                Box::new(|c| c.replay_limit_ms = 500_000),
+            ),
+            (
+                "stt.keyterms",
+                Box::new(|c| c.keyterms = vec![String::new()]),
+            ),
         ];
         for (want, change) in cases {
             let mut c = valid();
@@ -989,7 +1020,9 @@ mod tests {
     #[test]
     fn error_bodies_read_like_deepgram_errors() {
         assert_eq!(
-            error_message(br#"{"err_code":"INVALID_AUTH","err_msg":"Invalid credentials.","request_id":"x"}"#),
+            error_message(
+                br#"{"err_code":"INVALID_AUTH","err_msg":"Invalid credentials.","request_id":"x"}"#
+            ),
             "INVALID_AUTH: Invalid credentials."
         );
         assert_eq!(error_message(b"plain"), "plain");
@@ -1036,7 +1069,9 @@ mod tests {
                 .status(status)
                 .body(Some(br#"{"err_code":"X","err_msg":"y"}"#.to_vec()))
                 .expect("response");
-            DeepgramError::WsError(Box::new(deepgram::TungsteniteError::Http(Box::new(response))))
+            DeepgramError::WsError(Box::new(deepgram::TungsteniteError::Http(Box::new(
+                response,
+            ))))
         }
         assert!(matches!(classify(http(401)), AttemptError::Fatal(m) if m.contains("401")));
         assert!(matches!(classify(http(400)), AttemptError::Fatal(_)));

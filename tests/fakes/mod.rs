@@ -7,4 +7,5 @@
 
 #![allow(dead_code)]
 
+pub mod deepgram_listen;
 pub mod speech;

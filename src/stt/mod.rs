@@ -155,3 +155,5 @@ pub trait SttProvider: Send + Sync + 'static {
     /// task, and audio pushed meanwhile is buffered and sent when the socket is up.
     fn open(&self, call: CallId, format: SttAudioFormat) -> SttStream;
 }
+pub mod deepgram;
+pub mod timeline;

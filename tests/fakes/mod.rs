@@ -7,5 +7,6 @@
 
 #![allow(dead_code)]
 
+pub mod deepgram_listen;
 pub mod deepgram_speak;
 pub mod speech;

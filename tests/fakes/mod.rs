@@ -7,4 +7,6 @@
 
 #![allow(dead_code)]
 
+pub mod elevenlabs;
+pub mod openai_speech;
 pub mod speech;

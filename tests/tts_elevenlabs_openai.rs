@@ -185,6 +185,34 @@ async fn elevenlabs_second_segment_uses_the_warm_spare() {
 }
 
 #[tokio::test]
+async fn elevenlabs_lost_spare_is_replaced() {
+    let fake = FakeElevenLabs::start(FakeElevenLabsConfig::default()).await;
+    let tts = el_provider(&fake);
+    let mut voice = tts.voice(8000);
+    assert!(eventually(|| has_bos(&fake, 1)).await);
+    fake.close_idle_sockets();
+    assert!(
+        eventually(|| fake.log().iter().any(|e| matches!(
+            e,
+            ElEvent::Closed {
+                conn: 1,
+                code: 1011,
+                ..
+            }
+        )))
+        .await
+    );
+    let (result, pcm) = speak(voice.as_mut(), "Hello again.", None).await;
+    result.unwrap();
+    assert_eq!(pcm, mulaw_speech("Hello again."));
+    // The dead spare was skipped for the one already connecting behind it.
+    assert_eq!(fake.conn_with_text("Hello"), Some(2));
+    assert!(eventually(|| fake.connections() == 3).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(fake.connections(), 3);
+}
+
+#[tokio::test]
 async fn elevenlabs_cancel_mid_audio_then_next_segment_is_fine() {
     let fake = FakeElevenLabs::start(FakeElevenLabsConfig {
         chunk_interval_ms: 40,

@@ -651,8 +651,10 @@ async fn hold(
         }
     };
     tracing::debug!(error = %failure, "elevenlabs spare socket lost");
+    // Whatever ended it, nothing was asked of this socket yet: the segment tries another.
+    let lost = transport(format!("spare socket lost: {failure}"));
     match take_rx.await {
-        Ok(reply) => Some((reply, Err(failure))),
+        Ok(reply) => Some((reply, Err(lost))),
         Err(_) => None,
     }
 }
@@ -712,23 +714,31 @@ impl ElevenLabsVoice {
         }
     }
 
-    /// A socket for the next segment: the spare (replaced at once by a new one), or a fresh
-    /// connection if there was none or it broke (not if the provider refused it).
+    /// A socket for the next segment: the spare, replaced at once by a new one. If the spare
+    /// was lost while idle (or failed to connect other than by a refusal), the replacement,
+    /// already connecting, is taken instead.
     async fn acquire(&mut self, format: OutputFormat) -> Result<Ws, TtsError> {
-        let spare = self.spare.take();
-        self.spare = Spare::spawn(self.shared.clone(), format);
-        match spare {
-            Some(spare) => match spare.take().await {
-                Ok(ws) => Ok(ws),
-                Err(e @ TtsError::Refused { .. }) => Err(e),
+        let mut last = transport("no socket");
+        for _ in 0..2 {
+            let current = self
+                .spare
+                .take()
+                .or_else(|| Spare::spawn(self.shared.clone(), format));
+            self.spare = Spare::spawn(self.shared.clone(), format);
+            let Some(current) = current else {
+                return open_socket(&self.shared, format).await;
+            };
+            match current.take().await {
+                Ok(ws) => return Ok(ws),
+                Err(e @ TtsError::Refused { .. }) => return Err(e),
                 Err(e) => {
-                    tracing::debug!(error = %e, "elevenlabs spare unusable, connecting");
+                    tracing::debug!(error = %e, "elevenlabs spare unusable, taking the next");
                     self.shared.metrics.provider(METRIC, "reconnect");
-                    open_socket(&self.shared, format).await
+                    last = e;
                 }
-            },
-            None => open_socket(&self.shared, format).await,
+            }
         }
+        Err(last)
     }
 }
 

@@ -157,6 +157,8 @@ struct Inner {
     faults: Mutex<Faults>,
     log: Mutex<Vec<ElEvent>>,
     conns: Mutex<usize>,
+    /// Wakes idle sockets to close them ([`FakeElevenLabs::close_idle_sockets`]).
+    kick: tokio::sync::Notify,
 }
 
 impl Inner {
@@ -190,6 +192,7 @@ impl FakeElevenLabs {
             faults: Mutex::new(Faults::default()),
             log: Mutex::new(Vec::new()),
             conns: Mutex::new(0),
+            kick: tokio::sync::Notify::new(),
         });
         let app = Router::new()
             .route(
@@ -234,6 +237,12 @@ impl FakeElevenLabs {
     /// The next segment's first audio message carries invalid base64.
     pub fn bad_base64_next(&self) {
         self.inner.faults.lock().unwrap().bad_base64 = true;
+    }
+
+    /// Closes every open socket that has not started a segment yet (error message and close
+    /// 1011), as a server restart would.
+    pub fn close_idle_sockets(&self) {
+        self.inner.kick.notify_waiters();
     }
 
     /// Sets the delay before each socket's first audio.
@@ -500,8 +509,20 @@ impl Connection {
             } else {
                 self.inactivity
             };
+            let idle_socket = !st.faults_taken && !st.failed;
             let next = tokio::select! {
                 _ = &mut writer_task => return,
+                _ = self.inner.kick.notified(), if idle_socket => {
+                    let _ = tx
+                        .send(Out::Fail {
+                            message: "Internal server error".into(),
+                            error: "internal_error",
+                            code: 1011,
+                        })
+                        .await;
+                    st.failed = true;
+                    continue;
+                }
                 r = tokio::time::timeout(idle, stream.next()) => r,
             };
             let msg = match next {

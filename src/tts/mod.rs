@@ -95,3 +95,6 @@ pub trait TtsProvider: Send + Sync + 'static {
     /// (in a spawned task), so the first segment does not wait for a handshake.
     fn voice(&self, sample_rate: u32) -> Box<dyn TtsVoice>;
 }
+
+pub mod elevenlabs;
+pub mod openai;

@@ -7,4 +7,5 @@
 
 #![allow(dead_code)]
 
+pub mod openai_chat;
 pub mod speech;

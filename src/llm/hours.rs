@@ -12,8 +12,8 @@
 use std::collections::BTreeSet;
 
 use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
-    Weekday,
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset,
+    TimeZone, Utc, Weekday,
 };
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -143,15 +143,17 @@ impl BusinessHours {
 
     /// Whether the business is open at `at`.
     pub fn is_open(&self, at: DateTime<Utc>) -> bool {
-        let local = at.with_timezone(&self.tz).naive_local();
+        let Some(local) = self.local(at) else {
+            return false;
+        };
         let date = local.date();
         [date.pred_opt(), Some(date)]
             .into_iter()
             .flatten()
             .any(|day| {
                 self.spans_on(day).any(|span| {
-                    let (open, close) = span_bounds(day, span);
-                    local >= open && local < close
+                    span_bounds(day, span)
+                        .is_some_and(|(open, close)| local >= open && local < close)
                 })
             })
     }
@@ -160,7 +162,7 @@ impl BusinessHours {
     /// looking up to a year ahead.
     pub fn next_change(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let open_now = self.is_open(at);
-        let today = at.with_timezone(&self.tz).date_naive();
+        let today = self.local(at)?.date();
         let mut first = today.pred_opt()?;
         for _ in 0..53 {
             let last = first.checked_add_signed(Duration::days(8))?;
@@ -169,8 +171,7 @@ impl BusinessHours {
             let mut bounds: Vec<NaiveDateTime> = Vec::new();
             let mut day = first;
             while day <= last {
-                for span in self.spans_on(day) {
-                    let (open, close) = span_bounds(day, span);
+                for (open, close) in self.spans_on(day).filter_map(|span| span_bounds(day, span)) {
                     bounds.extend([open, close]);
                 }
                 day = day.succ_opt()?;
@@ -222,8 +223,10 @@ impl BusinessHours {
 
     /// Today's hours in words ("9 AM to 5 PM", "closed today").
     pub fn today(&self, at: DateTime<Utc>) -> String {
-        let date = at.with_timezone(&self.tz).date_naive();
-        let spans: Vec<Span> = self.spans_on(date).copied().collect();
+        let spans: Vec<Span> = match self.local(at) {
+            Some(local) => self.spans_on(local.date()).copied().collect(),
+            None => Vec::new(),
+        };
         if spans.is_empty() {
             "closed today".to_string()
         } else {
@@ -235,7 +238,7 @@ impl BusinessHours {
     /// `local_time`, and `closes_at` (when open) or `next_open` (when closed).
     pub fn status(&self, at: DateTime<Utc>) -> serde_json::Value {
         let open = self.is_open(at);
-        let local = at.with_timezone(&self.tz).naive_local();
+        let local = self.local(at).unwrap_or_else(|| at.naive_utc());
         let mut value = serde_json::json!({
             "open_now": open,
             "today": self.today(at),
@@ -244,11 +247,18 @@ impl BusinessHours {
             "local_time": format!("{} {}", DAY_NAMES[weekday_index(local.weekday())], clock(minute_of_day(local))),
         });
         if let Some(change) = self.next_change(at) {
-            let when = spoken_when(local, change.with_timezone(&self.tz).naive_local());
+            let then = self.local(change).unwrap_or_else(|| change.naive_utc());
+            let when = spoken_when(local, then);
             let key = if open { "closes_at" } else { "next_open" };
             value[key] = serde_json::Value::String(when);
         }
         value
+    }
+
+    /// The local wall-clock time of `at` (`None` past the end of the calendar).
+    fn local(&self, at: DateTime<Utc>) -> Option<NaiveDateTime> {
+        let utc = at.naive_utc();
+        utc.checked_add_offset(self.tz.offset_from_utc_datetime(&utc).fix())
     }
 
     /// The ranges starting on local `day`, none if it is a closed date.
@@ -268,7 +278,10 @@ impl BusinessHours {
                 LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
                     return t.with_timezone(&Utc);
                 }
-                LocalResult::None => probe += Duration::minutes(15),
+                LocalResult::None => match probe.checked_add_signed(Duration::minutes(15)) {
+                    Some(next) => probe = next,
+                    None => break,
+                },
             }
         }
         // No zone skips more than four hours; fall back to reading the time as UTC.
@@ -288,12 +301,13 @@ fn weekday_index(day: Weekday) -> usize {
 }
 
 /// Local opening and closing wall-clock times of `span` on `day`.
-fn span_bounds(day: NaiveDate, span: &Span) -> (NaiveDateTime, NaiveDateTime) {
+/// `None` at the very end of the calendar.
+fn span_bounds(day: NaiveDate, span: &Span) -> Option<(NaiveDateTime, NaiveDateTime)> {
     let midnight = day.and_time(NaiveTime::MIN);
-    (
-        midnight + Duration::minutes(i64::from(span.start)),
-        midnight + Duration::minutes(i64::from(span.end)),
-    )
+    Some((
+        midnight.checked_add_signed(Duration::minutes(i64::from(span.start)))?,
+        midnight.checked_add_signed(Duration::minutes(i64::from(span.end)))?,
+    ))
 }
 
 /// "9 AM to 5 PM and 6 PM to 8 PM".
@@ -641,6 +655,16 @@ mod tests {
         assert!(e.contains("bad time"), "{e}");
         let e = err(cfg(&[], &["25/12/2026"], "UTC"));
         assert!(e.contains("25/12/2026"), "{e}");
+    }
+
+    #[test]
+    fn calendar_extremes_do_not_panic() {
+        let h = hours("Pacific/Kiritimati", &["daily 22:00-02:00"], &[]);
+        for at in [DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC] {
+            let _ = h.is_open(at);
+            let _ = h.next_change(at);
+            let _ = h.status(at);
+        }
     }
 
     #[test]

@@ -183,5 +183,6 @@ pub trait ChatModel: Send + Sync + 'static {
 pub mod clause;
 pub mod hours;
 pub mod knowledge;
+pub mod openai;
 pub mod prompt;
 pub mod tools;

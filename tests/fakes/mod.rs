@@ -10,5 +10,6 @@
 pub mod deepgram_listen;
 pub mod deepgram_speak;
 pub mod elevenlabs;
+pub mod openai_chat;
 pub mod openai_speech;
 pub mod speech;

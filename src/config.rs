@@ -22,8 +22,9 @@ use crate::call::turn::TurnConfig;
 pub struct Config {
     /// Address the HTTP/WebSocket server binds.
     pub listen: SocketAddr,
-    /// The agent that serves a stream whose `start` names no known call (`echo`).
-    pub agent: String,
+    /// The agent that serves a stream whose `start` names no known call (`echo`, `llm`);
+    /// unset means `llm` when a language model is configured, else `echo`.
+    pub agent: Option<String>,
     /// Seconds live calls may run on after SIGTERM before they are closed.
     pub shutdown_grace_secs: u64,
     /// Voice activity detection.
@@ -42,6 +43,41 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Speech-to-text.
     pub stt: SttSettings,
+    /// The language model (OpenAI-compatible).
+    pub llm: crate::llm::openai::OpenAiConfig,
+    /// Text-to-speech.
+    pub tts: TtsSettings,
+    /// The `llm` agent's conversation settings.
+    pub conversation: crate::call::conversation::ConversationConfig,
+    /// The tools the gateway runs for the model.
+    pub tools: crate::llm::tools::ToolsConfig,
+    /// Check provider keys at start-up (a refused key stops the gateway).
+    pub check_credentials: bool,
+}
+
+/// Text-to-speech settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TtsSettings {
+    /// `deepgram` (Aura), `elevenlabs` or `openai`.
+    pub provider: String,
+    /// Deepgram Aura.
+    pub deepgram: crate::tts::deepgram::DeepgramTtsConfig,
+    /// ElevenLabs.
+    pub elevenlabs: crate::tts::elevenlabs::ElevenLabsConfig,
+    /// OpenAI speech.
+    pub openai: crate::tts::openai::OpenAiSpeechConfig,
+}
+
+impl Default for TtsSettings {
+    fn default() -> Self {
+        TtsSettings {
+            provider: "deepgram".to_owned(),
+            deepgram: Default::default(),
+            elevenlabs: Default::default(),
+            openai: Default::default(),
+        }
+    }
 }
 
 /// Speech-to-text settings.
@@ -50,6 +86,8 @@ pub struct Config {
 pub struct SttSettings {
     /// Which caller audio is sent.
     pub gate: SttGateConfig,
+    /// Deepgram live transcription.
+    pub deepgram: crate::stt::deepgram::DeepgramSttConfig,
 }
 
 /// Which caller audio goes to the recognizer.
@@ -79,7 +117,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            agent: "echo".to_owned(),
+            agent: None,
             shutdown_grace_secs: 30,
             vad: VadSettings::default(),
             turn: TurnConfig::default(),
@@ -89,6 +127,11 @@ impl Default for Config {
             inband_dtmf: true,
             auth: AuthSettings::default(),
             stt: SttSettings::default(),
+            llm: Default::default(),
+            tts: TtsSettings::default(),
+            conversation: Default::default(),
+            tools: Default::default(),
+            check_credentials: true,
         }
     }
 }
@@ -221,9 +264,40 @@ pub struct Overrides {
     pub exotel_credentials: Option<String>,
     /// `VOICEGW_PUBLIC_URL`.
     pub public_url: Option<String>,
+    /// `DEEPGRAM_API_KEY` (speech-to-text and Aura).
+    pub deepgram_api_key: Option<String>,
+    /// `DEEPGRAM_BASE_URL`.
+    pub deepgram_base_url: Option<String>,
+    /// `OPENAI_API_KEY` (chat and speech).
+    pub openai_api_key: Option<String>,
+    /// `OPENAI_BASE_URL`.
+    pub openai_base_url: Option<String>,
+    /// `OPENAI_MODEL`.
+    pub openai_model: Option<String>,
+    /// `ELEVENLABS_API_KEY`.
+    pub elevenlabs_api_key: Option<String>,
+    /// `ELEVENLABS_BASE_URL`.
+    pub elevenlabs_base_url: Option<String>,
+    /// `VOICEGW_TTS_PROVIDER`.
+    pub tts_provider: Option<String>,
 }
 
 impl Config {
+    /// The agent for streams that name no known call: the configured one, else `llm` when a
+    /// language model is configured (an OpenAI key, or a non-default base URL for a
+    /// self-hosted compatible server), else `echo`.
+    pub fn agent_name(&self) -> String {
+        if let Some(agent) = &self.agent {
+            return agent.clone();
+        }
+        let default_base = crate::llm::openai::OpenAiConfig::default().base_url;
+        if !self.llm.api_key.is_empty() || self.llm.base_url != default_base {
+            "llm".to_owned()
+        } else {
+            "echo".to_owned()
+        }
+    }
+
     /// Builds the config: defaults, then `file` (if any), then `overrides`; then validates.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut config = match file {
@@ -233,8 +307,37 @@ impl Config {
         if let Some(listen) = overrides.listen {
             config.listen = listen;
         }
-        if let Some(agent) = &overrides.agent {
-            config.agent.clone_from(agent);
+        if let Some(agent) = overrides.agent.as_ref().filter(|a| !a.is_empty()) {
+            config.agent = Some(agent.clone());
+        }
+        let given = |v: &Option<String>| v.as_ref().filter(|v| !v.is_empty()).cloned();
+        if let Some(key) = given(&overrides.deepgram_api_key) {
+            config.stt.deepgram.api_key.clone_from(&key);
+            config.tts.deepgram.api_key = key;
+        }
+        if let Some(url) = given(&overrides.deepgram_base_url) {
+            config.stt.deepgram.base_url.clone_from(&url);
+            config.tts.deepgram.base_url = url;
+        }
+        if let Some(key) = given(&overrides.openai_api_key) {
+            config.llm.api_key.clone_from(&key);
+            config.tts.openai.api_key = key;
+        }
+        if let Some(url) = given(&overrides.openai_base_url) {
+            config.llm.base_url.clone_from(&url);
+            config.tts.openai.base_url = url;
+        }
+        if let Some(model) = given(&overrides.openai_model) {
+            config.llm.model = model;
+        }
+        if let Some(key) = given(&overrides.elevenlabs_api_key) {
+            config.tts.elevenlabs.api_key = key;
+        }
+        if let Some(url) = given(&overrides.elevenlabs_base_url) {
+            config.tts.elevenlabs.base_url = url;
+        }
+        if let Some(provider) = given(&overrides.tts_provider) {
+            config.tts.provider = provider;
         }
         for (value, slot) in [
             (
@@ -280,8 +383,48 @@ impl Config {
                 message: message.into(),
             }
         }
-        if self.agent.trim().is_empty() {
-            return Err(invalid("agent", "must name an agent (e.g. `echo`)"));
+        if self.agent.as_deref().is_some_and(|a| a.trim().is_empty()) {
+            return Err(invalid("agent", "must name an agent (e.g. `echo`, `llm`)"));
+        }
+        if !["deepgram", "elevenlabs", "openai"].contains(&self.tts.provider.as_str()) {
+            return Err(invalid(
+                "tts.provider",
+                format!(
+                    "unknown provider {:?}: use deepgram, elevenlabs or openai",
+                    self.tts.provider
+                ),
+            ));
+        }
+        let c = &self.conversation;
+        if !(200..=30_000).contains(&c.latency_budget_ms) {
+            return Err(invalid("conversation.latency_budget_ms", "must be 200–30000 ms"));
+        }
+        if !(1..=10).contains(&c.max_tool_rounds) {
+            return Err(invalid("conversation.max_tool_rounds", "must be 1–10"));
+        }
+        if c.max_history < 4 {
+            return Err(invalid("conversation.max_history", "must be at least 4"));
+        }
+        if c.fallback_line.trim().is_empty() {
+            return Err(invalid("conversation.fallback_line", "must not be empty"));
+        }
+        if self.turn.finalize_timeout_ms > 5_000 {
+            return Err(invalid("turn.finalize_timeout_ms", "must be at most 5000 ms"));
+        }
+        if !(100..=5_000).contains(&self.turn.barge_in_confirm_ms) {
+            return Err(invalid("turn.barge_in_confirm_ms", "must be 100–5000 ms"));
+        }
+        if self.turn.speculate_after_ms > self.turn.end_of_turn_silence_ms {
+            return Err(invalid(
+                "turn.speculate_after_ms",
+                "must not exceed turn.end_of_turn_silence_ms (0 turns speculation off)",
+            ));
+        }
+        if self.stt.gate.hangover_ms < 300 || self.stt.gate.hangover_ms > 10_000 {
+            return Err(invalid("stt.gate.hangover_ms", "must be 300–10000 ms"));
+        }
+        if self.stt.gate.preroll_ms > 2_000 {
+            return Err(invalid("stt.gate.preroll_ms", "must be at most 2000 ms"));
         }
         self.vad_config()?;
         let t = &self.turn;

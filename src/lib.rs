@@ -9,6 +9,7 @@
 //! - [`call`]: the per-call actor (reader, session, writer), egress ledger, turn-taking, registry.
 //! - [`stt`], [`llm`], [`tts`]: the providers' traits and real clients (Deepgram, OpenAI,
 //!   ElevenLabs), with the tools the gateway runs for the model.
+//! - [`pipeline`]: builds the providers and the `llm` agent from the config, checks keys.
 //! - [`server`]: the HTTP/WebSocket front door, health, metrics and graceful shutdown.
 //! - [`config`]: the one typed configuration, validated at start-up.
 //! - [`metrics`]: the Prometheus families.
@@ -19,6 +20,7 @@ pub mod carrier;
 pub mod config;
 pub mod llm;
 pub mod metrics;
+pub mod pipeline;
 pub mod server;
 pub mod stt;
 pub mod tts;

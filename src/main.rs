@@ -51,6 +51,30 @@ enum Command {
         /// The base URL carriers use to reach the gateway (for signature checks behind a proxy).
         #[arg(long, env = "VOICEGW_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Deepgram API key (speech-to-text, and Aura text-to-speech).
+        #[arg(long, env = "DEEPGRAM_API_KEY", hide_env_values = true)]
+        deepgram_api_key: Option<String>,
+        /// Deepgram base URL (self-hosted or a local test server).
+        #[arg(long, env = "DEEPGRAM_BASE_URL")]
+        deepgram_base_url: Option<String>,
+        /// OpenAI (or compatible) API key; with it the default agent is `llm`.
+        #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+        openai_api_key: Option<String>,
+        /// OpenAI-compatible base URL, including `/v1`.
+        #[arg(long, env = "OPENAI_BASE_URL")]
+        openai_base_url: Option<String>,
+        /// Chat model name.
+        #[arg(long, env = "OPENAI_MODEL")]
+        openai_model: Option<String>,
+        /// ElevenLabs API key (with `--tts-provider elevenlabs`).
+        #[arg(long, env = "ELEVENLABS_API_KEY", hide_env_values = true)]
+        elevenlabs_api_key: Option<String>,
+        /// ElevenLabs base URL.
+        #[arg(long, env = "ELEVENLABS_BASE_URL")]
+        elevenlabs_base_url: Option<String>,
+        /// Text-to-speech provider: deepgram, elevenlabs or openai.
+        #[arg(long, env = "VOICEGW_TTS_PROVIDER")]
+        tts_provider: Option<String>,
     },
 }
 
@@ -65,6 +89,8 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    // deepgram's TLS sockets need one process-wide rustls crypto provider.
+    let _ = deepgram::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
@@ -75,6 +101,14 @@ fn main() -> ExitCode {
             twilio_auth_token,
             exotel_credentials,
             public_url,
+            deepgram_api_key,
+            deepgram_base_url,
+            openai_api_key,
+            openai_base_url,
+            openai_model,
+            elevenlabs_api_key,
+            elevenlabs_base_url,
+            tts_provider,
         } => {
             let overrides = Overrides {
                 listen,
@@ -82,6 +116,14 @@ fn main() -> ExitCode {
                 twilio_auth_token,
                 exotel_credentials,
                 public_url,
+                deepgram_api_key,
+                deepgram_base_url,
+                openai_api_key,
+                openai_base_url,
+                openai_model,
+                elevenlabs_api_key,
+                elevenlabs_base_url,
+                tts_provider,
             };
             let config = match Config::load(config.as_deref(), &overrides) {
                 Ok(config) => config,

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::call::agent::{AgentCatalog, AgentError};
+use crate::call::agent::AgentError;
 use crate::call::events::EventSink;
 use crate::call::registry::Registry;
 use crate::call::session::{CallSettings, SessionDeps};
@@ -34,6 +34,7 @@ use crate::call::transport::serve_call;
 use crate::carrier::{CarrierKind, signature};
 use crate::config::{AuthSettings, Config, ConfigError};
 use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, PipelineError};
 
 /// CallEvents that may wait for the event writer before new ones are dropped and counted.
 const EVENT_QUEUE: usize = 65_536;
@@ -51,6 +52,9 @@ pub enum ServeError {
     /// The default agent is unknown.
     #[error("--agent: {0}")]
     Agent(#[from] AgentError),
+    /// The conversation pipeline cannot start (a missing or refused provider key).
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
     /// The metric registry could not be built.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -67,6 +71,7 @@ pub enum ServeError {
 /// Shared state of the HTTP routes.
 #[derive(Clone)]
 pub struct Gateway {
+    pipeline: Arc<Pipeline>,
     deps: Arc<SessionDeps>,
     auth: Arc<AuthSettings>,
     max_message_bytes: usize,
@@ -90,17 +95,19 @@ impl Gateway {
         metrics: Metrics,
         events: EventSink,
     ) -> Result<Self, ServeError> {
-        let agents = AgentCatalog::builtin(&config.agent)?;
+        let pipeline = Pipeline::build(config, &metrics)?;
+        pipeline.warm_fallback();
         let deps = SessionDeps {
             settings: Arc::new(CallSettings::from_config(config)?),
-            agents: Arc::new(agents),
+            agents: Arc::new(pipeline.agents.clone()),
             registry: Arc::new(Registry::new()),
             events,
             metrics,
             hangup_all: CancellationToken::new(),
-            stt: None,
+            stt: pipeline.stt.clone(),
         };
         Ok(Gateway {
+            pipeline: Arc::new(pipeline),
             deps: Arc::new(deps),
             auth: Arc::new(config.auth.clone()),
             max_message_bytes: config.limits.max_message_bytes,
@@ -108,6 +115,11 @@ impl Gateway {
             draining: Arc::new(AtomicBool::new(false)),
             tracker: TaskTracker::new(),
         })
+    }
+
+    /// Checks the providers' keys (see [`Pipeline::check_credentials`]).
+    pub async fn check_credentials(&self) -> Result<(), ServeError> {
+        Ok(self.pipeline.check_credentials().await?)
     }
 
     /// The registry of live calls (for the control plane).
@@ -290,13 +302,16 @@ impl Gateway {
 /// Binds `config.listen` and serves until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let gateway = Gateway::new(&config)?;
+    if config.check_credentials {
+        gateway.check_credentials().await?;
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Io {
             addr: config.listen.to_string(),
             source,
         })?;
-    tracing::info!(listen = %config.listen, agent = %config.agent, "voicegw serving");
+    tracing::info!(listen = %config.listen, agent = %config.agent_name(), "voicegw serving");
     gateway
         .run(listener, config.shutdown_grace(), shutdown_signal())
         .await

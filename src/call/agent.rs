@@ -366,6 +366,15 @@ impl AgentCatalog {
         self.factories.insert(name.to_owned(), factory);
     }
 
+    /// Makes `name` the default; an unknown name is an error.
+    pub fn set_default(&mut self, name: &str) -> Result<(), AgentError> {
+        if !self.factories.contains_key(name) {
+            return Err(AgentError::Unknown(name.to_owned()));
+        }
+        name.clone_into(&mut self.default);
+        Ok(())
+    }
+
     /// The default agent's name.
     pub fn default_name(&self) -> &str {
         &self.default

@@ -52,7 +52,7 @@ const PROVIDER: &str = "openai_chat";
 const MAX_ERROR_BODY: usize = 500;
 
 /// Configuration of the OpenAI-compatible chat client (`[llm]`).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OpenAiConfig {
     /// API base including `/v1` (a trailing slash is ignored).

@@ -47,7 +47,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const BROKEN_DRAIN: Duration = Duration::from_secs(1);
 
 /// The `[stt]` configuration section for Deepgram.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeepgramSttConfig {
     /// API base URL (`https://api.deepgram.com`; `http://` or `ws://` for a local server).

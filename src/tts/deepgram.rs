@@ -71,7 +71,7 @@ const FALLBACK_WIRE_RATE: u32 = 24_000;
 const SPEED_RANGE: std::ops::RangeInclusive<f32> = 0.7..=1.5;
 
 /// Settings of the Deepgram Aura client (`[tts.deepgram]`-style table).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeepgramTtsConfig {
     /// API root, `https://api.deepgram.com` (or a self-hosted / test server; `http://` gives

@@ -253,6 +253,8 @@ pub struct Egress {
     config: EgressConfig,
     chunk_samples: usize,
     min_chunk_samples: usize,
+    /// Payload sizes must be a multiple of this many samples (Exotel: 320 bytes).
+    multiple_samples: usize,
     max_lead_samples: usize,
     mark_timeout_samples: u64,
     ids: UtteranceIds,
@@ -292,7 +294,9 @@ impl Egress {
         let rounded = wanted_bytes.div_ceil(multiple) * multiple;
         let chunk_bytes = rounded.clamp(rules.min_bytes.max(bps), rules.max_bytes.max(bps));
         let chunk_samples = (chunk_bytes / bps).max(1);
-        let min_chunk_samples = rules.min_bytes.div_ceil(bps);
+        let multiple_samples = multiple.div_ceil(bps).max(1);
+        let min_chunk_samples = rules.min_bytes.div_ceil(bps).div_ceil(multiple_samples)
+            * multiple_samples;
         let max_lead_samples =
             (ms_to_samples(u64::from(config.max_lead_ms), rate) as usize).max(2 * chunk_samples);
         Egress {
@@ -300,6 +304,7 @@ impl Egress {
             config,
             chunk_samples,
             min_chunk_samples,
+            multiple_samples,
             max_lead_samples,
             mark_timeout_samples: ms_to_samples(u64::from(config.mark_timeout_ms), rate),
             ids,
@@ -499,9 +504,19 @@ impl Egress {
                 return None;
             }
         }
-        let take = self.chunk_samples.min(unsent);
+        let mut take = self.chunk_samples.min(unsent);
+        if utterance.open && take < self.chunk_samples {
+            // A partial chunk of a stream: whole payload multiples only, the rest waits.
+            take -= take % self.multiple_samples;
+            if take == 0 {
+                return None;
+            }
+        }
         let mut pcm = utterance.pcm[utterance.sent..utterance.sent + take].to_vec();
-        let padded = take.max(self.min_chunk_samples);
+        let padded = take
+            .div_ceil(self.multiple_samples)
+            .saturating_mul(self.multiple_samples)
+            .max(self.min_chunk_samples);
         pcm.resize(padded, 0);
         let index = utterance.next_index;
         let first = index == 0;

@@ -1,0 +1,274 @@
+//! End to end: carrier simulator ↔ gateway ↔ local fakes of Deepgram (listen + speak) and
+//! OpenAI chat, over real sockets. Each test plays the caller from fixture audio in real time
+//! and checks what the caller heard, what the model was sent, and what was recorded.
+
+mod common;
+mod fakes;
+
+use std::time::Duration;
+
+use common::*;
+use fakes::deepgram_listen::{FakeListen, ListenConfig};
+use fakes::deepgram_speak::FakeDeepgramSpeak;
+use fakes::openai_chat::{ChatFake, ChatFakeConfig, Fault, Reply, Rule};
+use serde_json::Value;
+use voicegw::config::Config;
+
+const HELLO: &str = "Hello, I'm calling to confirm my appointment for Tuesday.";
+const QUESTION: &str = "Can you tell me what time you open tomorrow?";
+const GREETING: &str = "Thanks for calling Acme Dental.";
+
+/// The gateway and its providers' fakes.
+struct Stack {
+    gw: TestGateway,
+    listen: FakeListen,
+    speak: FakeDeepgramSpeak,
+    chat: ChatFake,
+}
+
+fn rule(contains: &str, reply: Reply) -> Rule {
+    Rule {
+        user_contains: contains.into(),
+        reply,
+    }
+}
+
+async fn stack(rules: Vec<Rule>, tweak: impl FnOnce(&mut Config)) -> Stack {
+    let listen = FakeListen::start(ListenConfig::default()).await;
+    let speak = FakeDeepgramSpeak::start().await;
+    let chat = ChatFake::start(ChatFakeConfig {
+        rules,
+        ..ChatFakeConfig::default()
+    })
+    .await;
+    let mut config = test_config();
+    config.stt.deepgram.api_key = "test-key".into();
+    config.stt.deepgram.base_url = listen.base_url();
+    config.tts.deepgram.api_key = "test-key".into();
+    config.tts.deepgram.base_url = speak.base_url();
+    config.llm.api_key = chat.api_key().to_owned();
+    config.llm.base_url = chat.base_url();
+    config.conversation.greeting = GREETING.into();
+    tweak(&mut config);
+    let gw = TestGateway::start(config).await;
+    Stack {
+        gw,
+        listen,
+        speak,
+        chat,
+    }
+}
+
+/// Plays until the bot has finished speaking utterance number `n` (1-based count of
+/// `bot_speech_finished` events), with a time limit.
+async fn until_bot_done(stack: &mut Stack, sim: &mut CarrierSim, n: usize, limit_ms: u64) -> bool {
+    let mut waited = 0;
+    while waited < limit_ms {
+        sim.run_for(100).await;
+        waited += 100;
+        if stack.gw.events_of("bot_speech_finished").len() >= n {
+            return true;
+        }
+    }
+    false
+}
+
+fn user_turns(stack: &mut Stack) -> Vec<String> {
+    stack
+        .gw
+        .events_of("user_turn_ended")
+        .iter()
+        .filter_map(|e| e["transcript"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The messages of the `n`th chat request (0-based) as (role, content).
+fn request_messages(chat: &ChatFake, n: usize) -> Vec<(String, String)> {
+    let requests = chat.requests();
+    let Some(request) = requests.get(n) else {
+        return Vec::new();
+    };
+    request["messages"]
+        .as_array()
+        .map(|messages| {
+            messages
+                .iter()
+                .map(|m| {
+                    (
+                        m["role"].as_str().unwrap_or_default().to_owned(),
+                        m["content"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn kinds(stack: &mut Stack) -> Vec<String> {
+    stack
+        .gw
+        .events()
+        .iter()
+        .map(|e| {
+            serde_json::to_value(e).unwrap()["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+async fn three_turns(sim_config: SimConfig) {
+    let mut stack = stack(
+        vec![
+            rule(
+                "appointment",
+                Reply::Text("Sure, your appointment is on Tuesday at ten.".into()),
+            ),
+            rule(
+                "what time",
+                Reply::Text("We open at eight in the morning.".into()),
+            ),
+            rule("tuesday", Reply::Text("Great, see you then.".into())),
+        ],
+        |_| {},
+    )
+    .await;
+    stack.listen.push_script([HELLO, QUESTION, "See you on Tuesday."]);
+    let mut sim = CarrierSim::connect(&stack.gw, sim_config).await;
+    assert!(
+        until_bot_done(&mut stack, &mut sim, 1, 8_000).await,
+        "greeting not played: {:?}",
+        kinds(&mut stack)
+    );
+    for (n, fixture) in ["caller_hello.wav", "caller_question.wav", "caller_hello.wav"]
+        .iter()
+        .enumerate()
+    {
+        sim.say_in(200, wav(fixture));
+        assert!(
+            until_bot_done(&mut stack, &mut sim, n + 2, 15_000).await,
+            "turn {} not answered: {:?}",
+            n + 1,
+            kinds(&mut stack)
+        );
+    }
+    assert_eq!(
+        user_turns(&mut stack),
+        vec![HELLO, QUESTION, "See you on Tuesday."]
+    );
+    // A model request per turn, each carrying the whole conversation so far (plus any
+    // speculative request dropped unheard when the caller went on after a pause).
+    let requests = stack.chat.requests().len();
+    assert!(requests >= 3, "{:?}", kinds(&mut stack));
+    let last = request_messages(&stack.chat, requests - 1);
+    let roles: Vec<&str> = last.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        roles,
+        vec!["system", "assistant", "user", "assistant", "user", "assistant", "user"]
+    );
+    assert_eq!(last[1].1, GREETING);
+    assert_eq!(last[2].1, HELLO);
+    assert_eq!(last[3].1, "Sure, your appointment is on Tuesday at ten.");
+    assert_eq!(last[5].1, "We open at eight in the morning.");
+    // The synthesizer was asked for each answer, and the caller heard audio for each.
+    let spoken = stack.speak.spoken_texts().join(" ");
+    for text in ["Sure, your appointment", "We open at eight", "Great, see you then."] {
+        assert!(spoken.contains(text), "{text:?} not spoken: {spoken}");
+    }
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    // Per-turn timing was recorded.
+    for kind in [
+        "stt_final",
+        "llm_first_token",
+        "tts_first_byte",
+        "response_started",
+        "mark_played",
+    ] {
+        assert!(
+            !stack.gw.events_of(kind).is_empty(),
+            "no {kind} events: {:?}",
+            kinds(&mut stack)
+        );
+    }
+    let text = http_get(&stack.gw.http_url("/metrics")).await.1;
+    for stage in ["response", "llm_first_token", "tts_first_byte", "stt_final"] {
+        let line = format!("voicegw_stage_seconds_count{{stage=\"{stage}\"}}");
+        assert!(
+            metric(&text, &line).is_some_and(|v| v >= 1.0),
+            "no {stage} histogram"
+        );
+    }
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_three_turn_conversation() {
+    three_turns(SimConfig::twilio()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exotel_three_turn_conversation() {
+    three_turns(SimConfig::exotel(8000)).await;
+}
+
+fn events_json(stack: &mut Stack, kind: &str) -> Vec<Value> {
+    stack.gw.events_of(kind)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_429_then_success_is_retried_inside_the_budget() {
+    let mut stack = stack(
+        vec![rule(
+            "appointment",
+            Reply::Text("Your appointment is confirmed.".into()),
+        )],
+        |c| c.turn.speculate_after_ms = 0,
+    )
+    .await;
+    stack.chat.push_fault(Fault::Status {
+        status: 429,
+        retry_after_secs: None,
+    });
+    stack.listen.push_script([HELLO]);
+    let mut sim = CarrierSim::connect(&stack.gw, SimConfig::twilio()).await;
+    assert!(until_bot_done(&mut stack, &mut sim, 1, 8_000).await);
+    sim.say_in(200, wav("caller_hello.wav"));
+    assert!(until_bot_done(&mut stack, &mut sim, 2, 15_000).await);
+    assert_eq!(events_json(&mut stack, "llm_retry").len(), 1);
+    assert!(events_json(&mut stack, "llm_failed").is_empty());
+    assert!(
+        stack
+            .speak
+            .spoken_texts()
+            .iter()
+            .any(|t| t.contains("Your appointment is confirmed."))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_down_gives_the_fallback_line_not_dead_air() {
+    let mut stack = stack(vec![], |c| {
+        c.conversation.latency_budget_ms = 800;
+    })
+    .await;
+    stack.listen.push_script([HELLO]);
+    let mut sim = CarrierSim::connect(&stack.gw, SimConfig::twilio()).await;
+    assert!(until_bot_done(&mut stack, &mut sim, 1, 8_000).await);
+    stack.chat.set_down(true);
+    sim.say_in(200, wav("caller_hello.wav"));
+    assert!(
+        until_bot_done(&mut stack, &mut sim, 2, 15_000).await,
+        "{:?}",
+        kinds(&mut stack)
+    );
+    let failed = events_json(&mut stack, "llm_failed");
+    assert_eq!(failed.len(), 1, "{:?}", kinds(&mut stack));
+    assert!(failed[0]["attempts"].as_u64().unwrap() >= 2, "{failed:?}");
+    let fallback = Config::default().conversation.fallback_line;
+    assert!(
+        stack.speak.spoken_texts().iter().any(|t| *t == fallback),
+        "{:?}",
+        stack.speak.spoken_texts()
+    );
+}

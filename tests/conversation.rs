@@ -138,8 +138,10 @@ async fn three_turns(sim_config: SimConfig) {
     let mut sim = CarrierSim::connect(&stack.gw, sim_config).await;
     assert!(
         until_bot_done(&mut stack, &mut sim, 1, 8_000).await,
-        "greeting not played: {:?}",
-        kinds(&mut stack)
+        "greeting not played: {:?} close {:?} violations {:?}",
+        kinds(&mut stack),
+        sim.close,
+        sim.violations
     );
     for (n, fixture) in ["caller_hello.wav", "caller_question.wav", "caller_hello.wav"]
         .iter()

@@ -254,6 +254,8 @@ pub struct CarrierSim {
     pub violations: Vec<String>,
     pub close: Option<(u16, String)>,
     pub closed: bool,
+    /// The 20/100 ms media clock, kept across `run_*` calls so the sim stays in real time.
+    ticker: Option<tokio::time::Interval>,
 }
 
 impl CarrierSim {
@@ -293,6 +295,7 @@ impl CarrierSim {
             violations: Vec::new(),
             close: None,
             closed: false,
+            ticker: None,
         };
         let (connected, start) = sim.opening(params);
         sim.send_json(connected).await;
@@ -630,12 +633,16 @@ impl CarrierSim {
     pub async fn run_until(&mut self, max_ms: u64, done: impl Fn(&CarrierSim) -> bool) -> bool {
         let rate = u64::from(self.config.sample_rate);
         let chunk = (u64::from(self.config.chunk_ms) * rate / 1000) as usize;
-        let mut ticker =
-            tokio::time::interval(Duration::from_millis(u64::from(self.config.chunk_ms)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let period = Duration::from_millis(u64::from(self.config.chunk_ms));
+        let mut ticker = self.ticker.take().unwrap_or_else(|| {
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker
+        });
         let end = self.sent_samples + max_ms * rate / 1000;
         while self.sent_samples < end && !self.closed {
             if done(self) {
+                self.ticker = Some(ticker);
                 return true;
             }
             tokio::select! {
@@ -656,6 +663,7 @@ impl CarrierSim {
                 },
             }
         }
+        self.ticker = Some(ticker);
         done(self)
     }
 

@@ -397,7 +397,10 @@ impl Config {
         }
         let c = &self.conversation;
         if !(200..=30_000).contains(&c.latency_budget_ms) {
-            return Err(invalid("conversation.latency_budget_ms", "must be 200–30000 ms"));
+            return Err(invalid(
+                "conversation.latency_budget_ms",
+                "must be 200–30000 ms",
+            ));
         }
         if !(1..=10).contains(&c.max_tool_rounds) {
             return Err(invalid("conversation.max_tool_rounds", "must be 1–10"));
@@ -409,7 +412,10 @@ impl Config {
             return Err(invalid("conversation.fallback_line", "must not be empty"));
         }
         if self.turn.finalize_timeout_ms > 5_000 {
-            return Err(invalid("turn.finalize_timeout_ms", "must be at most 5000 ms"));
+            return Err(invalid(
+                "turn.finalize_timeout_ms",
+                "must be at most 5000 ms",
+            ));
         }
         if !(100..=5_000).contains(&self.turn.barge_in_confirm_ms) {
             return Err(invalid("turn.barge_in_confirm_ms", "must be 100–5000 ms"));

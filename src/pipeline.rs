@@ -116,8 +116,7 @@ impl Pipeline {
         let mut agents = AgentCatalog::builtin("echo")?;
         let default = config.agent_name();
         let default_base = crate::llm::openai::OpenAiConfig::default().base_url;
-        let llm_configured =
-            !config.llm.api_key.is_empty() || config.llm.base_url != default_base;
+        let llm_configured = !config.llm.api_key.is_empty() || config.llm.base_url != default_base;
         let mut pipeline = Pipeline {
             agents: agents.clone(),
             stt: None,
@@ -221,7 +220,10 @@ impl Pipeline {
                     .map(|c| TtsClient::OpenAi(Arc::new(c)))
                     .map_err(|e| invalid("tts.openai", e))
             }
-            other => Err(invalid("tts.provider", format!("unknown provider {other:?}"))),
+            other => Err(invalid(
+                "tts.provider",
+                format!("unknown provider {other:?}"),
+            )),
         }
     }
 

@@ -134,7 +134,9 @@ async fn three_turns(sim_config: SimConfig) {
         |_| {},
     )
     .await;
-    stack.listen.push_script([HELLO, QUESTION, "See you on Tuesday."]);
+    stack
+        .listen
+        .push_script([HELLO, QUESTION, "See you on Tuesday."]);
     let mut sim = CarrierSim::connect(&stack.gw, sim_config).await;
     assert!(
         until_bot_done(&mut stack, &mut sim, 1, 8_000).await,
@@ -143,9 +145,13 @@ async fn three_turns(sim_config: SimConfig) {
         sim.close,
         sim.violations
     );
-    for (n, fixture) in ["caller_hello.wav", "caller_question.wav", "caller_hello.wav"]
-        .iter()
-        .enumerate()
+    for (n, fixture) in [
+        "caller_hello.wav",
+        "caller_question.wav",
+        "caller_hello.wav",
+    ]
+    .iter()
+    .enumerate()
     {
         sim.say_in(200, wav(fixture));
         assert!(
@@ -167,7 +173,15 @@ async fn three_turns(sim_config: SimConfig) {
     let roles: Vec<&str> = last.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(
         roles,
-        vec!["system", "assistant", "user", "assistant", "user", "assistant", "user"]
+        vec![
+            "system",
+            "assistant",
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+            "user"
+        ]
     );
     assert_eq!(last[1].1, GREETING);
     assert_eq!(last[2].1, HELLO);
@@ -175,7 +189,11 @@ async fn three_turns(sim_config: SimConfig) {
     assert_eq!(last[5].1, "We open at eight in the morning.");
     // The synthesizer was asked for each answer, and the caller heard audio for each.
     let spoken = stack.speak.spoken_texts().join(" ");
-    for text in ["Sure, your appointment", "We open at eight", "Great, see you then."] {
+    for text in [
+        "Sure, your appointment",
+        "We open at eight",
+        "Great, see you then.",
+    ] {
         assert!(spoken.contains(text), "{text:?} not spoken: {spoken}");
     }
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
@@ -273,4 +291,241 @@ async fn llm_down_gives_the_fallback_line_not_dead_air() {
         "{:?}",
         stack.speak.spoken_texts()
     );
+}
+
+const LONG_ANSWER: &str = "We have several appointment slots available next week on Monday \
+    Wednesday and Friday mornings and also on Thursday afternoon between two and five if that \
+    suits you better.";
+
+/// Plays the greeting and the caller's first turn, and waits for the long answer to start.
+async fn into_long_answer(stack: &mut Stack, sim: &mut CarrierSim) {
+    assert!(until_bot_done(stack, sim, 1, 8_000).await, "no greeting");
+    sim.say_in(200, wav("caller_hello.wav"));
+    let started = sim.media_count();
+    assert!(
+        sim.run_until(15_000, |s| s.media_count() > started + 2)
+            .await,
+        "no answer: {:?}",
+        kinds(stack)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_keeps_only_the_heard_words_in_the_history() {
+    let mut stack = stack(
+        vec![
+            rule("appointment", Reply::Text(LONG_ANSWER.into())),
+            rule("what time", Reply::Text("We open at eight.".into())),
+        ],
+        |_| {},
+    )
+    .await;
+    stack.listen.push_script([HELLO, QUESTION]);
+    let mut sim = CarrierSim::connect(&stack.gw, SimConfig::twilio()).await;
+    into_long_answer(&mut stack, &mut sim).await;
+    // Two seconds into the answer the caller asks something else.
+    sim.run_for(2_000).await;
+    sim.say_in(0, wav("caller_question.wav"));
+    assert!(sim.run_until(3_000, |s| s.clears() > 0).await, "no clear");
+    assert!(
+        until_bot_done(&mut stack, &mut sim, 2, 15_000).await,
+        "the interruption was not answered: {:?}",
+        kinds(&mut stack)
+    );
+    let barge = stack.gw.events_of("barge_in");
+    assert_eq!(barge.len(), 1, "{:?}", kinds(&mut stack));
+    let heard = barge[0]["heard_text"].as_str().unwrap().to_owned();
+    let heard_ms = barge[0]["heard_ms"].as_u64().unwrap();
+    assert!(
+        (1_000..=3_500).contains(&heard_ms),
+        "heard {heard_ms} ms: {heard:?}"
+    );
+    assert!(
+        !heard.is_empty() && LONG_ANSWER.starts_with(&heard) && heard.len() < LONG_ANSWER.len() / 2,
+        "heard text {heard:?}"
+    );
+    // The next request shows the answer cut to what was heard, then the new question.
+    let requests = stack.chat.requests().len();
+    let last = request_messages(&stack.chat, requests - 1);
+    let n = last.len();
+    assert_eq!(last[n - 1], ("user".to_owned(), QUESTION.to_owned()));
+    assert_eq!(last[n - 2].0, "assistant");
+    assert_eq!(last[n - 2].1, format!("{heard}…"));
+    assert_eq!(stack.gw.events_of("history_trimmed").len(), 1);
+    // Nothing of the cut answer was sent after the clear but its stale marks.
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backchannel_over_the_answer_resumes_it() {
+    let mut stack = stack(
+        vec![rule("appointment", Reply::Text(LONG_ANSWER.into()))],
+        |_| {},
+    )
+    .await;
+    stack.listen.push_script([HELLO, "Uh-huh."]);
+    let mut sim = CarrierSim::connect(&stack.gw, SimConfig::twilio()).await;
+    into_long_answer(&mut stack, &mut sim).await;
+    sim.run_for(1_500).await;
+    sim.say_in(0, wav("backchannel_uh_huh.wav"));
+    assert!(sim.run_until(2_000, |s| s.clears() > 0).await, "no pause");
+    let before = sim.media_count();
+    assert!(
+        until_bot_done(&mut stack, &mut sim, 2, 20_000).await,
+        "the answer never finished: {:?}",
+        kinds(&mut stack)
+    );
+    assert!(sim.media_count() > before + 10, "the answer did not resume");
+    let reverted = stack.gw.events_of("barge_in_reverted");
+    assert_eq!(reverted.len(), 1, "{:?}", kinds(&mut stack));
+    assert_eq!(reverted[0]["transcript"], "Uh-huh.");
+    assert!(stack.gw.events_of("barge_in").is_empty());
+    // The backchannel is not a turn: no request for it, and the answer stays whole.
+    assert_eq!(
+        stack
+            .chat
+            .requests()
+            .iter()
+            .filter(|r| r.to_string().contains("Uh-huh"))
+            .count(),
+        0
+    );
+    assert!(stack.gw.events_of("history_trimmed").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stt_drop_mid_utterance_reconnects_without_losing_words() {
+    let mut stack = stack(
+        vec![rule(
+            "appointment",
+            Reply::Text("Confirmed for Tuesday.".into()),
+        )],
+        |c| c.turn.speculate_after_ms = 0,
+    )
+    .await;
+    stack.listen.push_script([HELLO]);
+    let mut sim = CarrierSim::connect(&stack.gw, SimConfig::twilio()).await;
+    assert!(until_bot_done(&mut stack, &mut sim, 1, 8_000).await);
+    // The recognizer's socket is cut 1.5 s into the caller's sentence.
+    stack.listen.drop_after_audio_ms(1_500);
+    sim.say_in(200, wav("caller_hello.wav"));
+    assert!(
+        until_bot_done(&mut stack, &mut sim, 2, 15_000).await,
+        "{:?}",
+        kinds(&mut stack)
+    );
+    assert_eq!(stack.gw.events_of("stt_reconnected").len(), 1);
+    assert_eq!(user_turns(&mut stack), vec![HELLO]);
+    let requests = stack.chat.requests().len();
+    let last = request_messages(&stack.chat, requests - 1);
+    assert_eq!(last.last().unwrap().1, HELLO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tts_failure_falls_back_to_the_pre_synthesized_line() {
+    let mut stack = stack(
+        vec![rule(
+            "appointment",
+            Reply::Text("Confirmed for Tuesday.".into()),
+        )],
+        |c| c.turn.speculate_after_ms = 0,
+    )
+    .await;
+    stack.listen.push_script([HELLO]);
+    let mut sim = CarrierSim::connect(&stack.gw, SimConfig::twilio()).await;
+    assert!(until_bot_done(&mut stack, &mut sim, 1, 8_000).await);
+    // Both the socket and the REST fallback fail for the answer.
+    stack.speak.drop_ws_mid_audio();
+    stack.speak.rest_error_next(500);
+    let before = sim.media_count();
+    sim.say_in(200, wav("caller_hello.wav"));
+    assert!(
+        until_bot_done(&mut stack, &mut sim, 2, 15_000).await,
+        "{:?}",
+        kinds(&mut stack)
+    );
+    assert_eq!(
+        stack.gw.events_of("tts_failed").len(),
+        1,
+        "{:?}",
+        kinds(&mut stack)
+    );
+    let fallback = stack.gw.events_of("fallback_played");
+    assert_eq!(fallback.len(), 1);
+    assert_eq!(fallback[0]["stage"], "tts");
+    // The caller heard the fallback line, not silence.
+    assert!(sim.media_count() > before + 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_call_tool_transfers_after_saying_so() {
+    let mut stack = stack(
+        vec![rule(
+            "human",
+            Reply::Tool {
+                name: "transfer_call".into(),
+                arguments: serde_json::json!({"to": "+1 (415) 555-0123"}),
+                then: "Transferring you now.".into(),
+            },
+        )],
+        |c| c.turn.speculate_after_ms = 0,
+    )
+    .await;
+    stack
+        .listen
+        .push_script(["I want to talk to a human please."]);
+    let mut sim = CarrierSim::connect(&stack.gw, SimConfig::twilio()).await;
+    assert!(until_bot_done(&mut stack, &mut sim, 1, 8_000).await);
+    sim.say_in(200, wav("caller_hello.wav"));
+    sim.run_until(20_000, |s| s.closed).await;
+    let close = sim.close.clone().expect("closed with a frame");
+    assert_eq!(close.0, 1000, "{close:?}");
+    assert!(close.1.starts_with("transfer to +1"), "{close:?}");
+    let tool = stack.gw.events_of("tool_called");
+    assert_eq!(tool[0]["name"], "transfer_call");
+    assert_eq!(
+        tool[0]["result"]["transferring_to"], "+14155550123",
+        "{tool:?}"
+    );
+    assert_eq!(
+        stack.gw.events_of("transfer_requested")[0]["to"],
+        "+14155550123"
+    );
+    let ended = stack.gw.events_of("call_ended");
+    assert_eq!(ended[0]["reason"], "transfer");
+    // The transfer line was said (and played) before the call was handed over.
+    let transfer_line = Config::default().conversation.transfer_line;
+    assert!(stack.speak.spoken_texts().contains(&transfer_line));
+    assert_eq!(stack.gw.events_of("bot_speech_finished").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_call_tool_hangs_up_after_the_goodbye() {
+    let mut stack = stack(
+        vec![rule(
+            "bye",
+            Reply::Tool {
+                name: "end_call".into(),
+                arguments: serde_json::json!({"reason": "caller said goodbye"}),
+                then: "Bye.".into(),
+            },
+        )],
+        |c| c.turn.speculate_after_ms = 0,
+    )
+    .await;
+    stack.listen.push_script(["That's all, bye."]);
+    let mut sim = CarrierSim::connect(&stack.gw, SimConfig::exotel(8000)).await;
+    assert!(until_bot_done(&mut stack, &mut sim, 1, 8_000).await);
+    sim.say_in(200, wav("caller_yes.wav"));
+    sim.run_until(20_000, |s| s.closed).await;
+    let close = sim.close.clone().expect("closed with a frame");
+    assert_eq!(close.0, 1000);
+    assert!(
+        close.1.contains("end_call: caller said goodbye"),
+        "{close:?}"
+    );
+    let goodbye = Config::default().conversation.goodbye_line;
+    assert!(stack.speak.spoken_texts().contains(&goodbye));
+    assert_eq!(stack.gw.events_of("bot_speech_finished").len(), 2);
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }

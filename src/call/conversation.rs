@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::agent::{
-    Agent, AgentAction, AgentContext, AgentEvent, Heard, UserTurn, UtteranceId,
-};
+use super::agent::{Agent, AgentAction, AgentContext, AgentEvent, Heard, UserTurn, UtteranceId};
 use super::events::CallEventKind;
 use super::reply::{
     FallbackAudio, ReplyDone, ReplyJob, ReplyOutcome, ReplySource, SharedVoice, run_reply,
@@ -171,7 +169,8 @@ impl ConversationAgent {
 
     fn variables(ctx: &AgentContext) -> HashMap<String, String> {
         let info = ctx.info();
-        let mut vars: HashMap<String, String> = info.custom_parameters.clone().into_iter().collect();
+        let mut vars: HashMap<String, String> =
+            info.custom_parameters.clone().into_iter().collect();
         vars.insert("from".into(), info.from.clone().unwrap_or_default());
         vars.insert("to".into(), info.to.clone().unwrap_or_default());
         vars.insert("call_sid".into(), info.call_sid.clone());

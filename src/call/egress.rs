@@ -295,8 +295,8 @@ impl Egress {
         let chunk_bytes = rounded.clamp(rules.min_bytes.max(bps), rules.max_bytes.max(bps));
         let chunk_samples = (chunk_bytes / bps).max(1);
         let multiple_samples = multiple.div_ceil(bps).max(1);
-        let min_chunk_samples = rules.min_bytes.div_ceil(bps).div_ceil(multiple_samples)
-            * multiple_samples;
+        let min_chunk_samples =
+            rules.min_bytes.div_ceil(bps).div_ceil(multiple_samples) * multiple_samples;
         let max_lead_samples =
             (ms_to_samples(u64::from(config.max_lead_ms), rate) as usize).max(2 * chunk_samples);
         Egress {
@@ -578,7 +578,10 @@ impl Egress {
             let rate = self.format.sample_rate;
             let mut played_ms = 0;
             let mut finished = false;
-            let last_in_flight = !self.in_flight.iter().any(|c| c.utterance == chunk.utterance);
+            let last_in_flight = !self
+                .in_flight
+                .iter()
+                .any(|c| c.utterance == chunk.utterance);
             if let Some(pos) = self.queue.iter().position(|u| u.id == chunk.utterance) {
                 let u = &mut self.queue[pos];
                 u.played += chunk.samples;
@@ -659,8 +662,10 @@ impl Egress {
             return self.paused.as_ref().map(|p| p.heard.clone());
         }
         let (heard_samples, heard) = self.heard_now(now)?;
-        let rewind = ms_to_samples(u64::from(self.config.resume_rewind_ms), self.format.sample_rate)
-            as usize;
+        let rewind = ms_to_samples(
+            u64::from(self.config.resume_rewind_ms),
+            self.format.sample_rate,
+        ) as usize;
         let current = heard.utterance;
         let mut resume_at = heard_samples;
         for u in self.queue.iter_mut() {
@@ -778,7 +783,12 @@ mod tests {
     #[test]
     fn twilio_chunks_are_100ms_with_a_short_tail_and_lead_is_bounded() {
         let (format, rules) = twilio();
-        let mut egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
+        let mut egress = Egress::new(
+            format,
+            rules,
+            EgressConfig::default(),
+            UtteranceIds::default(),
+        );
         egress.enqueue(speech(1050, 8000)).unwrap();
         let mut out = Vec::new();
         egress.poll(0, &mut out);
@@ -837,7 +847,12 @@ mod tests {
     fn exotel_chunks_obey_the_320_multiple_and_3200_minimum_at_every_rate() {
         for rate in [8000, 16000, 24000] {
             let (format, rules) = exotel(rate);
-            let mut egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
+            let mut egress = Egress::new(
+                format,
+                rules,
+                EgressConfig::default(),
+                UtteranceIds::default(),
+            );
             egress.enqueue(speech(730, rate)).unwrap();
             let mut all = Vec::new();
             let mut now = 0;
@@ -868,7 +883,12 @@ mod tests {
     #[test]
     fn exotel_lead_is_at_least_two_chunks() {
         let (format, rules) = exotel(8000);
-        let egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
+        let egress = Egress::new(
+            format,
+            rules,
+            EgressConfig::default(),
+            UtteranceIds::default(),
+        );
         assert_eq!(
             egress.chunk_samples(),
             1600,
@@ -880,7 +900,12 @@ mod tests {
     #[test]
     fn clear_reports_heard_audio_and_later_marks_are_stale() {
         let (format, rules) = twilio();
-        let mut egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
+        let mut egress = Egress::new(
+            format,
+            rules,
+            EgressConfig::default(),
+            UtteranceIds::default(),
+        );
         let id = egress.enqueue(speech(2000, 8000)).unwrap();
         egress.enqueue(speech(500, 8000)).unwrap();
         let mut out = Vec::new();
@@ -916,7 +941,12 @@ mod tests {
     #[test]
     fn a_lost_mark_is_covered_by_the_next_and_overdue_marks_time_out() {
         let (format, rules) = twilio();
-        let mut egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
+        let mut egress = Egress::new(
+            format,
+            rules,
+            EgressConfig::default(),
+            UtteranceIds::default(),
+        );
         egress.enqueue(speech(300, 8000)).unwrap();
         let mut out = Vec::new();
         egress.poll(0, &mut out);
@@ -939,7 +969,12 @@ mod tests {
     #[test]
     fn speech_at_another_rate_is_resampled() {
         let (format, rules) = twilio();
-        let mut egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
+        let mut egress = Egress::new(
+            format,
+            rules,
+            EgressConfig::default(),
+            UtteranceIds::default(),
+        );
         egress.enqueue(speech(1000, 16000)).unwrap();
         let total: usize = egress.queue.iter().map(|u| u.pcm.len()).sum();
         assert!((7900..=8200).contains(&total), "{total}");
@@ -948,7 +983,12 @@ mod tests {
     #[test]
     fn empty_speech_queues_nothing() {
         let (format, rules) = twilio();
-        let mut egress = Egress::new(format, rules, EgressConfig::default(), UtteranceIds::default());
+        let mut egress = Egress::new(
+            format,
+            rules,
+            EgressConfig::default(),
+            UtteranceIds::default(),
+        );
         egress.enqueue(Speech::pcm(vec![], 8000)).unwrap();
         assert!(!egress.is_speaking());
         assert_eq!(egress.clear(0), None);

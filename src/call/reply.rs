@@ -35,7 +35,10 @@ impl FallbackAudio {
     /// The fallback line's audio at `rate`, if it has been synthesized.
     pub fn get(&self, rate: u32) -> Option<Arc<Vec<i16>>> {
         let lines = self.lines.read().ok()?;
-        lines.iter().find(|(r, _)| *r == rate).map(|(_, a)| a.clone())
+        lines
+            .iter()
+            .find(|(r, _)| *r == rate)
+            .map(|(_, a)| a.clone())
     }
 
     /// Stores the line's audio at `rate`.
@@ -276,7 +279,14 @@ async fn run_model(
                         })
                         .await;
                 }
-                fail_over(job, speaker, done, &failure.error, failure.retries.len() + 1).await;
+                fail_over(
+                    job,
+                    speaker,
+                    done,
+                    &failure.error,
+                    failure.retries.len() + 1,
+                )
+                .await;
                 return;
             }
         };
@@ -327,7 +337,8 @@ async fn run_model(
                     match outcome.effect {
                         ToolEffect::None => {}
                         ToolEffect::EndCall { reason } => {
-                            done.end_call = Some(reason.unwrap_or_else(|| "conversation over".into()))
+                            done.end_call =
+                                Some(reason.unwrap_or_else(|| "conversation over".into()))
                         }
                         ToolEffect::Transfer { to } => done.transfer = Some(to),
                         ToolEffect::Lead(lead) => {
@@ -370,7 +381,10 @@ async fn run_model(
 /// How one model round ended.
 enum RoundResult {
     Cancelled,
-    Failed { error: LlmError, text: String },
+    Failed {
+        error: LlmError,
+        text: String,
+    },
     Text(String),
     Tools {
         text: String,

@@ -35,7 +35,7 @@ use crate::audio::{Encoding, linear16};
 use crate::carrier::{
     CarrierEvent, CarrierKind, CarrierProtocol, FrameError, MediaFrame, Outbound, StreamStart,
 };
-use crate::config::{Config, SttGateConfig, StreamLimits};
+use crate::config::{Config, StreamLimits, SttGateConfig};
 use crate::metrics::{CallMetrics, Metrics};
 use crate::stt::{SttAudioFormat, SttEncoding, SttEvent, SttProvider, SttStream};
 
@@ -187,10 +187,7 @@ impl EndReason {
                 1008,
                 format!("no frames for {} s", limits.idle_timeout_secs),
             )),
-            EndReason::Transfer(to) => Some((
-                1000,
-                format!("transfer to {}", mask_number(to)),
-            )),
+            EndReason::Transfer(to) => Some((1000, format!("transfer to {}", mask_number(to)))),
         }
     }
 }
@@ -822,10 +819,9 @@ impl Session {
             }
             Judgement::Resumed => {
                 if live.speculating.take().is_some() {
-                    self.recorder
-                        .record(CallEventKind::SpeculationDiscarded {
-                            reason: "caller_resumed",
-                        });
+                    self.recorder.record(CallEventKind::SpeculationDiscarded {
+                        reason: "caller_resumed",
+                    });
                     self.agent_event(live, AgentEvent::UserSpeechResumed)?;
                 }
                 Ok(())
@@ -931,8 +927,13 @@ impl Session {
         let words = !normalize_transcript(&transcript).is_empty();
         let backchannel = words && is_backchannel(&transcript, &live.backchannels);
         let elapsed = now.saturating_sub(barge.onset_sample);
+        // Still voicing (not just inside the turn's end-of-turn silence).
+        let voicing = live
+            .turn
+            .silence_samples(now)
+            .is_some_and(|silence| live.turn.ms(silence) < 60);
         let confirm = (words && !backchannel)
-            || (live.turn.in_turn()
+            || (voicing
                 && elapsed >= live.barge_in_confirm_samples
                 && (!backchannel || elapsed >= 3 * live.barge_in_confirm_samples));
         if confirm {
@@ -1253,7 +1254,10 @@ impl Session {
         if let Some(feed) = live.stt.take() {
             feed.stream.close();
             if feed.dropped > 0 {
-                tracing::warn!(frames = feed.dropped, "recognizer queue was full: audio dropped");
+                tracing::warn!(
+                    frames = feed.dropped,
+                    "recognizer queue was full: audio dropped"
+                );
             }
         }
         self.deps.registry.remove(self.call_id);

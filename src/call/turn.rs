@@ -356,7 +356,10 @@ pub fn is_backchannel(transcript: &str, backchannels: &[String]) -> bool {
         let mut best = 0;
         for phrase in &phrases {
             let n = phrase.len();
-            if n > best && i + n <= words.len() && phrase.iter().zip(&words[i..i + n]).all(|(a, b)| a == b) {
+            if n > best
+                && i + n <= words.len()
+                && phrase.iter().zip(&words[i..i + n]).all(|(a, b)| a == b)
+            {
                 best = n;
             }
         }
@@ -479,7 +482,13 @@ impl TurnJudge {
 
     /// One judged frame ending at `now`: `speech` if voiced and not echo; `silence` is the
     /// taker's [`TurnTaker::silence_samples`] (`None` when the caller is not mid-turn).
-    pub fn on_frame(&mut self, now: u64, speech: bool, silence: Option<u64>, out: &mut Vec<Judgement>) {
+    pub fn on_frame(
+        &mut self,
+        now: u64,
+        speech: bool,
+        silence: Option<u64>,
+        out: &mut Vec<Judgement>,
+    ) {
         if speech && self.speculated.take().is_some() {
             out.push(Judgement::Resumed);
         }
@@ -849,7 +858,11 @@ mod tests {
             judge.on_turn_ended(ended(8000), 12_800, &mut out);
             assert!(matches!(
                 &out[..],
-                [Judgement::Complete { transcript: None, end_sample: 8000, .. }]
+                [Judgement::Complete {
+                    transcript: None,
+                    end_sample: 8000,
+                    ..
+                }]
             ));
         }
 
@@ -860,10 +873,20 @@ mod tests {
             judge.on_stt(&interim("book a", 900), 7200, Some(0), &mut out);
             assert!(out.is_empty());
             // Still voicing: speech_final is ignored.
-            judge.on_stt(&final_("book a table", 1000, true, false), 8000, Some(0), &mut out);
+            judge.on_stt(
+                &final_("book a table", 1000, true, false),
+                8000,
+                Some(0),
+                &mut out,
+            );
             assert!(out.is_empty(), "{out:?}");
             // Quiet for 300 ms: the recognizer's end of speech ends the turn.
-            judge.on_stt(&final_("for two", 1300, true, false), 10_400, Some(2400), &mut out);
+            judge.on_stt(
+                &final_("for two", 1300, true, false),
+                10_400,
+                Some(2400),
+                &mut out,
+            );
             assert_eq!(out, vec![Judgement::EndTurnNow]);
             out.clear();
             judge.on_turn_ended(ended(8000), 10_400, &mut out);
@@ -875,7 +898,12 @@ mod tests {
             }
             // A late result of that turn is ignored.
             out.clear();
-            judge.on_stt(&final_("table for two", 1050, false, true), 11_000, None, &mut out);
+            judge.on_stt(
+                &final_("table for two", 1050, false, true),
+                11_000,
+                None,
+                &mut out,
+            );
             assert_eq!(judge.transcript(), "");
         }
 
@@ -887,7 +915,12 @@ mod tests {
             judge.on_turn_ended(ended(8800), 13_600, &mut out);
             assert_eq!(out, vec![Judgement::Finalize]);
             out.clear();
-            judge.on_stt(&final_("hello there", 1100, false, true), 14_000, None, &mut out);
+            judge.on_stt(
+                &final_("hello there", 1100, false, true),
+                14_000,
+                None,
+                &mut out,
+            );
             match &out[..] {
                 [Judgement::Complete { transcript, .. }] => {
                     assert_eq!(transcript.as_deref(), Some("hello there"))
@@ -906,7 +939,9 @@ mod tests {
             judge.on_frame(13_600 + 5_599, false, None, &mut out);
             assert!(out.is_empty(), "700 ms not yet over");
             judge.on_frame(13_600 + 5_600, false, None, &mut out);
-            assert!(matches!(&out[..], [Judgement::Complete { transcript: Some(t), .. }] if t == "maybe"));
+            assert!(
+                matches!(&out[..], [Judgement::Complete { transcript: Some(t), .. }] if t == "maybe")
+            );
             out.clear();
             // A cough: the VAD saw a turn, the recognizer no words.
             judge.on_turn_ended(ended(30_000), 34_800, &mut out);
@@ -919,7 +954,12 @@ mod tests {
         fn speculation_after_quiet_and_withdrawn_when_the_caller_goes_on() {
             let mut judge = TurnJudge::new(RATE, &config(), true);
             let mut out = Vec::new();
-            judge.on_stt(&interim("what time do you open", 1000), 8000, Some(0), &mut out);
+            judge.on_stt(
+                &interim("what time do you open", 1000),
+                8000,
+                Some(0),
+                &mut out,
+            );
             judge.on_frame(8000 + 800, false, Some(800), &mut out);
             assert!(out.is_empty(), "100 ms of quiet is too soon");
             judge.on_frame(8000 + 1600, false, Some(1600), &mut out);
@@ -938,7 +978,12 @@ mod tests {
             judge.on_frame(8000 + 4000, false, Some(1600), &mut out);
             assert!(matches!(&out[..], [Judgement::Speculate { .. }]));
             out.clear();
-            judge.on_stt(&interim("what time do you open on sunday", 1500), 12_000, Some(1600), &mut out);
+            judge.on_stt(
+                &interim("what time do you open on sunday", 1500),
+                12_000,
+                Some(1600),
+                &mut out,
+            );
             assert_eq!(out, vec![Judgement::Resumed]);
         }
 
@@ -962,7 +1007,12 @@ mod tests {
         fn utterance_end_is_the_noise_backstop() {
             let mut judge = TurnJudge::new(RATE, &config(), true);
             let mut out = Vec::new();
-            judge.on_stt(&final_("i said yes", 1200, false, false), 9000, Some(80), &mut out);
+            judge.on_stt(
+                &final_("i said yes", 1200, false, false),
+                9000,
+                Some(80),
+                &mut out,
+            );
             assert!(out.is_empty());
             judge.on_stt(
                 &SttEvent::UtteranceEnd {
@@ -982,16 +1032,34 @@ mod tests {
             judge.on_turn_ended(ended(8800), 13_600, &mut out);
             out.clear();
             judge.lose_stt(&mut out);
-            assert!(matches!(&out[..], [Judgement::Complete { transcript: None, .. }]));
+            assert!(matches!(
+                &out[..],
+                [Judgement::Complete {
+                    transcript: None,
+                    ..
+                }]
+            ));
         }
 
         #[test]
         fn backchannels_are_recognised_and_real_words_are_not() {
             let words = config().backchannels;
-            for yes in ["uh-huh", "Mm-hm.", "yeah, okay", "Right right", "Uh huh, got it"] {
+            for yes in [
+                "uh-huh",
+                "Mm-hm.",
+                "yeah, okay",
+                "Right right",
+                "Uh huh, got it",
+            ] {
                 assert!(is_backchannel(yes, &words), "{yes}");
             }
-            for no in ["", "wait", "no stop", "yeah but what about tuesday", "okay cancel it"] {
+            for no in [
+                "",
+                "wait",
+                "no stop",
+                "yeah but what about tuesday",
+                "okay cancel it",
+            ] {
                 assert!(!is_backchannel(no, &words), "{no}");
             }
         }

@@ -350,3 +350,66 @@ impl Pipeline {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Metrics {
+        Metrics::new().expect("metrics")
+    }
+
+    #[tokio::test]
+    async fn no_keys_means_echo_only() {
+        let pipeline = Pipeline::build(&Config::default(), &metrics()).unwrap();
+        assert_eq!(pipeline.agents.default_name(), "echo");
+        assert_eq!(pipeline.agents.names(), vec!["echo".to_string()]);
+        assert!(pipeline.stt.is_none());
+    }
+
+    #[tokio::test]
+    async fn both_keys_make_llm_the_default_with_deepgram_both_ways() {
+        let mut config = Config::default();
+        config.stt.deepgram.api_key = "dg".into();
+        config.tts.deepgram.api_key = "dg".into();
+        config.llm.api_key = "sk".into();
+        let pipeline = Pipeline::build(&config, &metrics()).unwrap();
+        assert_eq!(pipeline.agents.default_name(), "llm");
+        assert_eq!(pipeline.stt.as_ref().map(|s| s.name()), Some("deepgram"));
+        assert!(matches!(pipeline.tts, Some(TtsClient::Deepgram(_))));
+        // `--agent echo` keeps echo the default but llm stays available.
+        config.agent = Some("echo".into());
+        let pipeline = Pipeline::build(&config, &metrics()).unwrap();
+        assert_eq!(pipeline.agents.default_name(), "echo");
+        assert!(pipeline.agents.names().contains(&"llm".to_string()));
+    }
+
+    #[tokio::test]
+    async fn missing_keys_are_clear_start_up_errors() {
+        let mut config = Config::default();
+        config.llm.api_key = "sk".into();
+        let err = Pipeline::build(&config, &metrics()).unwrap_err().to_string();
+        assert!(err.contains("speech-to-text") && err.contains("DEEPGRAM_API_KEY"), "{err}");
+
+        config.stt.deepgram.api_key = "dg".into();
+        config.tts.provider = "elevenlabs".into();
+        let err = Pipeline::build(&config, &metrics()).unwrap_err().to_string();
+        assert!(err.contains("ELEVENLABS_API_KEY"), "{err}");
+
+        let mut config = Config::default();
+        config.agent = Some("llm".into());
+        let err = Pipeline::build(&config, &metrics()).unwrap_err().to_string();
+        assert!(err.contains("OPENAI_API_KEY"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_prompt_template_names_line_and_column() {
+        let mut config = Config::default();
+        config.stt.deepgram.api_key = "dg".into();
+        config.tts.deepgram.api_key = "dg".into();
+        config.llm.api_key = "sk".into();
+        config.conversation.system_prompt = "Hello\nyou are {{ name".into();
+        let err = Pipeline::build(&config, &metrics()).unwrap_err().to_string();
+        assert!(err.contains("conversation.system_prompt") && err.contains('2'), "{err}");
+    }
+}

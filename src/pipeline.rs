@@ -388,17 +388,26 @@ mod tests {
     async fn missing_keys_are_clear_start_up_errors() {
         let mut config = Config::default();
         config.llm.api_key = "sk".into();
-        let err = Pipeline::build(&config, &metrics()).unwrap_err().to_string();
-        assert!(err.contains("speech-to-text") && err.contains("DEEPGRAM_API_KEY"), "{err}");
+        let err = Pipeline::build(&config, &metrics())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("speech-to-text") && err.contains("DEEPGRAM_API_KEY"),
+            "{err}"
+        );
 
         config.stt.deepgram.api_key = "dg".into();
         config.tts.provider = "elevenlabs".into();
-        let err = Pipeline::build(&config, &metrics()).unwrap_err().to_string();
+        let err = Pipeline::build(&config, &metrics())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ELEVENLABS_API_KEY"), "{err}");
 
         let mut config = Config::default();
         config.agent = Some("llm".into());
-        let err = Pipeline::build(&config, &metrics()).unwrap_err().to_string();
+        let err = Pipeline::build(&config, &metrics())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("OPENAI_API_KEY"), "{err}");
     }
 
@@ -409,7 +418,12 @@ mod tests {
         config.tts.deepgram.api_key = "dg".into();
         config.llm.api_key = "sk".into();
         config.conversation.system_prompt = "Hello\nyou are {{ name".into();
-        let err = Pipeline::build(&config, &metrics()).unwrap_err().to_string();
-        assert!(err.contains("conversation.system_prompt") && err.contains('2'), "{err}");
+        let err = Pipeline::build(&config, &metrics())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("conversation.system_prompt") && err.contains('2'),
+            "{err}"
+        );
     }
 }

@@ -54,7 +54,10 @@ async fn good_keys_pass_and_each_refused_key_is_named() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("language model") && err.contains("401"), "{err}");
+    assert!(
+        err.contains("language model") && err.contains("401"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -81,7 +84,8 @@ fn the_binary_refuses_to_start_with_half_a_pipeline() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("the llm agent needs speech-to-text") && stderr.contains("DEEPGRAM_API_KEY"),
+        stderr.contains("the llm agent needs speech-to-text")
+            && stderr.contains("DEEPGRAM_API_KEY"),
         "{stderr}"
     );
 }

@@ -993,4 +993,200 @@ mod tests {
         assert!(!egress.is_speaking());
         assert_eq!(egress.clear(0), None);
     }
+    fn play_out(egress: &mut Egress, mut now: u64) -> (u64, Vec<OutChunk>) {
+        let mut all = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            egress.poll(now, &mut out);
+            all.extend(out);
+            let Some(front) = egress.in_flight.front().cloned() else {
+                return (now, all);
+            };
+            now = front.end;
+            egress.on_mark(&mark_name(front.utterance, front.index), now);
+        }
+    }
+
+    #[test]
+    fn a_streamed_utterance_plays_in_order_and_finishes_only_when_closed() {
+        let (format, rules) = twilio();
+        let ids = UtteranceIds::default();
+        let mut egress = Egress::new(format, rules, EgressConfig::default(), ids.clone());
+        let first = ids.next();
+        let second = ids.next();
+        egress.open(first);
+        egress.open(second);
+        // The second's audio is ready first, but the first plays first.
+        egress.append(second, &vec![9; 800], 8000).unwrap();
+        let mut out = Vec::new();
+        egress.poll(0, &mut out);
+        assert!(
+            out.is_empty(),
+            "nothing may overtake the open first utterance"
+        );
+        assert!(!egress.is_speaking() || egress.current_utterance() == Some(first));
+        // A short first piece goes at once when the carrier is idle (fast first audio).
+        egress.append(first, &vec![1; 400], 8000).unwrap();
+        egress.poll(0, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].utterance, out[0].wire.len()), (first, 400));
+        // The ledger then waits for whole chunks while audio is in flight.
+        egress.append(first, &vec![1; 500], 8000).unwrap();
+        out.clear();
+        egress.poll(100, &mut out);
+        assert!(out.is_empty());
+        assert!(!egress.close(first), "still playing");
+        let (_, rest) = play_out(&mut egress, 400);
+        let order: Vec<u64> = rest.iter().map(|c| c.utterance).collect();
+        assert!(
+            order.starts_with(&[first]) && order.ends_with(&[second]),
+            "{order:?}"
+        );
+        assert!(egress.has(second), "the second is open: not finished");
+        assert!(
+            egress.close(second),
+            "closing after it played out finishes it"
+        );
+        assert!(!egress.is_speaking());
+    }
+
+    #[test]
+    fn exotel_streamed_pieces_of_any_length_obey_the_chunk_rules() {
+        let (format, rules) = exotel(8000);
+        let ids = UtteranceIds::default();
+        let mut egress = Egress::new(format, rules, EgressConfig::default(), ids.clone());
+        let id = ids.next();
+        egress.open(id);
+        let mut now = 0;
+        let mut all = Vec::new();
+        for piece in [333usize, 1777, 91, 2500, 1203] {
+            egress.append(id, &vec![100; piece], 8000).unwrap();
+            let (t, out) = play_out(&mut egress, now);
+            now = t;
+            all.extend(out);
+        }
+        egress.close(id);
+        let (_, out) = play_out(&mut egress, now);
+        all.extend(out);
+        let real: usize = all
+            .iter()
+            .map(|c| c.pcm.iter().filter(|s| **s != 0).count())
+            .sum();
+        assert_eq!(
+            real,
+            333 + 1777 + 91 + 2500 + 1203,
+            "every sample sent once"
+        );
+        for chunk in &all {
+            assert!(rules.allows(chunk.wire.len()), "{} bytes", chunk.wire.len());
+        }
+    }
+
+    #[test]
+    fn heard_text_follows_the_spans_and_cuts_at_words() {
+        assert_eq!(leading_words("one two three four", 0.0), "");
+        assert_eq!(leading_words("one two three four", 0.5), "one two");
+        assert_eq!(
+            leading_words("one two three four", 1.0),
+            "one two three four"
+        );
+        let (format, rules) = twilio();
+        let ids = UtteranceIds::default();
+        let mut egress = Egress::new(format, rules, EgressConfig::default(), ids.clone());
+        let id = ids.next();
+        egress.open(id);
+        egress.text(id, "Sure, I can help.");
+        egress.append(id, &vec![5; 8000], 8000).unwrap();
+        egress.text(id, "What day suits you best?");
+        egress.append(id, &vec![5; 8000], 8000).unwrap();
+        egress.close(id);
+        let mut out = Vec::new();
+        egress.poll(0, &mut out);
+        // Play through 1.5 s: the first clause whole, half of the second.
+        let mut now = 0;
+        while now < 12_000 {
+            let front = egress.in_flight.front().cloned().unwrap();
+            now = front.end;
+            egress.on_mark(&mark_name(front.utterance, front.index), now);
+            egress.poll(now, &mut out);
+        }
+        let heard = egress.clear(now).unwrap();
+        assert_eq!(heard.heard_ms, 1500);
+        assert_eq!(
+            heard.heard_text.as_deref(),
+            Some("Sure, I can help. What day suits")
+        );
+        assert_eq!(
+            heard.text.as_deref(),
+            Some("Sure, I can help. What day suits you best?")
+        );
+    }
+
+    #[test]
+    fn pause_then_resume_replays_the_interrupted_clause_and_marks_stay_unique() {
+        let (format, rules) = twilio();
+        let ids = UtteranceIds::default();
+        let mut egress = Egress::new(format, rules, EgressConfig::default(), ids.clone());
+        let id = ids.next();
+        egress.open(id);
+        egress.text(id, "First clause.");
+        egress.append(id, &vec![5; 4000], 8000).unwrap();
+        egress.text(id, "Second clause is longer.");
+        egress.append(id, &vec![6; 8000], 8000).unwrap();
+        egress.close(id);
+        let mut out = Vec::new();
+        egress.poll(0, &mut out);
+        let mut now = 0;
+        while now < 4800 {
+            let front = egress.in_flight.front().cloned().unwrap();
+            now = front.end;
+            egress.on_mark(&mark_name(front.utterance, front.index), now);
+            egress.poll(now, &mut out);
+        }
+        let sent_marks: Vec<String> = out.iter().map(|c| c.mark.clone()).collect();
+        let heard = egress.pause(now + 200).unwrap();
+        assert_eq!(
+            heard.heard_ms, 625,
+            "600 ms confirmed + 25 ms into the next chunk"
+        );
+        assert!(egress.is_paused() && egress.is_speaking());
+        let mut none = Vec::new();
+        egress.poll(now + 400, &mut none);
+        assert!(none.is_empty(), "nothing plays while paused");
+        // Late marks of the cleared chunks are stale.
+        assert_eq!(
+            egress.on_mark(sent_marks.last().unwrap(), now + 400),
+            MarkOutcome::Stale
+        );
+        assert!(egress.resume(now + 400));
+        let mut resumed = Vec::new();
+        egress.poll(now + 400, &mut resumed);
+        // Replays from the start of the second clause (sample 4000), with new mark names.
+        assert_eq!(resumed[0].pcm[0], 6);
+        assert!(resumed.iter().all(|c| !sent_marks.contains(&c.mark)));
+        let (_, rest) = play_out(&mut egress, now + 400);
+        let total: usize = resumed.iter().chain(rest.iter()).map(|c| c.pcm.len()).sum();
+        assert_eq!(total, 8000, "the whole second clause, once");
+        assert!(!egress.is_speaking());
+    }
+
+    #[test]
+    fn clear_after_pause_reports_what_was_heard_at_the_pause() {
+        let (format, rules) = twilio();
+        let ids = UtteranceIds::default();
+        let mut egress = Egress::new(format, rules, EgressConfig::default(), ids.clone());
+        let id = ids.next();
+        egress.open(id);
+        egress.append(id, &vec![5; 8000], 8000).unwrap();
+        let mut out = Vec::new();
+        egress.poll(0, &mut out);
+        egress.on_mark(&mark_name(id, 0), 800);
+        let paused = egress.pause(900).unwrap();
+        let cleared = egress.clear(5000).unwrap();
+        assert_eq!(paused, cleared);
+        assert_eq!(cleared.heard_ms, 112);
+        assert!(!egress.is_speaking() && !egress.is_paused());
+        // Audio for the dropped utterance is refused.
+        assert!(!egress.append(id, &[1; 10], 8000).unwrap());
+    }
 }

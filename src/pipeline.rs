@@ -403,8 +403,10 @@ mod tests {
             .to_string();
         assert!(err.contains("ELEVENLABS_API_KEY"), "{err}");
 
-        let mut config = Config::default();
-        config.agent = Some("llm".into());
+        let config = Config {
+            agent: Some("llm".into()),
+            ..Config::default()
+        };
         let err = Pipeline::build(&config, &metrics())
             .unwrap_err()
             .to_string();

@@ -5,8 +5,6 @@
 mod common;
 mod fakes;
 
-use std::time::Duration;
-
 use common::*;
 use fakes::deepgram_listen::{FakeListen, ListenConfig};
 use fakes::deepgram_speak::FakeDeepgramSpeak;
@@ -287,7 +285,7 @@ async fn llm_down_gives_the_fallback_line_not_dead_air() {
     assert!(failed[0]["attempts"].as_u64().unwrap() >= 2, "{failed:?}");
     let fallback = Config::default().conversation.fallback_line;
     assert!(
-        stack.speak.spoken_texts().iter().any(|t| *t == fallback),
+        stack.speak.spoken_texts().contains(&fallback),
         "{:?}",
         stack.speak.spoken_texts()
     );

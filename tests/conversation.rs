@@ -309,7 +309,16 @@ async fn into_long_answer(stack: &mut Stack, sim: &mut CarrierSim) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn barge_in_keeps_only_the_heard_words_in_the_history() {
+async fn twilio_barge_in_keeps_only_the_heard_words_in_the_history() {
+    barge_in_keeps_only_the_heard_words(SimConfig::twilio()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exotel_barge_in_keeps_only_the_heard_words_in_the_history() {
+    barge_in_keeps_only_the_heard_words(SimConfig::exotel(8000)).await;
+}
+
+async fn barge_in_keeps_only_the_heard_words(sim_config: SimConfig) {
     let mut stack = stack(
         vec![
             rule("appointment", Reply::Text(LONG_ANSWER.into())),
@@ -319,7 +328,7 @@ async fn barge_in_keeps_only_the_heard_words_in_the_history() {
     )
     .await;
     stack.listen.push_script([HELLO, QUESTION]);
-    let mut sim = CarrierSim::connect(&stack.gw, SimConfig::twilio()).await;
+    let mut sim = CarrierSim::connect(&stack.gw, sim_config).await;
     into_long_answer(&mut stack, &mut sim).await;
     // Two seconds into the answer the caller asks something else.
     sim.run_for(2_000).await;
@@ -355,14 +364,23 @@ async fn barge_in_keeps_only_the_heard_words_in_the_history() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backchannel_over_the_answer_resumes_it() {
+async fn twilio_backchannel_over_the_answer_resumes_it() {
+    backchannel_resumes(SimConfig::twilio()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exotel_backchannel_over_the_answer_resumes_it() {
+    backchannel_resumes(SimConfig::exotel(8000)).await;
+}
+
+async fn backchannel_resumes(sim_config: SimConfig) {
     let mut stack = stack(
         vec![rule("appointment", Reply::Text(LONG_ANSWER.into()))],
         |_| {},
     )
     .await;
     stack.listen.push_script([HELLO, "Uh-huh."]);
-    let mut sim = CarrierSim::connect(&stack.gw, SimConfig::twilio()).await;
+    let mut sim = CarrierSim::connect(&stack.gw, sim_config).await;
     into_long_answer(&mut stack, &mut sim).await;
     sim.run_for(1_500).await;
     sim.say_in(0, wav("backchannel_uh_huh.wav"));

@@ -393,12 +393,8 @@ fn refused(reason: impl Into<String>) -> TtsError {
     }
 }
 
-/// Cuts provider text to a loggable length (on a char boundary).
 fn clip(s: &str) -> String {
-    match s.char_indices().nth(MAX_REASON) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
+    super::clip(s, MAX_REASON)
 }
 
 /// An HTTP error status with its body (`{"detail":{"message":..}}` or text): 4xx refused,

@@ -16,6 +16,14 @@ use tokio_util::sync::CancellationToken;
 /// Audio pieces queued from a voice to its reader.
 pub const TTS_AUDIO_QUEUE: usize = 64;
 
+/// Cuts provider text to `max` characters for errors and logs (on a char boundary).
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
 /// Why synthesis failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TtsError {

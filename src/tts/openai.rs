@@ -233,12 +233,8 @@ fn transport(reason: impl Into<String>) -> TtsError {
     }
 }
 
-/// Cuts provider text to a loggable length (on a char boundary).
 fn clip(s: &str) -> String {
-    match s.char_indices().nth(MAX_REASON) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
+    super::clip(s, MAX_REASON)
 }
 
 /// The error for a non-2xx answer: OpenAI's `error.message` (and `code`), else the body.

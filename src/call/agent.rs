@@ -130,6 +130,13 @@ pub enum AgentEvent {
     },
     /// The caller went on speaking after `TurnLikelyEnded`: drop what was prepared.
     UserSpeechResumed,
+    /// A sound that started like speech ended without words (noise, a cough).
+    UserNoise,
+    /// The first audio of an utterance was sent to the carrier.
+    SpeechStarted {
+        /// Which one.
+        utterance: UtteranceId,
+    },
     /// A key press.
     Dtmf {
         /// `0`–`9`, `*`, `#`, `A`–`D`.

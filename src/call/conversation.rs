@@ -115,6 +115,8 @@ struct ActiveReply {
     /// The caller's words it answers (pushed to the history when it is released).
     user_text: Option<String>,
     started: Instant,
+    /// Held back because the caller started speaking again before any of it was heard.
+    held_for_caller: bool,
 }
 
 /// The `llm` agent of one call.
@@ -131,6 +133,8 @@ pub struct ConversationAgent {
     /// Replies cut by a barge-in before they reported back: the words heard.
     interrupted: HashMap<UtteranceId, Heard>,
     finished: HashSet<UtteranceId>,
+    /// Utterances whose first audio has been sent.
+    audible: HashSet<UtteranceId>,
     end_after: Option<(UtteranceId, String)>,
     transfer_after: Option<(UtteranceId, String)>,
 }
@@ -157,6 +161,7 @@ impl ConversationAgent {
             assistant_at: HashMap::new(),
             interrupted: HashMap::new(),
             finished: HashSet::new(),
+            audible: HashSet::new(),
             end_after: None,
             transfer_after: None,
         }
@@ -244,6 +249,7 @@ impl ConversationAgent {
             speculative_for,
             user_text,
             started: Instant::now(),
+            held_for_caller: false,
         });
     }
 
@@ -501,7 +507,29 @@ impl Agent for ConversationAgent {
                     });
                 }
             }
-            AgentEvent::UserSpeechStarted => {}
+            AgentEvent::UserSpeechStarted => {
+                // The caller speaks again before the answer was heard: hold it back (it is
+                // dropped and merged if this becomes a turn, released if it was noise).
+                if let Some(reply) = self.reply.as_mut()
+                    && reply.speculative_for.is_none()
+                    && !self.audible.contains(&reply.utterance)
+                    && !self.finished.contains(&reply.utterance)
+                {
+                    reply.held_for_caller = true;
+                    let _ = reply.release.send(false);
+                }
+            }
+            AgentEvent::UserNoise => {
+                if let Some(reply) = self.reply.as_mut()
+                    && reply.held_for_caller
+                {
+                    reply.held_for_caller = false;
+                    let _ = reply.release.send(true);
+                }
+            }
+            AgentEvent::SpeechStarted { utterance } => {
+                self.audible.insert(utterance);
+            }
         }
     }
 

@@ -404,6 +404,7 @@ async fn stream_round(
 
     let (segment_tx, mut segment_rx) = mpsc::channel::<String>(32);
     let cancel = job.cancel.clone();
+    let port = job.port.clone();
     let model_side = async {
         let mut splitter = ClauseSplitter::new(job.clause_rules);
         let mut text = String::new();
@@ -420,12 +421,18 @@ async fn stream_round(
                 Some(Ok(LlmDelta::Text(delta))) => {
                     if first {
                         first = false;
-                        events.push((
-                            asked.elapsed(),
-                            CallEventKind::LlmFirstToken {
-                                latency_ms: asked.elapsed().as_millis() as u64,
-                            },
-                        ));
+                        let elapsed = asked.elapsed();
+                        let _ = port
+                            .send(AgentAction::Stage {
+                                stage: "llm_first_token",
+                                elapsed,
+                            })
+                            .await;
+                        let _ = port
+                            .send(AgentAction::Record(CallEventKind::LlmFirstToken {
+                                latency_ms: elapsed.as_millis() as u64,
+                            }))
+                            .await;
                     }
                     text.push_str(&delta);
                     splitter.push(&delta, &mut segments);
@@ -479,10 +486,7 @@ async fn stream_round(
         ok
     };
     let ((result, events), spoke_ok) = tokio::join!(model_side, speech_side);
-    for (elapsed, event) in events {
-        if matches!(event, CallEventKind::LlmFirstToken { .. }) {
-            speaker.stage("llm_first_token", elapsed).await;
-        }
+    for (_, event) in events {
         speaker.record(event).await;
     }
     if !spoke_ok && !job.cancel.is_cancelled() {

@@ -847,7 +847,7 @@ impl Session {
                 if live.speculating.take().is_some() {
                     self.agent_event(live, AgentEvent::UserSpeechResumed)?;
                 }
-                Ok(())
+                self.agent_event(live, AgentEvent::UserNoise)
             }
             Judgement::Complete {
                 audio,
@@ -1205,12 +1205,14 @@ impl Session {
             self.deps.metrics.marks_timed_out.inc();
             self.speech_finished(live, utterance)?;
         }
+        let mut started = Vec::new();
         for chunk in chunks {
             self.send(Outbound::Media(&chunk.wire))?;
             self.send(Outbound::Mark(&chunk.mark))?;
             live.metrics.frames_out.inc();
             live.echo.play(chunk.play_at, &chunk.pcm);
             if chunk.first {
+                started.push(chunk.utterance);
                 self.recorder.record(CallEventKind::BotSpeechStarted {
                     utterance: chunk.utterance,
                     duration_ms: chunk.utterance_ms,
@@ -1225,6 +1227,9 @@ impl Session {
                     });
                 }
             }
+        }
+        for utterance in started {
+            self.agent_event(live, AgentEvent::SpeechStarted { utterance })?;
         }
         Ok(())
     }

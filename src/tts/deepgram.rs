@@ -717,7 +717,6 @@ impl DeepgramVoice {
                     if stats.first_byte.is_none() {
                         let elapsed = started.elapsed();
                         stats.first_byte = Some(elapsed);
-                        self.shared.metrics.stage("tts_first_byte", elapsed);
                     }
                     let pcm = self.decode(&bytes, &mut no_skip);
                     if let Forward::Cancelled = forward(out, pcm, cancel, stats).await {
@@ -862,7 +861,6 @@ impl DeepgramVoice {
             if stats.first_byte.is_none() {
                 let elapsed = started.elapsed();
                 stats.first_byte = Some(elapsed);
-                self.shared.metrics.stage("tts_first_byte", elapsed);
             }
             let pcm = self.decode(&bytes, &mut skip);
             if let Forward::Cancelled = forward(out, pcm, cancel, stats).await {

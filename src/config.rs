@@ -80,6 +80,15 @@ impl Default for TtsSettings {
     }
 }
 
+/// How a secret (an API key) appears in `Debug` output and logs.
+pub fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        "<empty>"
+    } else {
+        "<redacted>"
+    }
+}
+
 /// Speech-to-text settings.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -290,12 +299,18 @@ impl Config {
         if let Some(agent) = &self.agent {
             return agent.clone();
         }
-        let default_base = crate::llm::openai::OpenAiConfig::default().base_url;
-        if !self.llm.api_key.is_empty() || self.llm.base_url != default_base {
+        if self.llm_configured() {
             "llm".to_owned()
         } else {
             "echo".to_owned()
         }
+    }
+
+    /// Whether a language model is configured: an API key, or a non-default base URL (a
+    /// self-hosted compatible server may need no key).
+    pub fn llm_configured(&self) -> bool {
+        let default_base = crate::llm::openai::OpenAiConfig::default().base_url;
+        !self.llm.api_key.is_empty() || self.llm.base_url != default_base
     }
 
     /// Builds the config: defaults, then `file` (if any), then `overrides`; then validates.

@@ -115,8 +115,7 @@ impl Pipeline {
     pub fn build(config: &Config, metrics: &Metrics) -> Result<Pipeline, PipelineError> {
         let mut agents = AgentCatalog::builtin("echo")?;
         let default = config.agent_name();
-        let default_base = crate::llm::openai::OpenAiConfig::default().base_url;
-        let llm_configured = !config.llm.api_key.is_empty() || config.llm.base_url != default_base;
+        let llm_configured = config.llm_configured();
         let mut pipeline = Pipeline {
             agents: agents.clone(),
             stt: None,

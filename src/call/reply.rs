@@ -135,7 +135,6 @@ struct Speaker {
     release: watch::Receiver<bool>,
     held: Vec<SpeechPart>,
     sample_rate: u32,
-    first_audio: Option<Instant>,
     spoken: bool,
 }
 
@@ -148,9 +147,6 @@ impl Speaker {
     async fn emit(&mut self, part: SpeechPart) -> bool {
         if matches!(part, SpeechPart::Audio { .. }) {
             self.spoken = true;
-            if self.first_audio.is_none() {
-                self.first_audio = Some(Instant::now());
-            }
         }
         if !self.released() {
             self.held.push(part);
@@ -208,7 +204,6 @@ pub async fn run_reply(job: ReplyJob) {
         release: job.release.clone(),
         held: Vec::new(),
         sample_rate: job.sample_rate,
-        first_audio: None,
         spoken: false,
     };
     let mut done = ReplyDone {
@@ -411,10 +406,9 @@ async fn stream_round(
         let mut segments = Vec::new();
         let mut first = true;
         let mut calls = Vec::new();
-        let mut events = Vec::new();
         loop {
             let next = tokio::select! {
-                _ = cancel.cancelled() => return (RoundResult::Cancelled, events),
+                _ = cancel.cancelled() => return RoundResult::Cancelled,
                 next = deltas.next() => next,
             };
             match next {
@@ -438,26 +432,25 @@ async fn stream_round(
                     splitter.push(&delta, &mut segments);
                     for segment in segments.drain(..) {
                         if segment_tx.send(segment).await.is_err() {
-                            return (RoundResult::Cancelled, events);
+                            return RoundResult::Cancelled;
                         }
                     }
                 }
                 Some(Ok(LlmDelta::ToolCalls(found))) => calls.extend(found),
                 Some(Ok(LlmDelta::Finished { reason, usage })) => {
-                    events.push((
-                        asked.elapsed(),
-                        CallEventKind::LlmDone {
+                    let _ = port
+                        .send(AgentAction::Record(CallEventKind::LlmDone {
                             finish_reason: reason,
                             prompt_tokens: usage.map(|u| u.prompt_tokens),
                             completion_tokens: usage.map(|u| u.completion_tokens),
-                        },
-                    ));
+                        }))
+                        .await;
                 }
                 Some(Err(error)) => {
                     if let Some(rest) = splitter.finish() {
                         let _ = segment_tx.send(rest).await;
                     }
-                    return (RoundResult::Failed { error, text }, events);
+                    return RoundResult::Failed { error, text };
                 }
                 None => break,
             }
@@ -468,9 +461,9 @@ async fn stream_round(
         drop(segment_tx);
         let text = text.trim().to_owned();
         if calls.is_empty() {
-            (RoundResult::Text(text), events)
+            RoundResult::Text(text)
         } else {
-            (RoundResult::Tools { text, calls }, events)
+            RoundResult::Tools { text, calls }
         }
     };
     let speech_side = async {
@@ -485,10 +478,7 @@ async fn stream_round(
         }
         ok
     };
-    let ((result, events), spoke_ok) = tokio::join!(model_side, speech_side);
-    for (_, event) in events {
-        speaker.record(event).await;
-    }
+    let (result, spoke_ok) = tokio::join!(model_side, speech_side);
     if !spoke_ok && !job.cancel.is_cancelled() {
         play_fallback_audio(job, speaker).await;
     }

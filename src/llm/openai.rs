@@ -94,14 +94,9 @@ impl Default for OpenAiConfig {
 
 impl std::fmt::Debug for OpenAiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let key = if self.api_key.is_empty() {
-            "<empty>"
-        } else {
-            "<redacted>"
-        };
         f.debug_struct("OpenAiConfig")
             .field("base_url", &self.base_url)
-            .field("api_key", &key)
+            .field("api_key", &crate::config::redacted(&self.api_key))
             .field("model", &self.model)
             .field("temperature", &self.temperature)
             .field("max_completion_tokens", &self.max_completion_tokens)

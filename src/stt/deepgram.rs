@@ -97,14 +97,9 @@ impl Default for DeepgramSttConfig {
 
 impl std::fmt::Debug for DeepgramSttConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let key = if self.api_key.is_empty() {
-            "<empty>"
-        } else {
-            "<redacted>"
-        };
         f.debug_struct("DeepgramSttConfig")
             .field("base_url", &self.base_url)
-            .field("api_key", &key)
+            .field("api_key", &crate::config::redacted(&self.api_key))
             .field("model", &self.model)
             .field("language", &self.language)
             .field("endpointing_ms", &self.endpointing_ms)

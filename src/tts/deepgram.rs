@@ -106,14 +106,9 @@ impl Default for DeepgramTtsConfig {
 
 impl fmt::Debug for DeepgramTtsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let key = if self.api_key.is_empty() {
-            "<empty>"
-        } else {
-            "<redacted>"
-        };
         f.debug_struct("DeepgramTtsConfig")
             .field("base_url", &self.base_url)
-            .field("api_key", &key)
+            .field("api_key", &crate::config::redacted(&self.api_key))
             .field("model", &self.model)
             .field("speed", &self.speed)
             .field("first_byte_timeout_ms", &self.first_byte_timeout_ms)

@@ -108,7 +108,7 @@ impl std::fmt::Debug for ElevenLabsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ElevenLabsConfig")
             .field("base_url", &self.base_url)
-            .field("api_key", &redacted(&self.api_key))
+            .field("api_key", &crate::config::redacted(&self.api_key))
             .field("voice_id", &self.voice_id)
             .field("model_id", &self.model_id)
             .field("stability", &self.stability)
@@ -118,15 +118,6 @@ impl std::fmt::Debug for ElevenLabsConfig {
             .field("first_byte_timeout_ms", &self.first_byte_timeout_ms)
             .field("inactivity_timeout_secs", &self.inactivity_timeout_secs)
             .finish()
-    }
-}
-
-/// How a secret appears in logs.
-pub(crate) fn redacted(secret: &str) -> &'static str {
-    if secret.is_empty() {
-        "<empty>"
-    } else {
-        "<redacted>"
     }
 }
 

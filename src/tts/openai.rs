@@ -16,7 +16,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::convert::PcmConverter;
-use super::elevenlabs::redacted;
 use super::{SynthesisStats, TtsError, TtsProvider, TtsVoice};
 use crate::audio::Encoding;
 use crate::metrics::Metrics;
@@ -70,7 +69,7 @@ impl std::fmt::Debug for OpenAiSpeechConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenAiSpeechConfig")
             .field("base_url", &self.base_url)
-            .field("api_key", &redacted(&self.api_key))
+            .field("api_key", &crate::config::redacted(&self.api_key))
             .field("model", &self.model)
             .field("voice", &self.voice)
             .field("instructions", &self.instructions)

@@ -10,6 +10,7 @@
 //! - [`stt`], [`llm`], [`tts`]: the providers' traits and real clients (Deepgram, OpenAI,
 //!   ElevenLabs), with the tools the gateway runs for the model.
 //! - [`pipeline`]: builds the providers and the `llm` agent from the config, checks keys.
+//! - [`script`]: Destiny-Script, the scripted-call DSL: parser, interpreter, prompt cache.
 //! - [`server`]: the HTTP/WebSocket front door, health, metrics and graceful shutdown.
 //! - [`config`]: the one typed configuration, validated at start-up.
 //! - [`metrics`]: the Prometheus families.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod llm;
 pub mod metrics;
 pub mod pipeline;
+pub mod script;
 pub mod server;
 pub mod stt;
 pub mod tts;

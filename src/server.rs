@@ -105,6 +105,7 @@ impl Gateway {
             metrics,
             hangup_all: CancellationToken::new(),
             stt: pipeline.stt.clone(),
+            control: Arc::new(crate::call::control::NoCarrierControl),
         };
         Ok(Gateway {
             pipeline: Arc::new(pipeline),

@@ -146,6 +146,13 @@ pub enum AgentEvent {
     },
     /// The caller interrupted the bot; the utterance was cleared.
     BargeIn(Heard),
+    /// The carrier could not transfer the call; it goes on.
+    TransferFailed {
+        /// The number asked for.
+        to: String,
+        /// Why.
+        error: String,
+    },
     /// An utterance finished playing to the end.
     SpeechFinished {
         /// Which one.
@@ -202,10 +209,26 @@ pub enum AgentAction {
     },
     /// Hand the agent a message from one of its tasks (comes back as [`AgentEvent::Wake`]).
     Wake(Box<dyn Any + Send>),
-    /// Ask the carrier to transfer the call to `to` (E.164).
+    /// Ask the carrier to transfer the call to `to` (E.164). On success the stream ends; on
+    /// failure the agent hears [`AgentEvent::TransferFailed`] and the call goes on.
     Transfer {
         /// Target number.
         to: String,
+    },
+    /// The outcome of a transfer the session asked the carrier for (sent by the session's own
+    /// transfer task, not by agents).
+    TransferDone {
+        /// Target number.
+        to: String,
+        /// What the carrier said.
+        result: Result<(), super::control::ControlError>,
+    },
+    /// Text the caller (or `to`, when given) from the call's number; the outcome is recorded.
+    Sms {
+        /// Recipient (E.164); the call's remote party when `None`.
+        to: Option<String>,
+        /// The message.
+        body: String,
     },
     /// Stop the current speech (as on barge-in, but at the agent's wish).
     StopSpeaking,

@@ -492,6 +492,21 @@ impl Agent for ConversationAgent {
                 };
                 self.on_turn(ctx, turn);
             }
+            AgentEvent::TransferFailed { .. } => {
+                // The model hears of it as a note in the caller's turn and answers (apology,
+                // message taking) in its own words.
+                let turn = UserTurn {
+                    audio: Vec::new(),
+                    transcript: Some(
+                        "(System note: the call transfer did not go through; the caller is \
+                         still on the line.)"
+                            .to_owned(),
+                    ),
+                    speech_end: Instant::now(),
+                    decided: Instant::now(),
+                };
+                self.on_turn(ctx, turn);
+            }
             AgentEvent::Wake(message) => {
                 if let Ok(done) = message.downcast::<ReplyDone>() {
                     self.on_reply_done(ctx, *done);

@@ -4,6 +4,8 @@
 //! queue drained by a writer task. Until a durable store is configured, the writer logs each
 //! event as one structured line (target `voicegw::events`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -154,6 +156,31 @@ pub enum CallEventKind {
     TransferRequested {
         /// Target (E.164).
         to: String,
+    },
+    /// The carrier refused or could not be asked to transfer the call.
+    TransferFailed {
+        /// Target (E.164).
+        to: String,
+        /// Why.
+        error: String,
+    },
+    /// A text message was handed to the carrier.
+    SmsSent {
+        /// Recipient (E.164).
+        to: String,
+        /// The carrier's message id, where it gives one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
+        /// Characters in the body.
+        chars: usize,
+    },
+    /// A text message could not be sent.
+    SmsFailed {
+        /// Recipient (E.164), where known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        /// Why.
+        error: String,
     },
     /// A text-to-speech segment's first audio arrived.
     TtsFirstByte {
@@ -310,7 +337,8 @@ impl EventSink {
 #[derive(Debug, Clone)]
 pub struct CallRecorder {
     call_id: CallId,
-    seq: u64,
+    /// Shared by clones, so a task spawned for the call numbers its events in the same run.
+    seq: Arc<AtomicU64>,
     sink: EventSink,
 }
 
@@ -319,21 +347,21 @@ impl CallRecorder {
     pub fn new(call_id: CallId, sink: EventSink) -> Self {
         CallRecorder {
             call_id,
-            seq: 0,
+            seq: Arc::new(AtomicU64::new(0)),
             sink,
         }
     }
 
     /// Records one event now.
     pub fn record(&mut self, kind: CallEventKind) {
-        self.seq += 1;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let at_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         self.sink.record(CallEvent {
             call_id: self.call_id,
-            seq: self.seq,
+            seq,
             at_us,
             kind,
         });
@@ -341,7 +369,7 @@ impl CallRecorder {
 
     /// Events recorded so far.
     pub fn count(&self) -> u64 {
-        self.seq
+        self.seq.load(Ordering::Relaxed)
     }
 }
 

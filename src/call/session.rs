@@ -27,6 +27,7 @@ use super::turn::{
     JudgedFrame, Judgement, TurnConfig, TurnEvent, TurnJudge, TurnTaker, is_backchannel,
     normalize_transcript,
 };
+use super::control::{CarrierControl, remote_party};
 use super::{CallId, CallInfo, mask_number};
 use crate::audio::dtmf::{DtmfDetector, DtmfDigit};
 use crate::audio::echo::{EchoConfig, EchoGuard};
@@ -100,6 +101,8 @@ pub struct SessionDeps {
     pub hangup_all: CancellationToken,
     /// The recognizer for agents that want transcripts, if one is configured.
     pub stt: Option<Arc<dyn SttProvider>>,
+    /// Carrier REST actions (transfer, SMS).
+    pub control: Arc<dyn CarrierControl>,
 }
 
 impl std::fmt::Debug for SessionDeps {
@@ -1163,7 +1166,60 @@ impl Session {
             AgentAction::Transfer { to } => {
                 self.recorder
                     .record(CallEventKind::TransferRequested { to: to.clone() });
-                Err(EndReason::Transfer(to))
+                let control = self.deps.control.clone();
+                let info = live.info.clone();
+                let port = live.ctx.port();
+                tokio::spawn(async move {
+                    let result = control.transfer(&info, &to).await;
+                    let _ = port.send(AgentAction::TransferDone { to, result }).await;
+                });
+                Ok(())
+            }
+            AgentAction::TransferDone { to, result } => match result {
+                Ok(()) => Err(EndReason::Transfer(to)),
+                Err(error) => {
+                    tracing::warn!(%error, to = %mask_number(&to), "transfer failed");
+                    self.recorder.record(CallEventKind::TransferFailed {
+                        to: to.clone(),
+                        error: error.to_string(),
+                    });
+                    self.agent_event(
+                        live,
+                        AgentEvent::TransferFailed {
+                            to,
+                            error: error.to_string(),
+                        },
+                    )
+                }
+            },
+            AgentAction::Sms { to, body } => {
+                let Some(to) = to.or_else(|| remote_party(&live.info).map(str::to_owned)) else {
+                    self.recorder.record(CallEventKind::SmsFailed {
+                        to: None,
+                        error: "the call has no number to text".into(),
+                    });
+                    return Ok(());
+                };
+                let control = self.deps.control.clone();
+                let info = live.info.clone();
+                let mut recorder = self.recorder.clone();
+                tokio::spawn(async move {
+                    match control.send_sms(&info, &to, &body).await {
+                        Ok(receipt) => recorder.record(CallEventKind::SmsSent {
+                            to,
+                            message_id: receipt.message_id,
+                            chars: body.chars().count(),
+                        }),
+                        Err(error) => {
+                            tracing::warn!(%error, to = %mask_number(&to), "SMS not sent");
+                            recorder.record(CallEventKind::SmsFailed {
+                                to: Some(to),
+                                error: error.to_string(),
+                            });
+                        }
+                    }
+                });
+                Ok(())
             }
             AgentAction::Hangup { reason } => Err(EndReason::AgentHangup(reason)),
         }

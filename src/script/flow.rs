@@ -1,0 +1,213 @@
+//! The parsed form of a Destiny-Script: a [`Flow`] of named [`Node`]s.
+//!
+//! A `Flow` is plain data (serde JSON both ways) with no source positions: the parser keeps
+//! those in its own source map, so two flows are equal when they mean the same thing, however
+//! the text was laid out. `docs/script.md` is the language reference.
+
+use serde::{Deserialize, Serialize};
+
+/// The name of the node every call starts in.
+pub const START_NODE: &str = "start";
+
+/// A whole call flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flow {
+    /// Flow-wide settings (the `@name value` lines before the first node).
+    #[serde(default)]
+    pub settings: Settings,
+    /// The nodes, in file order; one of them is named [`START_NODE`].
+    pub nodes: Vec<Node>,
+}
+
+/// Flow-wide settings; every field has a default, so an empty header is fine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `@voice NAME`: the synthesizer voice for every prompt (the provider's default when
+    /// unset). Part of the prompt cache key.
+    pub voice: Option<String>,
+    /// `@timeout 6s`: how long a node waits for input after its prompt has played, when its
+    /// `timeout` transition names no duration of its own (milliseconds).
+    pub no_input_timeout_ms: u64,
+    /// `@reprompts 2`: how many times a node's reprompt is played after input that matched
+    /// nothing (or no input, for a node without a `timeout` transition) before its `nomatch`
+    /// transition is taken.
+    pub max_reprompts: u32,
+    /// `@digit_timeout 3s`: how long to wait for the next key of a multi-key DTMF entry
+    /// (milliseconds).
+    pub digit_timeout_ms: u64,
+    /// `@goodbye TEXT`: said before hanging up when a node runs out of reprompts and has no
+    /// `nomatch` transition.
+    pub goodbye: Template,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            voice: None,
+            no_input_timeout_ms: 6_000,
+            max_reprompts: 2,
+            digit_timeout_ms: 3_000,
+            goodbye: Template::text("Sorry, I couldn't understand. Goodbye."),
+        }
+    }
+}
+
+/// One conversational state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// `[name]`: letters, digits and `_`, starting with a letter or `_`.
+    pub name: String,
+    /// What the bot says on entering the node (the text lines), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<Template>,
+    /// `reprompt: TEXT`: said after a no-match instead of repeating the prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprompt: Option<Template>,
+    /// `agent: INSTRUCTIONS`: the node is run by the language model with these instructions
+    /// until it chooses one of the node's outcomes (its quoted transition keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Template>,
+    /// The `->` lines, in file order (first match wins).
+    pub transitions: Vec<Transition>,
+}
+
+impl Node {
+    /// Whether the language model runs this node.
+    pub fn is_agent(&self) -> bool {
+        self.agent.is_some()
+    }
+}
+
+/// Text with `{{ variable }}` and `{{ variable | fallback }}` slots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Template {
+    /// Literal text and variable slots, in order.
+    pub parts: Vec<TemplatePart>,
+}
+
+impl Template {
+    /// A template with no variables.
+    pub fn text(text: &str) -> Self {
+        Template {
+            parts: vec![TemplatePart::Text(text.to_owned())],
+        }
+    }
+
+    /// Whether the text depends on no variable (so it can be synthesized ahead of time).
+    pub fn is_static(&self) -> bool {
+        self.parts
+            .iter()
+            .all(|p| matches!(p, TemplatePart::Text(_)))
+    }
+
+    /// The names of the variables it uses, in order, without repeats.
+    pub fn variables(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for part in &self.parts {
+            if let TemplatePart::Var { name, .. } = part
+                && !names.contains(&name.as_str())
+            {
+                names.push(name);
+            }
+        }
+        names
+    }
+}
+
+/// A piece of a [`Template`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplatePart {
+    /// Literal text.
+    Text(String),
+    /// `{{ name }}` or `{{ name | fallback }}`.
+    Var {
+        /// Variable name: letters, digits, `_` and `.`, starting with a letter or `_`.
+        name: String,
+        /// Used when the variable is missing or empty; without one, a missing variable is an
+        /// error before the call (outbound) or at call start (inbound).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fallback: Option<String>,
+    },
+}
+
+/// One `->` line: when it fires and where it leads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    /// When it fires.
+    pub trigger: Trigger,
+    /// Where it leads.
+    pub target: Target,
+}
+
+/// What makes a transition fire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Trigger {
+    /// `-> target`: as soon as the prompt has played (no input is awaited).
+    Always,
+    /// `-> 1, "yes", "sure thing": target`: a DTMF entry or a spoken phrase. In an agent node
+    /// the quoted keys are the outcomes the model may choose.
+    Keys {
+        /// At least one key.
+        keys: Vec<Key>,
+    },
+    /// `-> any: target`: any DTMF entry or any speech with words.
+    Any,
+    /// `-> timeout: target` or `-> timeout 8s: target`: no input for that long after the
+    /// prompt played (the flow's `@timeout` when no duration is given).
+    Timeout {
+        /// Milliseconds, when given on the line.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_ms: Option<u64>,
+    },
+    /// `-> nomatch: target`: input matched nothing `@reprompts` times in a row.
+    NoMatch,
+}
+
+/// A transition key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Key {
+    /// Bare DTMF keys: one or more of `0`–`9`, `*`, `#`, `A`–`D` (e.g. `1`, `42#`).
+    Digits(String),
+    /// A quoted phrase, matched case-insensitively on whole words of the transcript.
+    Phrase(String),
+}
+
+/// Where a transition leads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Target {
+    /// Another node, by name.
+    Node {
+        /// Its name.
+        name: String,
+    },
+    /// `END`: hang up (after the current prompt has played).
+    End,
+    /// `transfer +15551234567` or `transfer +15551234567 else TARGET`: hand the call to that
+    /// number; if the carrier cannot, go to `otherwise` (or say `@goodbye` and hang up).
+    Transfer {
+        /// E.164.
+        to: String,
+        /// Where to go when the transfer fails; never another `transfer`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        otherwise: Option<Box<Target>>,
+    },
+    /// `agent`: hand the rest of the call to the language model, with the conversation so far.
+    Agent,
+    /// `sms "TEXT"` or `sms "TEXT" then TARGET`: text the caller, then go on (`END` when no
+    /// `then` is given).
+    Sms {
+        /// The message (a template).
+        text: Template,
+        /// Where to go after sending; never another `sms`.
+        then: Box<Target>,
+    },
+}

@@ -2,8 +2,14 @@
 //!
 //! - [`flow`]: the parsed form, plain serde data.
 //! - [`prompts`]: where prompt audio comes from; a script loaded for calls.
+//! - [`spoken`]: the texts a flow speaks, and which of them have no variables.
+//! - [`synth`]: one prompt synthesized whole.
+//! - [`cache`]: the prompt cache on disk and `script prime`.
 
+pub mod cache;
 pub mod flow;
 pub mod prompts;
+pub mod spoken;
+pub mod synth;
 
 pub use flow::{Flow, Key, Node, Settings, Target, Template, TemplatePart, Transition, Trigger};

@@ -5,10 +5,12 @@
 //! - [`spoken`]: the texts a flow speaks, and which of them have no variables.
 //! - [`synth`]: one prompt synthesized whole.
 //! - [`cache`]: the prompt cache on disk and `script prime`.
+//! - [`source`]: one script's prompt audio in memory, for its calls.
 
 pub mod cache;
 pub mod flow;
 pub mod prompts;
+pub mod source;
 pub mod spoken;
 pub mod synth;
 

@@ -6,8 +6,10 @@
 //! - [`synth`]: one prompt synthesized whole.
 //! - [`cache`]: the prompt cache on disk and `script prime`.
 //! - [`source`]: one script's prompt audio in memory, for its calls.
+//! - [`fixture_voice`]: recorded prompts played as a synthesizer (no provider key needed).
 
 pub mod cache;
+pub mod fixture_voice;
 pub mod flow;
 pub mod prompts;
 pub mod source;

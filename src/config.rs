@@ -5,8 +5,9 @@
 //! Precedence (later wins): built-in defaults → `--config FILE` (TOML) → `VOICEGW_*`
 //! environment variables and command-line flags (clap reads both).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -22,8 +23,9 @@ use crate::call::turn::TurnConfig;
 pub struct Config {
     /// Address the HTTP/WebSocket server binds.
     pub listen: SocketAddr,
-    /// The agent that serves a stream whose `start` names no known call (`echo`, `llm`);
-    /// unset means `llm` when a language model is configured, else `echo`.
+    /// The agent that serves a stream whose `start` names no known call (`echo`, `llm`,
+    /// `script:<name>`); unset means `[script] default` when set, else `llm` when a language
+    /// model is configured, else the offline appointment script (see [`Config::agent_name`]).
     pub agent: Option<String>,
     /// Seconds live calls may run on after SIGTERM before they are closed.
     pub shutdown_grace_secs: u64,
@@ -51,6 +53,8 @@ pub struct Config {
     pub conversation: crate::call::conversation::ConversationConfig,
     /// The tools the gateway runs for the model.
     pub tools: crate::llm::tools::ToolsConfig,
+    /// Scripted calls and the prompt cache.
+    pub script: ScriptSettings,
     /// Check provider keys at start-up (a refused key stops the gateway).
     pub check_credentials: bool,
 }
@@ -78,6 +82,69 @@ impl Default for TtsSettings {
             openai: Default::default(),
         }
     }
+}
+
+/// The script served when no provider key is configured at all (DTMF routing, recorded
+/// prompts).
+pub const OFFLINE_SCRIPT: &str = "appointment_confirmation";
+
+/// Scripted calls (Destiny-Script, `docs/script.md`) and the prompt cache.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScriptSettings {
+    /// Folder of scripts: every `*.dsc` file in it is served as agent `script:<file stem>`.
+    pub dir: PathBuf,
+    /// The prompt cache: pre-synthesized prompt audio and script manifests.
+    pub cache_dir: PathBuf,
+    /// The script (file stem in `dir`) that serves streams naming no known call when `agent`
+    /// is unset.
+    pub default: Option<String>,
+    /// Variables every scripted call gets unless the call gives its own (e.g. `tenantName`).
+    pub variables: BTreeMap<String, String>,
+    /// The synthesizer voice for every script, instead of the scripts' `@voice`.
+    pub voice: Option<String>,
+    /// Recorded prompts (`prompts.tsv` + WAVs) played as the scripts' voice when no
+    /// synthesizer key is configured.
+    pub recorded_prompts: PathBuf,
+}
+
+impl Default for ScriptSettings {
+    fn default() -> Self {
+        ScriptSettings {
+            dir: PathBuf::from("scripts"),
+            cache_dir: PathBuf::from("data/prompt-cache"),
+            default: None,
+            variables: BTreeMap::new(),
+            voice: None,
+            recorded_prompts: PathBuf::from("fixtures/audio/prompts"),
+        }
+    }
+}
+
+impl ScriptSettings {
+    /// The file of the script called `name`.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.dsc"))
+    }
+}
+
+/// Whether `name` can name a script: the stem of a `.dsc` file, made of ASCII letters, digits,
+/// `_` and `-`.
+pub fn is_script_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Whether `name` can name a script variable: ASCII letters, digits, `_` and `.`, starting
+/// with a letter or `_`.
+fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
 /// How a secret (an API key) appears in `Debug` output and logs.
@@ -140,6 +207,7 @@ impl Default for Config {
             tts: TtsSettings::default(),
             conversation: Default::default(),
             tools: Default::default(),
+            script: ScriptSettings::default(),
             check_credentials: true,
         }
     }
@@ -292,18 +360,28 @@ pub struct Overrides {
 }
 
 impl Config {
-    /// The agent for streams that name no known call: the configured one, else `llm` when a
-    /// language model is configured (an OpenAI key, or a non-default base URL for a
-    /// self-hosted compatible server), else `echo`.
+    /// The agent for streams that name no known call: the configured one, else the
+    /// `[script] default` script, else `llm` when a language model is configured (an OpenAI
+    /// key, or a non-default base URL for a self-hosted compatible server), else the offline
+    /// appointment script ([`OFFLINE_SCRIPT`]).
     pub fn agent_name(&self) -> String {
         if let Some(agent) = &self.agent {
             return agent.clone();
         }
+        if let Some(script) = &self.script.default {
+            return format!("script:{script}");
+        }
         if self.llm_configured() {
             "llm".to_owned()
         } else {
-            "echo".to_owned()
+            format!("script:{OFFLINE_SCRIPT}")
         }
+    }
+
+    /// Whether the default agent is the offline script only because nothing else was chosen
+    /// (no `agent`, no `[script] default`, no language model).
+    pub fn offline_default(&self) -> bool {
+        self.agent.is_none() && self.script.default.is_none() && !self.llm_configured()
     }
 
     /// Whether a language model is configured: an API key, or a non-default base URL (a
@@ -401,6 +479,7 @@ impl Config {
         if self.agent.as_deref().is_some_and(|a| a.trim().is_empty()) {
             return Err(invalid("agent", "must name an agent (e.g. `echo`, `llm`)"));
         }
+        self.validate_script()?;
         if !["deepgram", "elevenlabs", "openai"].contains(&self.tts.provider.as_str()) {
             return Err(invalid(
                 "tts.provider",
@@ -528,6 +607,72 @@ impl Config {
                 "auth.public_url",
                 format!("must start with https:// (or http://, wss://, ws://): {url:?}"),
             ));
+        }
+        Ok(())
+    }
+
+    /// Checks `[script]`, and that a script named as the agent exists.
+    fn validate_script(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        let s = &self.script;
+        if s.dir.as_os_str().is_empty() {
+            return Err(invalid("script.dir", "must name a folder"));
+        }
+        if s.cache_dir.as_os_str().is_empty() {
+            return Err(invalid("script.cache_dir", "must name a folder"));
+        }
+        if s.voice.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(invalid(
+                "script.voice",
+                "is empty; leave it out to use each script's @voice",
+            ));
+        }
+        if let Some(name) = s.variables.keys().find(|n| !is_variable_name(n)) {
+            return Err(invalid(
+                "script.variables",
+                format!(
+                    "{name:?} is not a variable name (letters, digits, `_` and `.`, starting with a letter or `_`)"
+                ),
+            ));
+        }
+        let named = [
+            ("script.default", s.default.as_deref()),
+            (
+                "agent",
+                self.agent.as_deref().and_then(|a| a.strip_prefix("script:")),
+            ),
+        ];
+        for (key, name) in named {
+            let Some(name) = name else {
+                continue;
+            };
+            if !is_script_name(name) {
+                return Err(invalid(
+                    key,
+                    format!("{name:?} is not a script name (a file stem: letters, digits, `_`, `-`)"),
+                ));
+            }
+            if !s.dir.is_dir() {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "names script {name:?} but the scripts folder {} does not exist (set script.dir)",
+                        s.dir.display()
+                    ),
+                ));
+            }
+            let file = s.file(name);
+            if !file.is_file() {
+                return Err(invalid(
+                    key,
+                    format!("no script {} for {name:?}", file.display()),
+                ));
+            }
         }
         Ok(())
     }
@@ -680,6 +825,70 @@ mod tests {
                 .to_string()
                 .contains("egress.max_lead_ms")
         );
+    }
+
+    #[test]
+    fn the_default_agent_follows_script_default_then_llm_then_offline_script() {
+        let mut config = Config::default();
+        assert_eq!(config.agent_name(), "script:appointment_confirmation");
+        assert!(config.offline_default());
+        config.llm.api_key = "sk".into();
+        assert_eq!(config.agent_name(), "llm");
+        assert!(!config.offline_default());
+        config.script.default = Some("survey".into());
+        assert_eq!(config.agent_name(), "script:survey");
+        config.agent = Some("echo".into());
+        assert_eq!(config.agent_name(), "echo");
+    }
+
+    #[test]
+    fn script_settings_parse_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("survey.dsc"), "[start]\n-> END\n").unwrap();
+        let text = format!(
+            "[script]\ndir = {:?}\ncache_dir = \"/tmp/pc\"\ndefault = \"survey\"\nvoice = \"aura-2-luna-en\"\n[script.variables]\ntenantName = \"Acme\"\n\"contact.city\" = \"Oslo\"\n",
+            dir.path().display().to_string()
+        );
+        let config = Config::from_toml_str(&text).unwrap();
+        assert_eq!(config.script.dir, dir.path());
+        assert_eq!(config.script.cache_dir, Path::new("/tmp/pc"));
+        assert_eq!(config.script.variables["tenantName"], "Acme");
+        assert_eq!(config.script.voice.as_deref(), Some("aura-2-luna-en"));
+        config.validate().unwrap();
+        assert_eq!(config.agent_name(), "script:survey");
+
+        let check = |edit: &dyn Fn(&mut Config)| {
+            let mut bad = config.clone();
+            edit(&mut bad);
+            bad.validate().unwrap_err().to_string()
+        };
+        let err = check(&|c| c.script.default = Some("nope".into()));
+        assert!(err.contains("script.default") && err.contains("nope.dsc"), "{err}");
+        let err = check(&|c| c.script.default = Some("../etc/passwd".into()));
+        assert!(err.contains("not a script name"), "{err}");
+        let err = check(&|c| c.script.dir = dir.path().join("missing"));
+        assert!(
+            err.contains("script.default") && err.contains("does not exist"),
+            "{err}"
+        );
+        let err = check(&|c| {
+            c.script.default = None;
+            c.agent = Some("script:other".into());
+        });
+        assert!(err.contains("`agent`") && err.contains("other.dsc"), "{err}");
+        let err = check(&|c| {
+            c.script.variables.insert("1st".into(), "x".into());
+        });
+        assert!(err.contains("script.variables") && err.contains("1st"), "{err}");
+        let err = check(&|c| c.script.voice = Some(" ".into()));
+        assert!(err.contains("script.voice"), "{err}");
+        let err = check(&|c| c.script.cache_dir = PathBuf::new());
+        assert!(err.contains("script.cache_dir"), "{err}");
+
+        // No named script: the folder need not exist.
+        let mut unnamed = Config::default();
+        unnamed.script.dir = dir.path().join("missing");
+        unnamed.validate().unwrap();
     }
 
     #[test]

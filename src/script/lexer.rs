@@ -403,9 +403,9 @@ mod tests {
             panic!("not quoted")
         };
         assert_eq!(q.columns[0], 7);
-        assert_eq!(q.columns[3], 11); // the `"` of `\"` is at column 11
-        assert_eq!(toks[4].column, 23);
-        assert_eq!(toks[4].end, 27);
+        assert_eq!(q.columns[3], 10); // the escape `\"` starts at column 10
+        assert_eq!(toks[4].column, 22);
+        assert_eq!(toks[4].end, 26);
     }
 
     #[test]

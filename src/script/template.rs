@@ -201,7 +201,7 @@ mod tests {
         let e = parse("Hi {{  first name }}").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "3:7: bad variable name `first name`: use letters, digits, `_` and `.`, starting with a letter or `_`"
+            "3:8: bad variable name `first name`: use letters, digits, `_` and `.`, starting with a letter or `_`"
         );
         assert_eq!(parse("{{ 1x }}").unwrap_err().all()[0].column, 4);
         assert_eq!(parse("{{ x-y }}").unwrap_err().len(), 1);

@@ -137,16 +137,6 @@ pub fn is_script_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// Whether `name` can name a script variable: ASCII letters, digits, `_` and `.`, starting
-/// with a letter or `_`.
-fn is_variable_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-}
-
 /// How a secret (an API key) appears in `Debug` output and logs.
 pub fn redacted(secret: &str) -> &'static str {
     if secret.is_empty() {
@@ -632,7 +622,7 @@ impl Config {
                 "is empty; leave it out to use each script's @voice",
             ));
         }
-        if let Some(name) = s.variables.keys().find(|n| !is_variable_name(n)) {
+        if let Some(name) = s.variables.keys().find(|n| !crate::script::flow::is_variable_name(n)) {
             return Err(invalid(
                 "script.variables",
                 format!(

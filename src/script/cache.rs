@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::flow::Flow;
 use super::prompts::{PROMPT_RATE, PromptClip};
-use super::spoken::{PromptKind, spoken, static_text};
+use super::spoken::{PromptKind, spoken_texts};
 use super::synth::{SYNTH_TIMEOUT, SynthError, synthesize_clip};
 use crate::audio::g711;
 use crate::tts::{TtsProvider, TtsVoice};
@@ -200,7 +200,7 @@ impl PromptCache {
         hasher.update(voice.as_bytes());
         hasher.update([0u8]);
         hasher.update(text.as_bytes());
-        hex(&hasher.finalize())
+        hex::encode(hasher.finalize())
     }
 
     /// The audio file's path relative to the root (`audio/<key>.ulaw`).
@@ -259,21 +259,14 @@ impl PromptCache {
             nodes: BTreeMap::new(),
             flow: Vec::new(),
         };
-        for item in spoken(flow) {
-            let Some(text) = static_text(item.template) else {
-                continue;
-            };
+        for item in spoken_texts(flow) {
             let entry = ManifestEntry {
                 kind: item.kind,
-                file: PromptCache::clip_file(voice, &text),
-                text,
+                file: PromptCache::clip_file(voice, &item.text),
+                text: item.text,
             };
             match item.node {
-                Some(node) => manifest
-                    .nodes
-                    .entry(node.to_owned())
-                    .or_default()
-                    .push(entry),
+                Some(node) => manifest.nodes.entry(node).or_default().push(entry),
                 None => manifest.flow.push(entry),
             }
         }
@@ -324,11 +317,9 @@ impl PromptCache {
             std::fs::create_dir_all(&path).map_err(io_error("create", &path))?;
         }
         let mut prompts: Vec<PrimedPrompt> = Vec::new();
-        for item in spoken(flow) {
-            let Some(text) = static_text(item.template) else {
-                continue;
-            };
-            let used = (item.node.map(str::to_owned), item.kind);
+        for item in spoken_texts(flow) {
+            let text = item.text;
+            let used = (item.node, item.kind);
             if let Some(known) = prompts.iter_mut().find(|p| p.text == text) {
                 known.used_by.push(used);
                 continue;
@@ -458,17 +449,6 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     written
 }
 
-/// Lower-case hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
@@ -584,7 +564,8 @@ mod tests {
         // "Press 1 or 2." (twice), "You're all set. Goodbye!", "Still there?", the goodbye.
         assert_eq!(report.prompts.len(), 4);
         assert_eq!((report.synthesized(), report.cached(), report.failed()), (4, 0, 0));
-        assert_eq!(report.prompts[0].used_by.len(), 2);
+        let shared = report.prompts.iter().find(|p| p.text == "Press 1 or 2.").unwrap();
+        assert_eq!(shared.used_by.len(), 2);
         let mut asked = tts.requests();
         asked.sort();
         let mut expected: Vec<String> = report.prompts.iter().map(|p| p.text.clone()).collect();

@@ -1,12 +1,13 @@
-//! The texts a flow speaks: every node's prompt and reprompt and the flow's `@goodbye`, with
-//! where each comes from. The prompt cache synthesizes the ones without variables ahead of
-//! time; a call renders the others once its variables are known.
+//! The texts of a flow the prompt cache prepares: prompts, reprompts and the `@goodbye` that
+//! have no variables (sms texts are texted, not spoken), and whether a flow needs the language
+//! model.
 
 use serde::{Deserialize, Serialize};
 
-use super::flow::{Flow, Target, Template, TemplatePart};
+use super::flow::{Flow, Target};
+use super::render::TextKind;
 
-/// Which part of a flow a spoken text is.
+/// Which spoken part of a flow a prompt is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PromptKind {
@@ -19,6 +20,16 @@ pub enum PromptKind {
 }
 
 impl PromptKind {
+    /// The spoken kind of a flow text; `None` for a texted one (sms).
+    pub fn of(kind: TextKind) -> Option<PromptKind> {
+        match kind {
+            TextKind::Prompt => Some(PromptKind::Prompt),
+            TextKind::Reprompt => Some(PromptKind::Reprompt),
+            TextKind::Goodbye => Some(PromptKind::Goodbye),
+            TextKind::Sms => None,
+        }
+    }
+
     /// The kind as written in manifests and reports.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -29,76 +40,46 @@ impl PromptKind {
     }
 }
 
-/// One spoken template of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Spoken<'a> {
-    /// The node it belongs to; `None` for the flow-wide `@goodbye`.
-    pub node: Option<&'a str>,
+/// A spoken text of a flow that has no variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpokenText {
+    /// The node it belongs to; `None` for the `@goodbye`.
+    pub node: Option<String>,
     /// Which part it is.
     pub kind: PromptKind,
-    /// The text, possibly with variables.
-    pub template: &'a Template,
+    /// The text.
+    pub text: String,
 }
 
-/// Every spoken template of `flow`: node by node in file order (prompt, then reprompt), then
-/// the `@goodbye`.
-pub fn spoken(flow: &Flow) -> Vec<Spoken<'_>> {
-    let mut out = Vec::new();
-    for node in &flow.nodes {
-        for (kind, template) in [
-            (PromptKind::Prompt, &node.prompt),
-            (PromptKind::Reprompt, &node.reprompt),
-        ] {
-            if let Some(template) = template {
-                out.push(Spoken {
-                    node: Some(&node.name),
-                    kind,
-                    template,
-                });
-            }
-        }
-    }
-    out.push(Spoken {
-        node: None,
-        kind: PromptKind::Goodbye,
-        template: &flow.settings.goodbye,
-    });
-    out
+/// Every spoken text of `flow` without variables, in flow order (the `@goodbye` first).
+pub fn spoken_texts(flow: &Flow) -> Vec<SpokenText> {
+    flow.static_texts()
+        .into_iter()
+        .filter(|s| !s.text.trim().is_empty())
+        .filter_map(|s| {
+            Some(SpokenText {
+                kind: PromptKind::of(s.kind)?,
+                node: s.node,
+                text: s.text,
+            })
+        })
+        .collect()
 }
 
-/// The text of a template without variables; `None` when it has variables or says nothing
-/// (only blanks).
-pub fn static_text(template: &Template) -> Option<String> {
-    let mut text = String::new();
-    for part in &template.parts {
-        match part {
-            TemplatePart::Text(piece) => text.push_str(piece),
-            TemplatePart::Var { .. } => return None,
-        }
-    }
-    if text.trim().is_empty() {
-        None
-    } else {
-        Some(text)
-    }
-}
-
-/// The distinct texts without variables that `flow` speaks, in first-use order.
-pub fn static_texts(flow: &Flow) -> Vec<String> {
+/// The distinct spoken texts of `flow` without variables, in first-use order.
+pub fn distinct_texts(flow: &Flow) -> Vec<String> {
     let mut texts: Vec<String> = Vec::new();
-    for spoken in spoken(flow) {
-        if let Some(text) = static_text(spoken.template)
-            && !texts.contains(&text)
-        {
-            texts.push(text);
+    for spoken in spoken_texts(flow) {
+        if !texts.contains(&spoken.text) {
+            texts.push(spoken.text);
         }
     }
     texts
 }
 
-/// Whether any part of `flow` hands the call to the language model (an agent node or an
-/// `agent` target, also behind `transfer … else` or `sms … then`).
-pub fn uses_llm(flow: &Flow) -> bool {
+/// The nodes of `flow` that hand the call to the language model: agent nodes, and nodes with
+/// an `agent` target (also behind `transfer … else` or `sms … then`). In flow order.
+pub fn llm_nodes(flow: &Flow) -> Vec<&str> {
     fn leads_to_agent(target: &Target) -> bool {
         match target {
             Target::Agent => true,
@@ -107,127 +88,72 @@ pub fn uses_llm(flow: &Flow) -> bool {
             Target::Sms { then, .. } => leads_to_agent(then),
         }
     }
-    flow.nodes.iter().any(|node| {
-        node.is_agent() || node.transitions.iter().any(|t| leads_to_agent(&t.target))
-    })
+    flow.nodes
+        .iter()
+        .filter(|node| {
+            node.is_agent() || node.transitions.iter().any(|t| leads_to_agent(&t.target))
+        })
+        .map(|node| node.name.as_str())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::script::flow::{Node, Settings, Transition, Trigger};
+    use crate::script::parse;
 
-    fn var(name: &str, fallback: Option<&str>) -> TemplatePart {
-        TemplatePart::Var {
-            name: name.into(),
-            fallback: fallback.map(str::to_owned),
-        }
-    }
+    const SCRIPT: &str = r#"@goodbye Bye for now.
+[start]
+Hi {{ name | there }}.
+reprompt: Press 1.
+-> 1: menu
+-> 2: sms "Link for {{ name | you }}" then menu
+-> 3: sms "Static text" then END
 
-    fn node(name: &str, prompt: Option<Template>, reprompt: Option<Template>) -> Node {
-        Node {
-            name: name.into(),
-            prompt,
-            reprompt,
-            agent: None,
-            transitions: vec![Transition {
-                trigger: Trigger::Always,
-                target: Target::End,
-            }],
-        }
-    }
+[menu]
+Press 1.
+-> 1: transfer +14155550100 else agent
+-> 2: helper
+-> 3: END
 
-    fn flow(nodes: Vec<Node>) -> Flow {
-        Flow {
-            settings: Settings::default(),
-            nodes,
-        }
-    }
+[helper]
+agent: Help them.
+-> "done": END
+"#;
 
     #[test]
-    fn spoken_lists_prompts_reprompts_then_goodbye_in_file_order() {
-        let f = flow(vec![
-            node(
-                "start",
-                Some(Template::text("Hello.")),
-                Some(Template::text("Again?")),
-            ),
-            node("bye", Some(Template::text("Bye.")), None),
-            node("silent", None, None),
-        ]);
-        let got: Vec<(Option<&str>, PromptKind)> =
-            spoken(&f).iter().map(|s| (s.node, s.kind)).collect();
+    fn spoken_texts_are_static_prompts_reprompts_and_goodbye_but_not_sms() {
+        let flow = parse(SCRIPT).unwrap().flow;
+        let texts = spoken_texts(&flow);
+        let got: Vec<(Option<&str>, PromptKind, &str)> = texts
+            .iter()
+            .map(|s| (s.node.as_deref(), s.kind, s.text.as_str()))
+            .collect();
         assert_eq!(
             got,
             vec![
-                (Some("start"), PromptKind::Prompt),
-                (Some("start"), PromptKind::Reprompt),
-                (Some("bye"), PromptKind::Prompt),
-                (None, PromptKind::Goodbye),
+                (None, PromptKind::Goodbye, "Bye for now."),
+                (Some("start"), PromptKind::Reprompt, "Press 1."),
+                (Some("menu"), PromptKind::Prompt, "Press 1."),
             ]
         );
+        assert_eq!(distinct_texts(&flow), vec!["Bye for now.", "Press 1."]);
     }
 
     #[test]
-    fn static_texts_skip_variables_blanks_and_repeats() {
-        let with_var = Template {
-            parts: vec![
-                TemplatePart::Text("Hi ".into()),
-                var("name", Some("there")),
-                TemplatePart::Text(".".into()),
-            ],
-        };
-        let joined = Template {
-            parts: vec![
-                TemplatePart::Text("Press 1".into()),
-                TemplatePart::Text(" now.".into()),
-            ],
-        };
-        let f = flow(vec![
-            node("start", Some(with_var), Some(Template::text("Bye."))),
-            node("a", Some(joined), Some(Template::text("   "))),
-            node("b", Some(Template::text("Bye.")), None),
-        ]);
-        assert_eq!(
-            static_texts(&f),
-            vec![
-                "Bye.".to_owned(),
-                "Press 1 now.".to_owned(),
-                "Sorry, I couldn't understand. Goodbye.".to_owned(),
-            ]
-        );
+    fn llm_nodes_are_agent_nodes_and_nodes_leading_to_the_model() {
+        let flow = parse(SCRIPT).unwrap().flow;
+        assert_eq!(llm_nodes(&flow), vec!["menu", "helper"]);
+        let plain = parse("[start]\nHi.\n-> 1: transfer +14155550100 else END\n-> 2: sms \"x\" then END\n").unwrap().flow;
+        assert!(llm_nodes(&plain).is_empty());
+        let via_sms = parse("[start]\nHi.\n-> 1: sms \"x\" then agent\n").unwrap().flow;
+        assert_eq!(llm_nodes(&via_sms), vec!["start"]);
     }
 
     #[test]
-    fn uses_llm_finds_agent_nodes_and_nested_agent_targets() {
-        let plain = flow(vec![node("start", Some(Template::text("Hi.")), None)]);
-        assert!(!uses_llm(&plain));
-
-        let mut agent_node = plain.clone();
-        agent_node.nodes[0].agent = Some(Template::text("Help them."));
-        assert!(uses_llm(&agent_node));
-
-        for target in [
-            Target::Agent,
-            Target::Transfer {
-                to: "+14155550100".into(),
-                otherwise: Some(Box::new(Target::Agent)),
-            },
-            Target::Sms {
-                text: Template::text("Link"),
-                then: Box::new(Target::Agent),
-            },
-        ] {
-            let mut f = plain.clone();
-            f.nodes[0].transitions[0].target = target.clone();
-            assert!(uses_llm(&f), "{target:?}");
-        }
-
-        let mut no_agent = plain.clone();
-        no_agent.nodes[0].transitions[0].target = Target::Transfer {
-            to: "+14155550100".into(),
-            otherwise: Some(Box::new(Target::End)),
-        };
-        assert!(!uses_llm(&no_agent));
+    fn kinds_map_from_flow_text_kinds() {
+        assert_eq!(PromptKind::of(TextKind::Sms), None);
+        assert_eq!(PromptKind::of(TextKind::Goodbye), Some(PromptKind::Goodbye));
+        assert_eq!(PromptKind::Reprompt.as_str(), "reprompt");
     }
 }

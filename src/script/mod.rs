@@ -11,6 +11,7 @@
 //! - [`synth`]: one prompt synthesized whole.
 //! - [`cache`]: the prompt cache on disk and `script prime`.
 //! - [`source`]: one script's prompt audio in memory, for its calls.
+//! - [`prepare`]: one call's prompts rendered and synthesized before it is dialed.
 //! - [`fixture_voice`]: recorded prompts played as a synthesizer (no provider key needed).
 
 pub mod cache;
@@ -19,6 +20,7 @@ pub mod fixture_voice;
 pub mod flow;
 mod lexer;
 pub mod parse;
+pub mod prepare;
 pub mod print;
 pub mod prompts;
 pub mod render;

@@ -13,12 +13,14 @@
 //! - [`source`]: one script's prompt audio in memory, for its calls.
 //! - [`prepare`]: one call's prompts rendered and synthesized before it is dialed.
 //! - [`fixture_voice`]: recorded prompts played as a synthesizer (no provider key needed).
+//! - [`loader`]: the scripts folder loaded for calls, with each script's prompt audio.
 
 pub mod cache;
 pub mod diag;
 pub mod fixture_voice;
 pub mod flow;
 mod lexer;
+pub mod loader;
 pub mod parse;
 pub mod prepare;
 pub mod print;

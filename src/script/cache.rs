@@ -177,6 +177,83 @@ impl PrimeReport {
     }
 }
 
+/// Milliseconds or seconds, for reports.
+fn duration_text(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+impl std::fmt::Display for PrimedPrompt {
+    /// One line: outcome, timing, where it is used, the text (and the error).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let used: Vec<String> = self
+            .used_by
+            .iter()
+            .map(|(node, kind)| match node {
+                Some(node) => format!("{node}/{}", kind.as_str()),
+                None => "@goodbye".to_owned(),
+            })
+            .collect();
+        let text = crate::tts::clip(&self.text, 60);
+        match &self.outcome {
+            PrimeOutcome::Cached => {
+                write!(f, "cached       {:>9}  {}  {text:?}", "", used.join(", "))
+            }
+            PrimeOutcome::Synthesized {
+                took,
+                first_byte,
+                audio,
+            } => {
+                write!(
+                    f,
+                    "synthesized  {:>9}  {}  {text:?}  ({} of audio",
+                    duration_text(*took),
+                    used.join(", "),
+                    duration_text(*audio)
+                )?;
+                if let Some(first) = first_byte {
+                    write!(f, ", first byte after {}", duration_text(*first))?;
+                }
+                write!(f, ")")
+            }
+            PrimeOutcome::Failed { took, error } => write!(
+                f,
+                "failed       {:>9}  {}  {text:?}: {error}",
+                duration_text(*took),
+                used.join(", ")
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for PrimeReport {
+    /// One line per prompt, then the totals and the manifest.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for prompt in &self.prompts {
+            writeln!(f, "  {prompt}")?;
+        }
+        writeln!(
+            f,
+            "{} prompts: {} synthesized, {} cached, {} failed in {}",
+            self.prompts.len(),
+            self.synthesized(),
+            self.cached(),
+            self.failed(),
+            duration_text(self.elapsed)
+        )?;
+        match &self.manifest {
+            Some(path) => write!(f, "manifest: {}", path.display()),
+            None => write!(
+                f,
+                "no manifest written: prime again once the failures are fixed"
+            ),
+        }
+    }
+}
+
 /// A prompt cache rooted at one folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromptCache {
@@ -353,7 +430,8 @@ impl PromptCache {
             manifest: None,
         };
         if report.complete() {
-            report.manifest = Some(self.write_manifest(&PromptCache::manifest(flow, script, voice))?);
+            report.manifest =
+                Some(self.write_manifest(&PromptCache::manifest(flow, script, voice))?);
         }
         report.elapsed = started.elapsed();
         Ok(report)
@@ -454,7 +532,9 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::script::flow::{Node, Settings, Target, Template, TemplatePart, Transition, Trigger};
+    use crate::script::flow::{
+        Node, Settings, Target, Template, TemplatePart, Transition, Trigger,
+    };
     use crate::script::synth::test_voice::TestTts;
 
     fn node(name: &str, prompt: &str, reprompt: Option<&str>) -> Node {
@@ -498,8 +578,14 @@ mod tests {
             PromptCache::clip_key("v", "hello"),
             "a41153ea9e8e1f7514fe7a6b327136c88f18ecd8206d639a5d67dd0397461261"
         );
-        assert_ne!(PromptCache::clip_key("a", "bc"), PromptCache::clip_key("ab", "c"));
-        assert_ne!(PromptCache::clip_key("v", "hello"), PromptCache::clip_key("w", "hello"));
+        assert_ne!(
+            PromptCache::clip_key("a", "bc"),
+            PromptCache::clip_key("ab", "c")
+        );
+        assert_ne!(
+            PromptCache::clip_key("v", "hello"),
+            PromptCache::clip_key("w", "hello")
+        );
         assert_eq!(PromptCache::clip_key("v", "x").len(), 64);
         assert_eq!(
             PromptCache::clip_file("v", "x"),
@@ -563,8 +649,15 @@ mod tests {
         let report = cache.prime(&flow(), "h1", &tts, "v").await.unwrap();
         // "Press 1 or 2." (twice), "You're all set. Goodbye!", "Still there?", the goodbye.
         assert_eq!(report.prompts.len(), 4);
-        assert_eq!((report.synthesized(), report.cached(), report.failed()), (4, 0, 0));
-        let shared = report.prompts.iter().find(|p| p.text == "Press 1 or 2.").unwrap();
+        assert_eq!(
+            (report.synthesized(), report.cached(), report.failed()),
+            (4, 0, 0)
+        );
+        let shared = report
+            .prompts
+            .iter()
+            .find(|p| p.text == "Press 1 or 2.")
+            .unwrap();
         assert_eq!(shared.used_by.len(), 2);
         let mut asked = tts.requests();
         asked.sort();
@@ -596,7 +689,8 @@ mod tests {
         let cache = PromptCache::new(dir.path());
         let mut f = flow();
         for i in 0..10 {
-            f.nodes.push(node(&format!("n{i}"), &format!("Text number {i}."), None));
+            f.nodes
+                .push(node(&format!("n{i}"), &format!("Text number {i}."), None));
         }
         let tts = TestTts::with_delay(Duration::from_millis(40));
         let report = cache.prime(&f, "h", &tts, "v").await.unwrap();
@@ -631,7 +725,9 @@ mod tests {
         assert!(!report.complete());
         assert_eq!(report.manifest, None);
         assert!(!cache.manifest_path("h").exists());
-        let audio: Vec<_> = std::fs::read_dir(dir.path().join("audio")).unwrap().collect();
+        let audio: Vec<_> = std::fs::read_dir(dir.path().join("audio"))
+            .unwrap()
+            .collect();
         assert_eq!(audio.len(), 3, "only whole clips, no temporary files");
 
         // Once the synthesizer works again, only the missing text is synthesized.
@@ -641,6 +737,55 @@ mod tests {
         assert_eq!((again.synthesized(), again.cached()), (1, 3));
         assert_eq!(tts.requests()[before..], ["Still there?".to_owned()]);
         assert!(again.manifest.is_some());
+    }
+
+    #[tokio::test]
+    async fn reports_print_one_line_per_prompt_and_the_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PromptCache::new(dir.path());
+        let tts = TestTts::default();
+        tts.fail_on("Still there?");
+        let report = cache.prime(&flow(), "h", &tts, "v").await.unwrap();
+        let text = report.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.trim_start().starts_with("synthesized")
+                    && l.contains("start/reprompt, again/prompt")
+                    && l.contains("\"Press 1 or 2.\"")),
+            "{text}"
+        );
+        assert!(
+            lines.iter().any(|l| l.trim_start().starts_with("failed")
+                && l.contains("again/reprompt")
+                && l.contains("refused")),
+            "{text}"
+        );
+        assert!(lines.iter().any(|l| l.contains("@goodbye")), "{text}");
+        assert!(
+            lines[4].starts_with("4 prompts: 3 synthesized, 0 cached, 1 failed in "),
+            "{text}"
+        );
+        assert!(lines[5].starts_with("no manifest"), "{text}");
+        tts.fail.lock().unwrap().clear();
+        let text = cache
+            .prime(&flow(), "h", &tts, "v")
+            .await
+            .unwrap()
+            .to_string();
+        assert!(text.contains("1 synthesized, 3 cached, 0 failed"), "{text}");
+        assert!(
+            text.contains("manifest: ") && text.contains("h.json"),
+            "{text}"
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.trim_start().starts_with("cached"))
+                .count(),
+            3
+        );
     }
 
     #[tokio::test]
@@ -654,6 +799,9 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("prompt cache") && err.contains("file"), "{err}");
+        assert!(
+            err.contains("prompt cache") && err.contains("file"),
+            "{err}"
+        );
     }
 }

@@ -622,7 +622,11 @@ impl Config {
                 "is empty; leave it out to use each script's @voice",
             ));
         }
-        if let Some(name) = s.variables.keys().find(|n| !crate::script::flow::is_variable_name(n)) {
+        if let Some(name) = s
+            .variables
+            .keys()
+            .find(|n| !crate::script::flow::is_variable_name(n))
+        {
             return Err(invalid(
                 "script.variables",
                 format!(
@@ -634,7 +638,9 @@ impl Config {
             ("script.default", s.default.as_deref()),
             (
                 "agent",
-                self.agent.as_deref().and_then(|a| a.strip_prefix("script:")),
+                self.agent
+                    .as_deref()
+                    .and_then(|a| a.strip_prefix("script:")),
             ),
         ];
         for (key, name) in named {
@@ -644,7 +650,9 @@ impl Config {
             if !is_script_name(name) {
                 return Err(invalid(
                     key,
-                    format!("{name:?} is not a script name (a file stem: letters, digits, `_`, `-`)"),
+                    format!(
+                        "{name:?} is not a script name (a file stem: letters, digits, `_`, `-`)"
+                    ),
                 ));
             }
             if !s.dir.is_dir() {
@@ -853,7 +861,10 @@ mod tests {
             bad.validate().unwrap_err().to_string()
         };
         let err = check(&|c| c.script.default = Some("nope".into()));
-        assert!(err.contains("script.default") && err.contains("nope.dsc"), "{err}");
+        assert!(
+            err.contains("script.default") && err.contains("nope.dsc"),
+            "{err}"
+        );
         let err = check(&|c| c.script.default = Some("../etc/passwd".into()));
         assert!(err.contains("not a script name"), "{err}");
         let err = check(&|c| c.script.dir = dir.path().join("missing"));
@@ -865,11 +876,17 @@ mod tests {
             c.script.default = None;
             c.agent = Some("script:other".into());
         });
-        assert!(err.contains("`agent`") && err.contains("other.dsc"), "{err}");
+        assert!(
+            err.contains("`agent`") && err.contains("other.dsc"),
+            "{err}"
+        );
         let err = check(&|c| {
             c.script.variables.insert("1st".into(), "x".into());
         });
-        assert!(err.contains("script.variables") && err.contains("1st"), "{err}");
+        assert!(
+            err.contains("script.variables") && err.contains("1st"),
+            "{err}"
+        );
         let err = check(&|c| c.script.voice = Some(" ".into()));
         assert!(err.contains("script.voice"), "{err}");
         let err = check(&|c| c.script.cache_dir = PathBuf::new());

@@ -351,13 +351,20 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("no recording") && err.contains("Bye."), "{err}");
+        assert!(
+            err.contains("no recording") && err.contains("Bye."),
+            "{err}"
+        );
 
         let mut wide = voice.voice(16000);
         let got = synthesize_clip(wide.as_mut(), "Hi.", SYNTH_TIMEOUT)
             .await
             .unwrap();
-        assert!((got.pcm.len() as i64 - 4000).abs() < 200, "{}", got.pcm.len());
+        assert!(
+            (got.pcm.len() as i64 - 4000).abs() < 200,
+            "{}",
+            got.pcm.len()
+        );
     }
 
     #[test]

@@ -304,29 +304,43 @@ mod tests {
         let files = script_files(dir.path()).unwrap();
         let names: Vec<_> = files.iter().map(|p| p.file_name().unwrap()).collect();
         assert_eq!(names, ["a.dsc", "b.dsc"]);
-        let err = script_files(&dir.path().join("none")).unwrap_err().to_string();
-        assert!(err.contains("scripts folder") && err.contains("none"), "{err}");
+        let err = script_files(&dir.path().join("none"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("scripts folder") && err.contains("none"),
+            "{err}"
+        );
     }
 
     #[test]
     fn parse_errors_name_file_line_and_column() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("broken.dsc");
-        std::fs::write(&path, "[start]\nHi.\n-> confirmd\n\n[confirmed]\nOk.\n-> END\n").unwrap();
+        std::fs::write(
+            &path,
+            "[start]\nHi.\n-> confirmd\n\n[confirmed]\nOk.\n-> END\n",
+        )
+        .unwrap();
         let err = read_script(&path).unwrap_err().to_string();
         let expected = format!("{}:3:4: unknown node `confirmd`", path.display());
         assert!(err.starts_with(&expected), "{err}");
 
         let bad_name = dir.path().join("two words.dsc");
         std::fs::write(&bad_name, SCRIPT).unwrap();
-        assert!(matches!(read_script(&bad_name), Err(LoadError::Name { .. })));
+        assert!(matches!(
+            read_script(&bad_name),
+            Err(LoadError::Name { .. })
+        ));
 
         let binary = dir.path().join("binary.dsc");
         std::fs::write(&binary, [0xff, 0xfe, 0x00]).unwrap();
         let err = read_script(&binary).unwrap_err().to_string();
         assert!(err.contains("binary.dsc") && err.contains("UTF-8"), "{err}");
 
-        let err = read_script(&dir.path().join("gone.dsc")).unwrap_err().to_string();
+        let err = read_script(&dir.path().join("gone.dsc"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("gone.dsc"), "{err}");
     }
 
@@ -336,7 +350,9 @@ mod tests {
         let path = dir.path().join("greet.dsc");
         std::fs::write(&path, SCRIPT).unwrap();
         let opts = options(dir.path());
-        opts.cache.write_clip("test/v", "Press 1.", &[7; 80]).unwrap();
+        opts.cache
+            .write_clip("test/v", "Press 1.", &[7; 80])
+            .unwrap();
         let file = read_script(&path).unwrap();
         assert_eq!(file.name, "greet");
         let hash = file.hash.clone();
@@ -387,6 +403,9 @@ mod tests {
             loaded.script.defaults["tenantName"], "Mine",
             "configured variables win over the demo ones"
         );
-        assert!(!dir.path().join("cache").exists(), "recordings are not copied");
+        assert!(
+            !dir.path().join("cache").exists(),
+            "recordings are not copied"
+        );
     }
 }

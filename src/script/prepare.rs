@@ -298,12 +298,20 @@ Thanks. Goodbye.
             flow: Arc::new(parsed.flow),
             prompts: source(&tts),
             conversation: None,
-            defaults: vars(&[("tenantName", "Default Co"), ("day", "Friday"), ("smsOnly", "y")]),
+            defaults: vars(&[
+                ("tenantName", "Default Co"),
+                ("day", "Friday"),
+                ("smsOnly", "y"),
+            ]),
         };
         let prepared = prepare_script(&script, &vars(&[("day", "Monday")]))
             .await
             .unwrap();
-        assert!(prepared.texts().contains(&"Hi there, this is Default Co.".to_owned()));
+        assert!(
+            prepared
+                .texts()
+                .contains(&"Hi there, this is Default Co.".to_owned())
+        );
         assert!(prepared.texts().contains(&"Press 1 for Monday.".to_owned()));
     }
 }

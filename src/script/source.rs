@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use futures::{FutureExt, StreamExt};
 use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
 
 use super::cache::{CacheError, PromptCache};
 use super::prompts::{PROMPT_RATE, PromptClip, PromptError, PromptSource};
@@ -208,7 +208,8 @@ impl Inner {
             self.dynamic_samples
                 .fetch_sub(old.clip.len(), Ordering::Relaxed);
         }
-        self.dynamic_samples.fetch_add(clip.len(), Ordering::Relaxed);
+        self.dynamic_samples
+            .fetch_add(clip.len(), Ordering::Relaxed);
         self.evict();
     }
 
@@ -339,7 +340,10 @@ mod tests {
         disk.write_clip("v", "Hello.", &[100; 80]).unwrap();
         let prompts = ScriptPrompts::new("v", statics(), None, Some(disk));
         assert_eq!(prompts.cached("Hello."), None, "nothing before the load");
-        assert_eq!(prompts.load_from_disk().unwrap(), vec!["Goodbye.".to_owned()]);
+        assert_eq!(
+            prompts.load_from_disk().unwrap(),
+            vec!["Goodbye.".to_owned()]
+        );
         let clip = prompts.cached("Hello.").unwrap();
         assert_eq!(clip.len(), 80);
         assert!(clip.iter().all(|&s| (s - 100).abs() < 8), "μ-law decoded");
@@ -360,8 +364,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = PromptCache::new(dir.path());
         let tts = TestTts::default();
-        let prompts =
-            ScriptPrompts::new("v", statics(), Some(Arc::new(tts.clone())), Some(disk.clone()));
+        let prompts = ScriptPrompts::new(
+            "v",
+            statics(),
+            Some(Arc::new(tts.clone())),
+            Some(disk.clone()),
+        );
         let clip = prompts.synthesize("Hello.").await.unwrap();
         assert_eq!(&clip[..], &TestTts::pcm("Hello.")[..]);
         assert_eq!(prompts.cached("Hello.").unwrap(), clip);
@@ -369,12 +377,19 @@ mod tests {
 
         let name = prompts.synthesize("Hi Ana.").await.unwrap();
         assert_eq!(prompts.cached("Hi Ana.").unwrap(), name);
-        assert!(!disk.has_clip("v", "Hi Ana."), "a per-call text stays in memory");
+        assert!(
+            !disk.has_clip("v", "Hi Ana."),
+            "a per-call text stays in memory"
+        );
         assert_eq!(prompts.dynamic_samples(), name.len());
 
         prompts.synthesize("Hello.").await.unwrap();
         prompts.synthesize("Hi Ana.").await.unwrap();
-        assert_eq!(tts.requests().len(), 2, "kept texts are not synthesized again");
+        assert_eq!(
+            tts.requests().len(),
+            2,
+            "kept texts are not synthesized again"
+        );
     }
 
     #[tokio::test]
@@ -383,7 +398,11 @@ mod tests {
         let prompts = ScriptPrompts::new("v", statics(), Some(Arc::new(tts.clone())), None);
         let asks = (0..8).map(|_| prompts.synthesize("Hi Bo."));
         let clips = futures::future::join_all(asks).await;
-        assert!(clips.iter().all(|c| c.as_ref().unwrap()[..] == TestTts::pcm("Hi Bo.")[..]));
+        assert!(
+            clips
+                .iter()
+                .all(|c| c.as_ref().unwrap()[..] == TestTts::pcm("Hi Bo.")[..])
+        );
         assert_eq!(tts.requests(), vec!["Hi Bo.".to_owned()]);
         assert!(prompts.inner.inflight.lock().unwrap().is_empty());
     }
@@ -406,7 +425,10 @@ mod tests {
         tts.fail_on("Hi Di.");
         let prompts = ScriptPrompts::new("v", statics(), Some(Arc::new(tts.clone())), None);
         let err = prompts.synthesize("Hi Di.").await.unwrap_err();
-        assert!(matches!(&err, PromptError::Synthesis(m) if m.contains("refused")), "{err}");
+        assert!(
+            matches!(&err, PromptError::Synthesis(m) if m.contains("refused")),
+            "{err}"
+        );
         assert_eq!(prompts.cached("Hi Di."), None);
         tts.fail.lock().unwrap().clear();
         assert!(prompts.synthesize("Hi Di.").await.is_ok());
@@ -425,7 +447,10 @@ mod tests {
         assert!(prompts.cached("Hi Al.").is_some()); // Al is now more recent than Bo
         prompts.synthesize("Hi Di.").await.unwrap();
         assert_eq!(prompts.dynamic_samples(), size * 3);
-        assert!(prompts.cached("Hi Bo.").is_none(), "least recently used dropped");
+        assert!(
+            prompts.cached("Hi Bo.").is_none(),
+            "least recently used dropped"
+        );
         for kept in ["Hi Al.", "Hi Cy.", "Hi Di."] {
             assert!(prompts.cached(kept).is_some(), "{kept}");
         }
@@ -458,6 +483,9 @@ mod tests {
         assert_eq!(prompts.missing(), vec!["Broken.".to_owned()]);
         assert!(disk.has_clip("v", "Goodbye."));
         assert_eq!(tts.requests().iter().filter(|t| *t == "Hello.").count(), 0);
-        assert_eq!(tts.closes.load(Ordering::SeqCst), tts.voices.load(Ordering::SeqCst));
+        assert_eq!(
+            tts.closes.load(Ordering::SeqCst),
+            tts.voices.load(Ordering::SeqCst)
+        );
     }
 }

@@ -144,9 +144,14 @@ agent: Help them.
     fn llm_nodes_are_agent_nodes_and_nodes_leading_to_the_model() {
         let flow = parse(SCRIPT).unwrap().flow;
         assert_eq!(llm_nodes(&flow), vec!["menu", "helper"]);
-        let plain = parse("[start]\nHi.\n-> 1: transfer +14155550100 else END\n-> 2: sms \"x\" then END\n").unwrap().flow;
+        let plain =
+            parse("[start]\nHi.\n-> 1: transfer +14155550100 else END\n-> 2: sms \"x\" then END\n")
+                .unwrap()
+                .flow;
         assert!(llm_nodes(&plain).is_empty());
-        let via_sms = parse("[start]\nHi.\n-> 1: sms \"x\" then agent\n").unwrap().flow;
+        let via_sms = parse("[start]\nHi.\n-> 1: sms \"x\" then agent\n")
+            .unwrap()
+            .flow;
         assert_eq!(llm_nodes(&via_sms), vec!["start"]);
     }
 

@@ -62,11 +62,12 @@ pub async fn synthesize_clip(
         result
     };
     let both = async { tokio::join!(synth, collect) };
-    let (result, pcm) = tokio::time::timeout(limit, both)
-        .await
-        .map_err(|_| SynthError::TimedOut {
-            ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
-        })?;
+    let (result, pcm) =
+        tokio::time::timeout(limit, both)
+            .await
+            .map_err(|_| SynthError::TimedOut {
+                ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+            })?;
     let stats = result?;
     if pcm.is_empty() {
         return Err(SynthError::Empty);

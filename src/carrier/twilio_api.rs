@@ -748,7 +748,9 @@ mod tests {
         let client = TwilioRest::new(config()).unwrap();
         let account = "AC0123456789abcdef0123456789abcdef";
         let call = "CA0123456789abcdef0123456789abcdef";
-        let invalid = |r: Result<_, TwilioApiError>| matches!(r, Err(TwilioApiError::Invalid(_)));
+        fn invalid<T>(r: Result<T, TwilioApiError>) -> bool {
+            matches!(r, Err(TwilioApiError::Invalid(_)))
+        }
         assert!(invalid(client.redirect_call(account, "CA/../x", "<Response/>").await));
         assert!(invalid(client.redirect_call("AC1", call, "<Response/>").await));
         let huge = format!("<Response><Say>{}</Say></Response>", "a".repeat(4000));

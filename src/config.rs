@@ -860,7 +860,10 @@ mod tests {
         .unwrap();
         let rest = config.twilio_rest().unwrap();
         assert_eq!(rest.account_sid, sid);
-        assert_eq!(rest.auth_token, "tok3n", "the stream signing token, not a copy");
+        assert_eq!(
+            rest.auth_token, "tok3n",
+            "the stream signing token, not a copy"
+        );
         assert_eq!(rest.base_url, "http://127.0.0.1:9");
         assert_eq!(rest.retry.max_attempts, 3);
         assert_eq!(rest.request_timeout, Duration::from_secs(5));

@@ -101,7 +101,10 @@ fn refused_code(error: &ControlError) -> Option<(u16, &str)> {
 async fn a_transfer_redirects_the_call_to_a_dial_of_the_number() {
     let fake = FakeTwilioRest::start(FakeTwilioConfig::default()).await;
     let control = control(&config_for(&fake));
-    control.transfer(&inbound_twilio(), AGENT_DESK).await.unwrap();
+    control
+        .transfer(&inbound_twilio(), AGENT_DESK)
+        .await
+        .unwrap();
     let requests = fake.requests();
     assert_eq!(requests.len(), 1);
     let request = &requests[0];
@@ -213,12 +216,19 @@ async fn a_text_goes_from_the_calls_own_number() {
     let fake = FakeTwilioRest::start(FakeTwilioConfig::default()).await;
     let control = control(&config_for(&fake));
     let receipt = control
-        .send_sms(&inbound_twilio(), CALLER, "Your booking: Tue 10:00 & 50% off")
+        .send_sms(
+            &inbound_twilio(),
+            CALLER,
+            "Your booking: Tue 10:00 & 50% off",
+        )
         .await
         .unwrap();
     let messages = fake.messages();
     assert_eq!(messages.len(), 1);
-    assert_eq!(receipt.message_id.as_deref(), Some(messages[0].sid.as_str()));
+    assert_eq!(
+        receipt.message_id.as_deref(),
+        Some(messages[0].sid.as_str())
+    );
     assert!(messages[0].sid.starts_with("SM") && messages[0].sid.len() == 34);
     assert_eq!(messages[0].from, OUR_NUMBER, "inbound: the number called");
     assert_eq!(messages[0].to, CALLER);
@@ -317,7 +327,10 @@ async fn a_429_is_retried_after_a_backoff() {
     });
     let control = control(&config_for(&fake));
     let started = Instant::now();
-    control.transfer(&inbound_twilio(), AGENT_DESK).await.unwrap();
+    control
+        .transfer(&inbound_twilio(), AGENT_DESK)
+        .await
+        .unwrap();
     let elapsed = started.elapsed();
     let requests = fake.requests();
     assert_eq!(
@@ -379,8 +392,15 @@ async fn a_500_is_retried_for_a_transfer_but_not_for_a_text() {
     let fake = FakeTwilioRest::start(FakeTwilioConfig::default()).await;
     let control = control(&config_for(&fake));
     fake.push_fault(Fault::ServerError);
-    control.transfer(&inbound_twilio(), AGENT_DESK).await.unwrap();
-    assert_eq!(fake.requests().len(), 2, "the same redirect again is harmless");
+    control
+        .transfer(&inbound_twilio(), AGENT_DESK)
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.requests().len(),
+        2,
+        "the same redirect again is harmless"
+    );
 
     fake.push_fault(Fault::ServerError);
     let error = control
@@ -426,7 +446,13 @@ async fn an_unreachable_api_is_reported_as_such() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, ControlError::Unreachable { carrier: "twilio", .. }),
+        matches!(
+            error,
+            ControlError::Unreachable {
+                carrier: "twilio",
+                ..
+            }
+        ),
         "{error}"
     );
     // Connect failures are retried (100 + 200 ms), and no more.
@@ -496,6 +522,139 @@ async fn exotel_transfers_hand_the_call_back_to_the_flow_when_configured() {
     );
 }
 
+/// The fake refuses what Twilio would, so the tests above can fail.
+#[tokio::test]
+async fn the_fake_refuses_malformed_requests() {
+    use voicegw::carrier::twilio_api::encode_form;
+    let fake = FakeTwilioRest::start(FakeTwilioConfig::default()).await;
+    let http = reqwest::Client::new();
+    let calls = format!(
+        "{}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{CALL_SID}.json",
+        fake.base_url()
+    );
+    let messages = format!(
+        "{}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json",
+        fake.base_url()
+    );
+    let post = |url: &str, form: &[(&str, &str)]| {
+        http.post(url)
+            .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode_form(form))
+            .send()
+    };
+    let long_body = "x".repeat(1601);
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, u32);
+    let cases: Vec<Case> = vec![
+        (
+            &calls,
+            vec![("Twiml", "<Response><Dial>+14155550123</Response>")],
+            400,
+            20001,
+        ),
+        (
+            &calls,
+            vec![("Twiml", "<Dial>+14155550123</Dial>")],
+            400,
+            20001,
+        ),
+        (
+            &calls,
+            vec![("Twiml", "<Response><Say>a & b</Say></Response>")],
+            400,
+            20001,
+        ),
+        (
+            &calls,
+            vec![("Twiml", "<Response><Dial>4155550123</Dial></Response>")],
+            400,
+            20001,
+        ),
+        (
+            &calls,
+            vec![("Twiml", "<Response/>"), ("Url", "https://example.com/t")],
+            400,
+            20001,
+        ),
+        (&calls, vec![("TwiML", "<Response/>")], 400, 20001),
+        (&calls, vec![("Status", "paused")], 400, 20001),
+        (&messages, vec![("To", CALLER), ("Body", "Hi")], 400, 21603),
+        (
+            &messages,
+            vec![("From", OUR_NUMBER), ("Body", "Hi")],
+            400,
+            21604,
+        ),
+        (
+            &messages,
+            vec![("To", "4155550100"), ("From", OUR_NUMBER), ("Body", "Hi")],
+            400,
+            21211,
+        ),
+        (
+            &messages,
+            vec![("To", CALLER), ("From", "+14155559999"), ("Body", "Hi")],
+            400,
+            21606,
+        ),
+        (
+            &messages,
+            vec![("To", CALLER), ("From", OUR_NUMBER)],
+            400,
+            21602,
+        ),
+        (
+            &messages,
+            vec![("To", CALLER), ("From", OUR_NUMBER), ("Body", &long_body)],
+            400,
+            21617,
+        ),
+    ];
+    for (url, form, status, code) in cases {
+        let response = post(url, &form).await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{form:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], code, "{form:?}: {body}");
+        assert_eq!(body["status"], status);
+        assert!(body["message"].is_string() && body["more_info"].is_string());
+    }
+    let response = http
+        .post(&calls)
+        .basic_auth(ACCOUNT_SID, Some(AUTH_TOKEN))
+        .json(&json!({"Twiml": "<Response/>"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400, "JSON is not a form");
+    let response = http
+        .post(&calls)
+        .basic_auth(ACCOUNT_SID, None::<&str>)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let other_account = calls.replace(ACCOUNT_SID, "ACfedcba9876543210fedcba9876543210");
+    let response = post(&other_account, &[("Twiml", "<Response/>")])
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    assert!(fake.messages().is_empty());
+    assert!(fake.call(CALL_SID).unwrap().redirects.is_empty());
+    // And accepts a well-formed one, comments, declaration and entities included.
+    let twiml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- x --><Response>\
+                 <Say voice='alice'>a &amp; b &#233;</Say><Dial callerId=\"+18005551212\">\
+                 <Number>+14155550123</Number></Dial></Response>";
+    let response = post(&calls, &[("Twiml", twiml)]).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["sid"], CALL_SID);
+    assert_eq!(body["status"], "in-progress");
+    assert_eq!(
+        fake.call(CALL_SID).unwrap().dialed,
+        vec![AGENT_DESK.to_owned()]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // During a call: an agent asks, the session carries it out and records the outcome.
 
@@ -552,9 +711,8 @@ async fn upgrade(
 impl Harness {
     async fn start(config: &Config, actions: fn() -> Vec<AgentAction>) -> Harness {
         let mut agents = AgentCatalog::builtin("echo").unwrap();
-        let factory: AgentFactory = Arc::new(move |_start| {
-            Ok(Box::new(Scripted { actions: actions() }) as Box<dyn Agent>)
-        });
+        let factory: AgentFactory =
+            Arc::new(move |_start| Ok(Box::new(Scripted { actions: actions() }) as Box<dyn Agent>));
         agents.register("scripted", factory);
         agents.set_default("scripted").unwrap();
         let (sender, events) = mpsc::channel(10_000);
@@ -670,11 +828,11 @@ async fn an_agent_transfer_redirects_the_call_and_ends_the_stream() {
     let (code, reason) = close.expect("the gateway closed the stream");
     assert_eq!(code, 1000);
     assert_eq!(reason, "transfer to +14*******23");
-    assert_eq!(fake.call(CALL_SID).unwrap().dialed, vec![AGENT_DESK.to_owned()]);
     assert_eq!(
-        harness.events_of("transfer_requested")[0]["to"],
-        AGENT_DESK
+        fake.call(CALL_SID).unwrap().dialed,
+        vec![AGENT_DESK.to_owned()]
     );
+    assert_eq!(harness.events_of("transfer_requested")[0]["to"], AGENT_DESK);
     let ended = harness
         .wait_event("call_ended", Duration::from_secs(2))
         .await

@@ -529,7 +529,11 @@ async fn transfer_call_tool_transfers_after_saying_so() {
     // Twilio was asked to redirect this very call to a <Dial> of the number.
     let requests = twilio.requests();
     assert_eq!(requests.len(), 1, "{requests:?}");
-    assert!(requests[0].path.ends_with(&format!("/Calls/{CALL_SID}.json")));
+    assert!(
+        requests[0]
+            .path
+            .ends_with(&format!("/Calls/{CALL_SID}.json"))
+    );
     assert_eq!(
         requests[0].param("Twiml"),
         Some("<Response><Dial>+14155550123</Dial></Response>")
@@ -583,7 +587,10 @@ async fn a_refused_transfer_keeps_the_call_going_and_the_model_is_told() {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["to"], "+14155550123");
     assert!(
-        failed[0]["error"].as_str().unwrap_or_default().contains("code 21220"),
+        failed[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("code 21220"),
         "{failed:?}"
     );
     assert_eq!(twilio.requests()[0].status, 400);
@@ -594,7 +601,13 @@ async fn a_refused_transfer_keeps_the_call_going_and_the_model_is_told() {
             .any(|(role, content)| role == "user" && content.contains("did not go through"))
     });
     assert!(told, "the model was not told");
-    assert!(stack.speak.spoken_texts().iter().any(|t| t.contains("could not put you through")));
+    assert!(
+        stack
+            .speak
+            .spoken_texts()
+            .iter()
+            .any(|t| t.contains("could not put you through"))
+    );
     assert!(stack.gw.events_of("call_ended").is_empty());
     sim.stop().await;
     sim.wait_close(std::time::Duration::from_secs(5)).await;

@@ -213,7 +213,12 @@ mod tests {
 
     #[test]
     fn inbound_calls_text_the_caller_from_the_called_number() {
-        let c = call(CarrierKind::Exotel, Some("+919876543210"), Some("+918047491899"), &[]);
+        let c = call(
+            CarrierKind::Exotel,
+            Some("+919876543210"),
+            Some("+918047491899"),
+            &[],
+        );
         assert_eq!(remote_party(&c), Some("+919876543210"));
         assert_eq!(local_party(&c), Some("+918047491899"));
         assert!(!is_outbound(&c));
@@ -231,7 +236,12 @@ mod tests {
             assert_eq!(remote_party(&c), Some("+919876543210"), "{direction}");
             assert_eq!(local_party(&c), Some("+918047491899"), "{direction}");
         }
-        let c = call(CarrierKind::Exotel, Some("+1"), Some("+2"), &[("direction", "inbound")]);
+        let c = call(
+            CarrierKind::Exotel,
+            Some("+1"),
+            Some("+2"),
+            &[("direction", "inbound")],
+        );
         assert_eq!(remote_party(&c), Some("+1"));
     }
 
@@ -245,8 +255,17 @@ mod tests {
         );
         assert_eq!(remote_party(&c), Some("+14155550100"));
         assert_eq!(local_party(&c), Some("+18005551212"));
-        let c = call(CarrierKind::Twilio, Some("+1111"), None, &[("from", "+2222")]);
-        assert_eq!(call_from(&c), Some("+1111"), "the carrier's own number wins");
+        let c = call(
+            CarrierKind::Twilio,
+            Some("+1111"),
+            None,
+            &[("from", "+2222")],
+        );
+        assert_eq!(
+            call_from(&c),
+            Some("+1111"),
+            "the carrier's own number wins"
+        );
     }
 
     #[test]

@@ -82,16 +82,14 @@ pub fn parse_error(status: u16, body: &str) -> TwilioApiError {
         Some(e) => (e.code, e.message, e.more_info),
         None => (None, None, None),
     };
-    let message = message
-        .filter(|m| !m.trim().is_empty())
-        .unwrap_or_else(|| {
-            let text = body.trim();
-            if text.is_empty() || text.starts_with('{') {
-                reason_phrase(status).to_owned()
-            } else {
-                text.to_owned()
-            }
-        });
+    let message = message.filter(|m| !m.trim().is_empty()).unwrap_or_else(|| {
+        let text = body.trim();
+        if text.is_empty() || text.starts_with('{') {
+            reason_phrase(status).to_owned()
+        } else {
+            text.to_owned()
+        }
+    });
     TwilioApiError::Api {
         status,
         code,
@@ -298,7 +296,10 @@ impl TwilioRest {
             )));
         }
         if config.auth_token.is_empty()
-            || config.auth_token.chars().any(|c| c.is_control() || c == ':')
+            || config
+                .auth_token
+                .chars()
+                .any(|c| c.is_control() || c == ':')
         {
             return Err(TwilioApiError::Invalid(
                 "the auth token is empty or has characters Basic auth cannot carry".into(),
@@ -402,7 +403,11 @@ impl TwilioRest {
 
     /// POSTs the form, retrying as [`RetryPolicy`] allows; the success body.
     async fn post(&self, request: Request<'_>) -> Result<String, TwilioApiError> {
-        let url = format!("{}{}", self.config.base_url.trim_end_matches('/'), request.path);
+        let url = format!(
+            "{}{}",
+            self.config.base_url.trim_end_matches('/'),
+            request.path
+        );
         let mut attempts = 0;
         let mut waited = Duration::ZERO;
         loop {
@@ -487,7 +492,14 @@ impl TwilioRest {
             return Ok(body);
         }
         let error = parse_error(status, &body);
-        let too_many = status == 429 || matches!(error, TwilioApiError::Api { code: Some(20429), .. });
+        let too_many = status == 429
+            || matches!(
+                error,
+                TwilioApiError::Api {
+                    code: Some(20429),
+                    ..
+                }
+            );
         Err(Failure {
             retryable: too_many || (request.idempotent && status >= 500),
             error,
@@ -609,7 +621,10 @@ mod tests {
                 more_info: Some("https://www.twilio.com/docs/errors/21211".into()),
             }
         );
-        let error = parse_error(404, r#"{"code":"20404","message":"The requested resource was not found","status":404}"#);
+        let error = parse_error(
+            404,
+            r#"{"code":"20404","message":"The requested resource was not found","status":404}"#,
+        );
         assert_eq!(
             error.to_string(),
             "HTTP 404, code 20404: The requested resource was not found"
@@ -622,7 +637,10 @@ mod tests {
             parse_error(502, "<html>Bad Gateway</html>").to_string(),
             "HTTP 502: <html>Bad Gateway</html>"
         );
-        assert_eq!(parse_error(503, "").to_string(), "HTTP 503: Service Unavailable");
+        assert_eq!(
+            parse_error(503, "").to_string(),
+            "HTTP 503: Service Unavailable"
+        );
         assert_eq!(
             parse_error(500, r#"{"unexpected": true}"#).to_string(),
             "HTTP 500: Internal Server Error"
@@ -696,7 +714,10 @@ mod tests {
     #[test]
     fn retry_after_takes_seconds_only() {
         assert_eq!(parse_retry_after("1"), Some(Duration::from_secs(1)));
-        assert_eq!(parse_retry_after(" 0.25 "), Some(Duration::from_millis(250)));
+        assert_eq!(
+            parse_retry_after(" 0.25 "),
+            Some(Duration::from_millis(250))
+        );
         assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after("-1"), None);
@@ -751,17 +772,27 @@ mod tests {
         fn invalid<T>(r: Result<T, TwilioApiError>) -> bool {
             matches!(r, Err(TwilioApiError::Invalid(_)))
         }
-        assert!(invalid(client.redirect_call(account, "CA/../x", "<Response/>").await));
-        assert!(invalid(client.redirect_call("AC1", call, "<Response/>").await));
+        assert!(invalid(
+            client
+                .redirect_call(account, "CA/../x", "<Response/>")
+                .await
+        ));
+        assert!(invalid(
+            client.redirect_call("AC1", call, "<Response/>").await
+        ));
         let huge = format!("<Response><Say>{}</Say></Response>", "a".repeat(4000));
         assert!(invalid(client.redirect_call(account, call, &huge).await));
         let sms = |from: &'static str, to: &'static str, body: String| {
             let client = client.clone();
             async move { client.send_sms(account, from, to, &body).await }
         };
-        assert!(invalid(sms("+18005551212", "4155550123", "hi".into()).await));
+        assert!(invalid(
+            sms("+18005551212", "4155550123", "hi".into()).await
+        ));
         assert!(invalid(sms("", "+14155550123", "hi".into()).await));
-        assert!(invalid(sms("+18005551212", "+14155550123", "  ".into()).await));
+        assert!(invalid(
+            sms("+18005551212", "+14155550123", "  ".into()).await
+        ));
         let error = sms("+18005551212", "+14155550123", "é".repeat(1601))
             .await
             .unwrap_err();

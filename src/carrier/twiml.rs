@@ -63,7 +63,10 @@ mod tests {
             "&lt;Hangup/&gt;&amp;&quot;&apos;x"
         );
         assert_eq!(
-            dial("</Dial><Redirect>http://evil</Redirect><Dial>", Some("\" x=\"")),
+            dial(
+                "</Dial><Redirect>http://evil</Redirect><Dial>",
+                Some("\" x=\"")
+            ),
             "<Response><Dial callerId=\"&quot; x=&quot;\">&lt;/Dial&gt;&lt;Redirect&gt;\
              http://evil&lt;/Redirect&gt;&lt;Dial&gt;</Dial></Response>"
         );

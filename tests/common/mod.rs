@@ -165,8 +165,7 @@ pub async fn connect(url: &str) -> Ws {
 pub async fn connect_signed(url: &str, auth_token: &str) -> Ws {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let signed_url = url.replacen("ws://", "wss://", 1);
-    let signature =
-        voicegw::carrier::signature::twilio_signature(auth_token, &signed_url, &[]);
+    let signature = voicegw::carrier::signature::twilio_signature(auth_token, &signed_url, &[]);
     let mut request = url.into_client_request().unwrap();
     request
         .headers_mut()

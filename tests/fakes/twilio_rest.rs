@@ -453,21 +453,21 @@ fn fault_answer(fault: Fault) -> Answer {
     }
 }
 
-/// Checks that every field name is one of `allowed` and none is repeated.
-fn check_names(form: &[(String, String)], allowed: &[&str]) -> Result<(), Answer> {
+/// The refusal, if a field name is not one of `allowed` or is repeated.
+fn check_names(form: &[(String, String)], allowed: &[&str]) -> Option<Answer> {
     for (i, (name, _)) in form.iter().enumerate() {
         if !allowed.contains(&name.as_str()) {
-            return Err(err(
+            return Some(err(
                 400,
                 20001,
                 &format!("fake: unknown parameter {name:?}"),
             ));
         }
         if form[..i].iter().any(|(n, _)| n == name) {
-            return Err(err(400, 20001, &format!("fake: {name} given twice")));
+            return Some(err(400, 20001, &format!("fake: {name} given twice")));
         }
     }
-    Ok(())
+    None
 }
 
 fn param<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -494,7 +494,7 @@ fn update_call(
         "FallbackMethod",
         "TimeLimit",
     ];
-    if let Err(answer) = check_names(form, ALLOWED) {
+    if let Some(answer) = check_names(form, ALLOWED) {
         return answer;
     }
     let mut model = inner.model.lock().unwrap();
@@ -650,7 +650,7 @@ fn create_message(inner: &Inner, account: &str, form: &[(String, String)]) -> An
         "ContentSid",
         "ContentVariables",
     ];
-    if let Err(answer) = check_names(form, ALLOWED) {
+    if let Some(answer) = check_names(form, ALLOWED) {
         return answer;
     }
     let Some(to) = param(form, "To") else {
@@ -869,7 +869,8 @@ pub mod xml {
                 .find(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
                 .unwrap_or(self.rest().len());
             let name = &self.rest()[..len];
-            if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.')
+            if name.is_empty()
+                || name.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.')
             {
                 return Err(format!("bad name at byte {}", self.pos));
             }
@@ -904,7 +905,10 @@ pub mod xml {
                     break;
                 }
                 if !spaced {
-                    return Err(format!("expected a space before an attribute at byte {}", self.pos));
+                    return Err(format!(
+                        "expected a space before an attribute at byte {}",
+                        self.pos
+                    ));
                 }
                 let attribute = self.name()?;
                 self.skip_space();

@@ -52,6 +52,21 @@ pub enum TwilioApiError {
     Response(String),
 }
 
+impl TwilioApiError {
+    /// A summary for logs, without Twilio's message text (it may quote phone numbers).
+    pub fn log_summary(&self) -> String {
+        match self {
+            TwilioApiError::Invalid(_) => "invalid request".to_owned(),
+            TwilioApiError::Api { status, code, .. } => {
+                format!("HTTP {status}{}", code_text(*code))
+            }
+            TwilioApiError::Transport(message) => message.clone(),
+            TwilioApiError::Timeout(ms) => format!("no answer within {ms} ms"),
+            TwilioApiError::Response(_) => "unexpected response body".to_owned(),
+        }
+    }
+}
+
 fn code_text(code: Option<u32>) -> String {
     code.map(|c| format!(", code {c}")).unwrap_or_default()
 }
@@ -428,7 +443,7 @@ impl TwilioRest {
                     operation = request.operation,
                     account_sid = request.account_sid,
                     attempts,
-                    error = %failure.error,
+                    error = %failure.error.log_summary(),
                     "twilio request failed"
                 );
                 return Err(failure.error);
@@ -437,7 +452,7 @@ impl TwilioRest {
                 operation = request.operation,
                 attempts,
                 delay_ms = delay.as_millis() as u64,
-                error = %failure.error,
+                error = %failure.error.log_summary(),
                 "twilio request failed; retrying"
             );
             tokio::time::sleep(delay).await;
@@ -628,6 +643,19 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "HTTP 404, code 20404: The requested resource was not found"
+        );
+    }
+
+    #[test]
+    fn log_summaries_leave_out_twilios_message() {
+        let error = parse_error(
+            400,
+            r#"{"code": 21211, "message": "The 'To' number +14155550123 is not valid."}"#,
+        );
+        assert_eq!(error.log_summary(), "HTTP 400, code 21211");
+        assert_eq!(
+            TwilioApiError::Invalid("to +14155550123".into()).log_summary(),
+            "invalid request"
         );
     }
 

@@ -145,7 +145,10 @@ mod tests {
         assert_eq!(
             contents(&h),
             vec![
-                ("assistant".into(), "Press 1 to confirm or 2 to reschedule.".into()),
+                (
+                    "assistant".into(),
+                    "Press 1 to confirm or 2 to reschedule.".into()
+                ),
                 ("user".into(), "(pressed 2)".into()),
                 ("assistant".into(), "When would…".into()),
                 ("user".into(), "Thursday morning".into()),

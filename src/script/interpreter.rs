@@ -302,7 +302,13 @@ impl ScriptAgent {
                 MissingVariables(missing.clone())
             );
             tracing::warn!(%reason, "scripted call cannot start");
-            Self::record(ctx, CallEventKind::ScriptFailed { reason: reason.clone(), missing });
+            Self::record(
+                ctx,
+                CallEventKind::ScriptFailed {
+                    reason: reason.clone(),
+                    missing,
+                },
+            );
             self.say_goodbye(ctx, reason, true);
             return;
         }
@@ -1033,12 +1039,7 @@ impl ScriptAgent {
                 return self.stream(ctx, text, clip, cached, ScriptPromptKind::Goodbye, then);
             }
             if !cached_only {
-                return self.play(
-                    ctx,
-                    text,
-                    ScriptPromptKind::Goodbye,
-                    Then::Hangup(reason),
-                );
+                return self.play(ctx, text, ScriptPromptKind::Goodbye, Then::Hangup(reason));
             }
         }
         self.hangup(ctx, reason);
@@ -1221,3 +1222,7 @@ impl Agent for ScriptAgent {
         self.transcripts
     }
 }
+
+#[cfg(test)]
+#[path = "interpreter_tests.rs"]
+mod tests;

@@ -308,8 +308,14 @@ mod tests {
 
     fn menu() -> Vec<Transition> {
         vec![
-            keys(&["1", "\"yes\"", "\"yeah\"", "\"i can\"", "\"confirm\""], "confirmed"),
-            keys(&["2", "\"no\"", "\"can't\"", "\"reschedule\""], "reschedule"),
+            keys(
+                &["1", "\"yes\"", "\"yeah\"", "\"i can\"", "\"confirm\""],
+                "confirmed",
+            ),
+            keys(
+                &["2", "\"no\"", "\"can't\"", "\"reschedule\""],
+                "reschedule",
+            ),
             keys(&["0", "\"person\"", "\"not right now\""], "operator"),
             other(Trigger::Timeout { after_ms: None }, "still_there"),
             other(Trigger::NoMatch, "goodbye"),
@@ -343,7 +349,10 @@ mod tests {
         // "no" is a word, not a part of one.
         assert_eq!(heard(&t, "I know"), None);
         assert_eq!(heard(&t, "Nobody told me"), None);
-        assert_eq!(heard(&t, "Not right now, thanks."), Some((2, "\"not right now\"".into())));
+        assert_eq!(
+            heard(&t, "Not right now, thanks."),
+            Some((2, "\"not right now\"".into()))
+        );
         // The words must be consecutive.
         assert_eq!(heard(&t, "not now right"), None);
         assert_eq!(heard(&t, ""), None);
@@ -355,10 +364,7 @@ mod tests {
         // "yes" and "no" both appear: the earlier transition wins, not the earlier word.
         let t = menu();
         assert_eq!(heard(&t, "no wait, yes"), Some((0, "\"yes\"".into())));
-        let reversed = vec![
-            keys(&["\"no\""], "b"),
-            keys(&["\"yes\""], "a"),
-        ];
+        let reversed = vec![keys(&["\"no\""], "b"), keys(&["\"yes\""], "a")];
         assert_eq!(heard(&reversed, "yes, no"), Some((0, "\"no\"".into())));
     }
 
@@ -405,7 +411,12 @@ mod tests {
     fn nodes_without_input_transitions_match_nothing() {
         let t = vec![
             other(Trigger::Always, "next"),
-            other(Trigger::Timeout { after_ms: Some(1000) }, "t"),
+            other(
+                Trigger::Timeout {
+                    after_ms: Some(1000),
+                },
+                "t",
+            ),
             other(Trigger::NoMatch, "n"),
         ];
         assert_eq!(heard(&t, "yes one two"), None);
@@ -444,7 +455,10 @@ mod tests {
         // Each completed entry starts a fresh one.
         assert_eq!(
             presses(&t, "71"),
-            vec![DtmfStep::NoMatch { entry: "7".into() }, matched(0, "1", "1")]
+            vec![
+                DtmfStep::NoMatch { entry: "7".into() },
+                matched(0, "1", "1")
+            ]
         );
     }
 

@@ -137,13 +137,15 @@ impl CallPrompts {
                     let source = source.clone();
                     let port = port.clone();
                     async move {
-                        if source.cached(&text).is_some() || claimed.swap(true, Ordering::SeqCst)
-                        {
+                        if source.cached(&text).is_some() || claimed.swap(true, Ordering::SeqCst) {
                             return;
                         }
                         let result = source.synthesize(&text).await;
                         let _ = port
-                            .send(AgentAction::Wake(Box::new(PromptReady { text: id, result })))
+                            .send(AgentAction::Wake(Box::new(PromptReady {
+                                text: id,
+                                result,
+                            })))
                             .await;
                     }
                 },
@@ -173,7 +175,10 @@ impl CallPrompts {
                 result = source.synthesize(&text) => result,
             };
             let _ = port
-                .send(AgentAction::Wake(Box::new(PromptReady { text: id, result })))
+                .send(AgentAction::Wake(Box::new(PromptReady {
+                    text: id,
+                    result,
+                })))
                 .await;
         });
     }
@@ -244,7 +249,10 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(prompts.text(b), "hello there");
         assert_eq!(prompts.text(99), "");
-        assert_eq!(prompts.ready(a).map(|(c, cached)| (c.len(), cached)), Some((4, true)));
+        assert_eq!(
+            prompts.ready(a).map(|(c, cached)| (c.len(), cached)),
+            Some((4, true))
+        );
         assert!(prompts.ready(b).is_none());
         assert!(prompts.ready(99).is_none());
     }

@@ -117,8 +117,7 @@ impl Timers {
 
     /// Pauses a running no-input timer, keeping the time it had left.
     pub fn pause_no_input(&mut self) {
-        if let NoInput::Running { run, total } =
-            std::mem::replace(&mut self.no_input, NoInput::Off)
+        if let NoInput::Running { run, total } = std::mem::replace(&mut self.no_input, NoInput::Off)
         {
             run.stop.cancel();
             let left = run.deadline.saturating_duration_since(Instant::now());

@@ -67,16 +67,14 @@ pub fn render(
     for part in &template.parts {
         match part {
             TemplatePart::Text(text) => out.push_str(text),
-            TemplatePart::Var { name, fallback } => {
-                match value(vars, name, fallback.as_deref()) {
-                    Some(v) => out.push_str(&v),
-                    None => {
-                        if !missing.contains(name) {
-                            missing.push(name.clone());
-                        }
+            TemplatePart::Var { name, fallback } => match value(vars, name, fallback.as_deref()) {
+                Some(v) => out.push_str(&v),
+                None => {
+                    if !missing.contains(name) {
+                        missing.push(name.clone());
                     }
                 }
-            }
+            },
         }
     }
     if missing.is_empty() {

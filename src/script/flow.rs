@@ -9,6 +9,63 @@ use serde::{Deserialize, Serialize};
 /// The name of the node every call starts in.
 pub const START_NODE: &str = "start";
 
+/// Words that cannot name a node (they are target or trigger words).
+pub const RESERVED_WORDS: &[&str] = &[
+    "END", "agent", "transfer", "sms", "any", "timeout", "nomatch", "then", "else",
+];
+
+/// The longest node name, in characters.
+pub const MAX_NODE_NAME: usize = 64;
+
+/// Whether `name` is spelled like a node name: ASCII letters, digits and `_`, starting with a
+/// letter or `_`, at most [`MAX_NODE_NAME`] characters (reserved words are not checked).
+pub fn is_node_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= MAX_NODE_NAME
+}
+
+/// Whether `name` is a valid variable name: ASCII letters, digits, `_` and `.`, starting with
+/// a letter or `_` (`contact.firstName` is one name).
+pub fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// Whether `c` is a DTMF key: `0`–`9`, `*`, `#` or `A`–`D`.
+pub fn is_dtmf_key(c: char) -> bool {
+    c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D')
+}
+
+/// `text` with every run of blanks made one space, and no blanks at either end.
+pub fn collapse_blanks(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Runs of blanks made one space, keeping one at either end if there was any.
+fn collapse_inner_blanks(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_blank = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            if !in_blank {
+                out.push(' ');
+            }
+            in_blank = true;
+        } else {
+            out.push(c);
+            in_blank = false;
+        }
+    }
+    out
+}
+
 /// A whole call flow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +75,44 @@ pub struct Flow {
     pub settings: Settings,
     /// The nodes, in file order; one of them is named [`START_NODE`].
     pub nodes: Vec<Node>,
+}
+
+impl Flow {
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The node every call begins in.
+    pub fn start(&self) -> Option<&Node> {
+        self.node(START_NODE)
+    }
+
+    /// The same flow in normal form: every template [`Template::normalized`], every phrase's
+    /// blanks collapsed. Parsing always yields a normalized flow.
+    pub fn normalized(&self) -> Flow {
+        let mut flow = self.clone();
+        flow.settings.goodbye = flow.settings.goodbye.normalized();
+        for node in &mut flow.nodes {
+            for template in [&mut node.prompt, &mut node.reprompt, &mut node.agent]
+                .into_iter()
+                .flatten()
+            {
+                *template = template.normalized();
+            }
+            for transition in &mut node.transitions {
+                if let Trigger::Keys { keys } = &mut transition.trigger {
+                    for key in keys {
+                        if let Key::Phrase(phrase) = key {
+                            *phrase = collapse_blanks(phrase);
+                        }
+                    }
+                }
+                transition.target.normalize();
+            }
+        }
+        flow
+    }
 }
 
 /// Flow-wide settings; every field has a default, so an empty header is fine.
@@ -104,6 +199,63 @@ impl Template {
             .all(|p| matches!(p, TemplatePart::Text(_)))
     }
 
+    /// The same text in normal form: adjacent text parts merged, runs of blanks made one space,
+    /// no blanks at either end, no empty text parts, variable names and fallbacks trimmed
+    /// (fallback blanks collapsed too). Parsing always yields normalized templates.
+    pub fn normalized(&self) -> Template {
+        let mut parts: Vec<TemplatePart> = Vec::with_capacity(self.parts.len());
+        for part in &self.parts {
+            match part {
+                TemplatePart::Text(text) => {
+                    if let Some(TemplatePart::Text(last)) = parts.last_mut() {
+                        last.push_str(text);
+                    } else {
+                        parts.push(TemplatePart::Text(text.clone()));
+                    }
+                }
+                TemplatePart::Var { name, fallback } => parts.push(TemplatePart::Var {
+                    name: name.trim().to_owned(),
+                    fallback: fallback.as_deref().map(collapse_blanks),
+                }),
+            }
+        }
+        for part in &mut parts {
+            if let TemplatePart::Text(text) = part {
+                *text = collapse_inner_blanks(text);
+            }
+        }
+        if let Some(TemplatePart::Text(first)) = parts.first_mut() {
+            *first = first.trim_start().to_owned();
+        }
+        if let Some(TemplatePart::Text(last)) = parts.last_mut() {
+            *last = last.trim_end().to_owned();
+        }
+        parts.retain(|p| !matches!(p, TemplatePart::Text(t) if t.is_empty()));
+        Template { parts }
+    }
+
+    /// Whether the template is in normal form and can be written in a script and read back
+    /// unchanged: normalized and not empty, valid variable names, no `{{` in text or fallbacks,
+    /// no `}}` in fallbacks, and no text ending in `{` right before a variable.
+    pub fn is_canonical(&self) -> bool {
+        if self.parts.is_empty() || *self != self.normalized() {
+            return false;
+        }
+        self.parts.iter().enumerate().all(|(i, part)| match part {
+            TemplatePart::Text(text) => {
+                !text.contains("{{")
+                    && !(text.ends_with('{')
+                        && matches!(self.parts.get(i + 1), Some(TemplatePart::Var { .. })))
+            }
+            TemplatePart::Var { name, fallback } => {
+                is_variable_name(name)
+                    && fallback
+                        .as_deref()
+                        .is_none_or(|f| !f.contains("{{") && !f.contains("}}"))
+            }
+        })
+    }
+
     /// The names of the variables it uses, in order, without repeats.
     pub fn variables(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
@@ -180,6 +332,24 @@ pub enum Key {
     Phrase(String),
 }
 
+impl Key {
+    /// Whether the key is in normal form and valid: bare keys are DTMF keys with `#` only
+    /// last; a phrase has its blanks collapsed and holds at least one letter or digit.
+    pub fn is_canonical(&self) -> bool {
+        match self {
+            Key::Digits(keys) => {
+                !keys.is_empty()
+                    && keys.chars().all(is_dtmf_key)
+                    && !keys.trim_end_matches('#').contains('#')
+                    && keys.matches('#').count() <= 1
+            }
+            Key::Phrase(phrase) => {
+                *phrase == collapse_blanks(phrase) && phrase.chars().any(char::is_alphanumeric)
+            }
+        }
+    }
+}
+
 /// Where a transition leads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -210,4 +380,21 @@ pub enum Target {
         /// Where to go after sending; never another `sms`.
         then: Box<Target>,
     },
+}
+
+impl Target {
+    /// Normalizes the templates it holds (see [`Template::normalized`]).
+    fn normalize(&mut self) {
+        match self {
+            Target::Transfer {
+                otherwise: Some(next),
+                ..
+            } => next.normalize(),
+            Target::Sms { text, then } => {
+                *text = text.normalized();
+                then.normalize();
+            }
+            Target::Node { .. } | Target::End | Target::Agent | Target::Transfer { .. } => {}
+        }
+    }
 }

@@ -20,7 +20,7 @@ use super::matcher::{self, DtmfEntry, DtmfStep};
 use super::prompt_audio::{CallPrompts, PromptReady, TextId};
 use super::prompts::{LoadedScript, PROMPT_RATE, PromptClip};
 use super::timers::{Timer, TimerFired, Timers};
-use super::vars::{self, MissingVariables};
+use super::vars;
 use crate::call::agent::{
     Agent, AgentAction, AgentContext, AgentError, AgentEvent, AgentFactory, DtmfSource, Heard,
     SpeechPart, UserTurn, UtteranceId,
@@ -290,18 +290,18 @@ impl ScriptAgent {
 
     fn start(&mut self, ctx: &mut AgentContext) {
         self.vars = vars::for_call(&self.script.defaults, ctx.info());
-        let goodbye = vars::render(&self.flow.settings.goodbye, &self.vars)
+        let goodbye = self
+            .flow
+            .settings
+            .goodbye
+            .render(&self.vars)
             .ok()
             .filter(|t| !t.trim().is_empty());
         self.goodbye = goodbye.map(|t| self.prompts.add(&t));
-        let missing = vars::missing(&self.flow, &self.vars);
-        if !missing.is_empty() {
-            let reason = format!(
-                "script {}: {}",
-                self.script.name,
-                MissingVariables(missing.clone())
-            );
+        if let Err(missing) = self.flow.check_variables(&self.vars) {
+            let reason = format!("script {}: {missing}", self.script.name);
             tracing::warn!(%reason, "scripted call cannot start");
+            let missing = missing.missing.into_iter().map(|m| m.name).collect();
             Self::record(
                 ctx,
                 CallEventKind::ScriptFailed {
@@ -327,7 +327,7 @@ impl ScriptAgent {
         let flow = self.flow.clone();
         let render = |t: &Option<super::flow::Template>, vars: &HashMap<String, String>| {
             t.as_ref()
-                .and_then(|t| vars::render(t, vars).ok())
+                .and_then(|t| t.render(vars).ok())
                 .filter(|text| !text.trim().is_empty())
         };
         self.texts = flow
@@ -605,7 +605,7 @@ impl ScriptAgent {
                 self.start_agent(ctx, None, arrival != Arrival::Flow);
             }
             Target::Sms { text, then } => {
-                match vars::render(text, &self.vars) {
+                match text.render(&self.vars) {
                     Ok(body) => {
                         Self::record(
                             ctx,
@@ -617,11 +617,11 @@ impl ScriptAgent {
                         );
                         ctx.act(AgentAction::Sms { to: None, body });
                     }
-                    Err(MissingVariables(missing)) => Self::record(
+                    Err(missing) => Self::record(
                         ctx,
                         CallEventKind::ScriptFailed {
-                            reason: "text message not sent: a variable is missing".to_owned(),
-                            missing,
+                            reason: format!("text message not sent: {missing}"),
+                            missing: vec![missing.name],
                         },
                     ),
                 }

@@ -695,7 +695,7 @@ async fn a_missing_variable_ends_the_call_politely_and_says_which() {
         failed["reason"]
             .as_str()
             .unwrap()
-            .contains("missing variable: tenantName"),
+            .contains("`tenantName` (needed by start)"),
         "{failed}"
     );
     assert!(entered(&out).is_empty());

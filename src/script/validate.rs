@@ -1,0 +1,264 @@
+//! The rules a script must keep beyond its line syntax: within a node (at most one of each
+//! special transition, no repeated key, agent-node limits) and across the flow (a `[start]`
+//! node, known targets, every node reachable).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::diag::{Position, Sink, did_you_mean};
+use super::flow::{Key, START_NODE, Trigger};
+use super::parse::TextField;
+use super::transition::ParsedTransition;
+
+/// A node while the script is read.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeDraft {
+    /// Its name as written (maybe invalid, reported already).
+    pub name: String,
+    /// The `[` of its header.
+    pub header: Position,
+    /// A second node of the same name (reported; left out of the flow).
+    pub duplicate: bool,
+    /// One of its lines did not parse (reported), so "no transitions" is not reported too.
+    pub failed: bool,
+    /// Its prompt text lines.
+    pub prompt: Option<TextField>,
+    /// `reprompt:`.
+    pub reprompt: Option<TextField>,
+    /// `agent:`.
+    pub agent: Option<TextField>,
+    /// Its `->` lines that parsed.
+    pub transitions: Vec<ParsedTransition>,
+}
+
+impl NodeDraft {
+    /// A node with nothing in it yet.
+    pub fn new(name: String, header: Position, duplicate: bool) -> Self {
+        NodeDraft {
+            name,
+            header,
+            duplicate,
+            failed: false,
+            prompt: None,
+            reprompt: None,
+            agent: None,
+            transitions: Vec::new(),
+        }
+    }
+
+    fn has_text(field: &Option<TextField>) -> bool {
+        field
+            .as_ref()
+            .is_some_and(|f| !f.ok || f.template().is_some())
+    }
+}
+
+/// Checks one node once all its lines are read.
+pub(crate) fn check_node(node: &NodeDraft, sink: &mut Sink) {
+    for (field, message) in [
+        (&node.reprompt, "`reprompt:` needs text: what to say after a no-match"),
+        (&node.agent, "`agent:` needs the instructions for the model"),
+    ] {
+        if let Some(f) = field
+            && f.ok
+            && f.template().is_none()
+        {
+            sink.error(f.at, message);
+        }
+    }
+    let is_agent = node.agent.is_some();
+    if node.transitions.is_empty() && !is_agent && !node.failed {
+        sink.error(
+            node.header,
+            format!(
+                "node `{}` has no `->` transition: add one, e.g. `-> END`",
+                node.name
+            ),
+        );
+    }
+    check_triggers(node, is_agent, sink);
+    check_keys(node, is_agent, sink);
+    let unconditional = node
+        .transitions
+        .iter()
+        .any(|t| t.transition.trigger == Trigger::Always);
+    if let Some(reprompt) = &node.reprompt
+        && NodeDraft::has_text(&node.reprompt)
+    {
+        if is_agent {
+            sink.warning(
+                reprompt.at,
+                "an agent node never reprompts (the model answers the caller), so this `reprompt:` is never played",
+            );
+        } else if unconditional {
+            sink.warning(
+                reprompt.at,
+                "the node moves on unconditionally, so this `reprompt:` is never played",
+            );
+        }
+    }
+    if !is_agent
+        && !unconditional
+        && !node.transitions.is_empty()
+        && !NodeDraft::has_text(&node.prompt)
+    {
+        sink.warning(
+            node.header,
+            format!(
+                "node `{}` has no prompt: the caller hears nothing before it waits for input",
+                node.name
+            ),
+        );
+    }
+}
+
+/// At most one unconditional, `any`, `timeout` and `nomatch`; unconditional alone; agent-node
+/// limits on triggers.
+fn check_triggers(node: &NodeDraft, is_agent: bool, sink: &mut Sink) {
+    let mut first: HashMap<&'static str, usize> = HashMap::new();
+    let mut unconditional: Option<(usize, &ParsedTransition)> = None;
+    for (index, t) in node.transitions.iter().enumerate() {
+        let kind = match t.transition.trigger {
+            Trigger::Always => "unconditional",
+            Trigger::Any => "`any`",
+            Trigger::Timeout { .. } => "`timeout`",
+            Trigger::NoMatch => "`nomatch`",
+            Trigger::Keys { .. } => continue,
+        };
+        if is_agent && kind != "`timeout`" {
+            let message = match kind {
+                "unconditional" => {
+                    "an agent node cannot move on unconditionally: the model chooses one of its quoted outcomes".to_owned()
+                }
+                _ => format!(
+                    "an agent node takes no {kind} transition: the model chooses one of its quoted outcomes"
+                ),
+            };
+            sink.error(t.trigger_at, message);
+            continue;
+        }
+        match first.get(kind) {
+            Some(line) => sink.error(
+                t.trigger_at,
+                format!("a node has at most one {kind} transition (the first is on line {line})"),
+            ),
+            None => {
+                first.insert(kind, t.at.line);
+                if kind == "unconditional" {
+                    unconditional = Some((index, t));
+                }
+            }
+        }
+    }
+    if let Some((index, t)) = unconditional
+        && node.transitions.len() > 1
+    {
+        if index == 0 {
+            sink.error(
+                node.transitions[1].trigger_at,
+                format!(
+                    "the node already moves on unconditionally (line {}): an unconditional `-> TARGET` cannot be combined with other transitions",
+                    t.at.line
+                ),
+            );
+        } else {
+            sink.error(
+                t.trigger_at,
+                "an unconditional `-> TARGET` cannot be combined with other transitions: the node moves on as soon as its prompt has played",
+            );
+        }
+    }
+}
+
+/// No key twice in a node (phrases compared ignoring case); agent nodes take phrases only.
+fn check_keys(node: &NodeDraft, is_agent: bool, sink: &mut Sink) {
+    let mut seen: HashMap<(bool, String), usize> = HashMap::new();
+    for t in &node.transitions {
+        for (key, at) in &t.keys {
+            if is_agent && let Key::Digits(digits) = key {
+                sink.error(
+                    *at,
+                    format!(
+                        "an agent node's keys are outcomes for the model: write them as quoted phrases, not DTMF keys like `{digits}`"
+                    ),
+                );
+                continue;
+            }
+            let folded = match key {
+                Key::Digits(d) => (false, d.clone()),
+                Key::Phrase(p) => (true, p.to_lowercase()),
+            };
+            match seen.get(&folded) {
+                Some(line) => {
+                    let shown = match key {
+                        Key::Digits(d) => format!("key `{d}`"),
+                        Key::Phrase(p) => format!("phrase \"{p}\""),
+                    };
+                    sink.error(
+                        *at,
+                        format!("{shown} is already used in this node (line {line})"),
+                    );
+                }
+                None => {
+                    seen.insert(folded, at.line);
+                }
+            }
+        }
+    }
+}
+
+/// Checks the whole flow: a `[start]` node, every target known, every node reachable.
+pub(crate) fn check_flow(nodes: &[NodeDraft], sink: &mut Sink) {
+    let names: HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    if !names.contains(START_NODE) {
+        sink.error(
+            Position::new(1, 1),
+            "the script has no [start] node: every call begins there",
+        );
+    }
+    for node in nodes {
+        for t in &node.transitions {
+            for (name, at) in &t.refs {
+                if names.contains(name.as_str()) {
+                    continue;
+                }
+                let candidates = nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .chain(["END", "agent"]);
+                let message = match did_you_mean(name, candidates) {
+                    Some(s) => format!("unknown node `{name}` (did you mean `{s}`?)"),
+                    None => format!("unknown node `{name}`: add a `[{name}]` node or fix the name"),
+                };
+                sink.error(*at, message);
+            }
+        }
+    }
+    if !names.contains(START_NODE) {
+        return;
+    }
+    let by_name: HashMap<&str, &NodeDraft> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    let mut reached: HashSet<&str> = HashSet::from([START_NODE]);
+    let mut queue = VecDeque::from([START_NODE]);
+    while let Some(name) = queue.pop_front() {
+        let Some(node) = by_name.get(name) else {
+            continue;
+        };
+        for t in &node.transitions {
+            for (target, _) in &t.refs {
+                if let Some((&known, _)) = by_name.get_key_value(target.as_str())
+                    && reached.insert(known)
+                {
+                    queue.push_back(known);
+                }
+            }
+        }
+    }
+    for node in nodes {
+        if !reached.contains(node.name.as_str()) {
+            sink.warning(
+                node.header,
+                format!("node `{}` is never reached from [start]", node.name),
+            );
+        }
+    }
+}

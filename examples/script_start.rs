@@ -191,8 +191,12 @@ async fn main() -> ExitCode {
     let began = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {
-            let (args, next, samples, failures) =
-                (args.clone(), next.clone(), samples.clone(), failures.clone());
+            let (args, next, samples, failures) = (
+                args.clone(),
+                next.clone(),
+                samples.clone(),
+                failures.clone(),
+            );
             tokio::spawn(async move {
                 loop {
                     let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -282,8 +282,12 @@ pub enum CallEventKind {
         node: String,
         /// Which text of the node.
         kind: ScriptPromptKind,
-        /// The audio came from the prompt cache (false: synthesized for this call).
+        /// The audio came from the prompt cache (false: synthesized for this call; always
+        /// false for a text message).
         cached: bool,
+        /// Characters of a text message's body.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        chars: Option<usize>,
     },
     /// A scripted call matched the caller's input against a node's transitions.
     ScriptInput {
@@ -496,6 +500,7 @@ mod tests {
                 node: "start".into(),
                 kind: ScriptPromptKind::Reprompt,
                 cached: true,
+                chars: None,
             }),
             serde_json::json!({"type": "script_prompt", "node": "start", "kind": "reprompt", "cached": true})
         );

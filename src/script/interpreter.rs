@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::flow::{Flow, Key, Node, START_NODE, Target, Trigger};
 use super::history::{History, heard_part};
 use super::matcher::{self, DtmfEntry, DtmfStep};
+use super::print::target_text;
 use super::prompt_audio::{CallPrompts, PromptReady, TextId};
 use super::prompts::{LoadedScript, PROMPT_RATE, PromptClip};
 use super::timers::{Timer, TimerFired, Timers};
@@ -86,20 +87,6 @@ fn chain(target: &Target) -> Vec<&Target> {
             _ => return out,
         }
         out.push(at);
-    }
-}
-
-/// A target as written in a script (for the record).
-fn target_label(target: &Target) -> String {
-    match target {
-        Target::Node { name } => name.clone(),
-        Target::End => "END".to_owned(),
-        Target::Transfer { to, otherwise } => match otherwise {
-            Some(next) => format!("transfer {to} else {}", target_label(next)),
-            None => format!("transfer {to}"),
-        },
-        Target::Agent => "agent".to_owned(),
-        Target::Sms { then, .. } => format!("sms then {}", target_label(then)),
     }
 }
 
@@ -481,6 +468,7 @@ impl ScriptAgent {
                 node: self.node_name(),
                 kind,
                 cached,
+                chars: None,
             },
         );
         let history_at = self.history.said(&words);
@@ -613,6 +601,7 @@ impl ScriptAgent {
                                 node: self.node_name(),
                                 kind: ScriptPromptKind::Sms,
                                 cached: false,
+                                chars: Some(body.chars().count()),
                             },
                         );
                         ctx.act(AgentAction::Sms { to: None, body });
@@ -1001,7 +990,7 @@ impl ScriptAgent {
             CallEventKind::ScriptRoute {
                 node: n.name.clone(),
                 outcome,
-                target: target_label(&n.transitions[index].target),
+                target: target_text(&n.transitions[index].target),
             },
         );
         self.leave_agent();

@@ -866,6 +866,7 @@ async fn sms_is_sent_with_its_variables_then_the_call_goes_on() {
         AgentAction::Sms { to: None, body } if body == "See you at Acme Dental"
     )));
     assert_eq!(of(&out, "script_prompt")[0]["kind"], "sms");
+    assert_eq!(of(&out, "script_prompt")[0]["chars"], 22);
     assert_eq!(entered(&out), ["confirmed"]);
 }
 

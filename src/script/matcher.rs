@@ -7,6 +7,7 @@
 //! match wins, any key of a line matches, and `any` comes after every other transition.
 
 use super::flow::{Key, Transition, Trigger};
+use super::print::key_text;
 
 /// The words every single-digit key also answers to, by digit.
 const DIGIT_WORDS: [&[&str]; 10] = [
@@ -35,8 +36,7 @@ impl MatchedKey {
     /// The key as written in a script: bare keys, a quoted phrase, or `any`.
     pub fn label(&self) -> String {
         match self {
-            MatchedKey::Key(Key::Digits(d)) => d.clone(),
-            MatchedKey::Key(Key::Phrase(p)) => format!("{p:?}"),
+            MatchedKey::Key(key) => key_text(key),
             MatchedKey::Any => "any".to_owned(),
         }
     }

@@ -26,7 +26,12 @@ fn shipped_scripts_parse_with_no_errors_or_warnings() {
         if path.extension().is_some_and(|e| e == "dsc") {
             let source = std::fs::read_to_string(&path).unwrap();
             let parsed = ok(&source);
-            assert!(parsed.warnings.is_empty(), "{}: {:?}", path.display(), parsed.warnings);
+            assert!(
+                parsed.warnings.is_empty(),
+                "{}: {:?}",
+                path.display(),
+                parsed.warnings
+            );
             count += 1;
         }
     }

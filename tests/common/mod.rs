@@ -107,6 +107,7 @@ impl TestGateway {
             addr,
             gateway,
             events,
+            twilio_auth_token: config.auth.twilio_auth_token.clone(),
             seen: Vec::new(),
             stop: Some(stop),
             task: Some(task),

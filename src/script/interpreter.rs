@@ -212,6 +212,9 @@ pub struct ScriptAgent {
     history: History,
     timers: Timers,
     hung_up: bool,
+    /// Nodes entered since the call last said something or waited for the caller: more than
+    /// the flow has means the flow goes round in silence.
+    hops: usize,
 }
 
 impl std::fmt::Debug for ScriptAgent {
@@ -253,6 +256,7 @@ impl ScriptAgent {
             history: History::new(),
             timers: Timers::new(),
             hung_up: false,
+            hops: 0,
         }
     }
 
@@ -361,6 +365,14 @@ impl ScriptAgent {
     // ---- Nodes and prompts ----
 
     fn enter(&mut self, ctx: &mut AgentContext, node: usize, arrival: Arrival) {
+        self.hops += 1;
+        if self.hops > self.flow.nodes.len() {
+            let reason = format!(
+                "the script goes round from [{}] without saying anything or waiting for the caller",
+                self.node_name()
+            );
+            return self.fail(ctx, reason);
+        }
         self.cancel_own_prompt(ctx);
         self.timers.stop_all();
         self.node = node;
@@ -423,6 +435,7 @@ impl ScriptAgent {
 
     /// Says a prompt: at once from memory, or when its synthesis is done.
     fn play(&mut self, ctx: &mut AgentContext, text: TextId, kind: ScriptPromptKind, then: Then) {
+        self.hops = 0;
         self.cancel_own_prompt(ctx);
         match self.prompts.ready(text) {
             Some((clip, cached)) => self.stream(ctx, text, clip, cached, kind, then),
@@ -527,6 +540,7 @@ impl ScriptAgent {
             let reason = format!("script ended at [{}]", node.name);
             return self.hangup(ctx, reason);
         }
+        self.hops = 0;
         let after = self.timeout_of(node);
         self.timers.start_no_input(&ctx.port(), after);
     }
@@ -932,6 +946,7 @@ impl ScriptAgent {
             },
         );
         agent.take_over(ctx);
+        self.hops = 0;
         self.mode = Mode::Agent(Box::new(AgentRun { agent, node }));
         if !answer_now {
             self.start_agent_timer(ctx);

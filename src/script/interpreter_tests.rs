@@ -1215,3 +1215,40 @@ async fn the_agent_target_hands_over_for_good() {
     );
     assert!(tools[0].contains(&"end_call".to_string()));
 }
+
+#[tokio::test]
+async fn a_flow_going_round_in_silence_ends_instead_of_spinning() {
+    let flow = Flow {
+        settings: Settings::default(),
+        nodes: vec![
+            node("start", None, vec![on(Trigger::Always, to("a"))]),
+            node("a", None, vec![on(Trigger::Always, to("start"))]),
+        ],
+    };
+    let mut call = Setup::new(flow).start();
+    let out = call.send(AgentEvent::CallStarted);
+    let failed = &of(&out, "script_failed")[0];
+    assert!(
+        failed["reason"].as_str().unwrap().contains("goes round"),
+        "{failed}"
+    );
+    assert_eq!(texts(&out), [GOODBYE]);
+    assert_eq!(entered(&out), ["start", "a"]);
+
+    // Going round through prompts is a flow like any other.
+    let flow = Flow {
+        settings: Settings::default(),
+        nodes: vec![
+            node("start", Some(START), vec![on(Trigger::Always, to("a"))]),
+            node("a", None, vec![on(Trigger::Always, to("start"))]),
+        ],
+    };
+    let mut call = Setup::new(flow).start();
+    let mut u = last_said(&call.send(AgentEvent::CallStarted));
+    for _ in 0..5 {
+        let out = call.played(u);
+        assert!(of(&out, "script_failed").is_empty());
+        assert_eq!(entered(&out), ["a", "start"]);
+        u = last_said(&out);
+    }
+}

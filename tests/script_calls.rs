@@ -668,6 +668,39 @@ Cancelled.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backchannel_word_that_is_a_key_answers_over_the_prompt() {
+    // "Yeah" over the bot is usually a backchannel (the bot goes on); here it is the answer.
+    let script = "\
+[start]
+Thanks for calling Acme Dental. Can you still make it on Tuesday? Say yeah or no.
+-> \"yeah\", \"yes\": confirmed
+-> \"no\": cancelled
+
+[confirmed]
+Confirmed.
+-> END
+
+[cancelled]
+Cancelled.
+-> END
+";
+    let mut stack = stack(script, Options::default()).await;
+    stack.listen.push_script(["Yeah."]);
+    let mut sim = CarrierSim::connect(&stack.gw, SimConfig::twilio()).await;
+    sim.run_for(1_500).await;
+    sim.say_in(0, wav("caller_yes.wav"));
+    let close = stack.until_closed(&mut sim, 15_000).await;
+    assert_eq!(
+        close,
+        Some((1000, "agent hangup: script ended at [confirmed]".into())),
+        "{:?}",
+        stack.kinds()
+    );
+    assert!(stack.gw.events_of("barge_in_reverted").is_empty());
+    assert_eq!(stack.entered(), ["start", "confirmed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_target_hands_the_call_to_the_model_with_the_conversation() {
     let script = MENU.replace(
         "-> 0, \"person\": transfer +14155550100 else busy",

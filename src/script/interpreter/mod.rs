@@ -508,6 +508,19 @@ impl Agent for ScriptAgent {
     fn wants_transcripts(&self) -> bool {
         self.transcripts
     }
+
+    /// Words matching a key of the node waiting for input are an answer, even when they
+    /// sound like a backchannel ("yeah", "okay").
+    fn answers(&self, transcript: &str) -> bool {
+        if !matches!(self.mode, Mode::Script) {
+            return false;
+        }
+        self.flow.nodes.get(self.node).is_some_and(|node| {
+            !node.is_agent()
+                && crate::script::matcher::match_transcript(&node.transitions, transcript)
+                    .is_some_and(|m| matches!(m.key, crate::script::matcher::MatchedKey::Key(_)))
+        })
+    }
 }
 
 #[cfg(test)]

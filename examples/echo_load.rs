@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! cargo build --release --bin voicegw --example echo_load
-//! target/release/voicegw serve --listen 127.0.0.1:8080 &
+//! target/release/voicegw serve --listen 127.0.0.1:8080 --agent echo &
 //! target/release/examples/echo_load --calls 1000 --duration 30 --ramp 15 --pid $!
 //! ```
 //! Loopback only; bounded by `--ramp` + `--duration`.

@@ -3,9 +3,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use voicegw::config::{Config, Overrides};
+use voicegw::metrics::Metrics;
+use voicegw::pipeline;
+use voicegw::script::cache::PromptCache;
+use voicegw::script::fixture_voice::{FIXTURE_VOICE, FixtureVoice};
+use voicegw::script::loader;
+use voicegw::tts::TtsProvider;
 
 /// voicegw: a real-time voice gateway for telephone calls.
 #[derive(Debug, Parser)]
@@ -58,31 +65,87 @@ enum Command {
         /// The base URL carriers use to reach the gateway (for signature checks behind a proxy).
         #[arg(long, env = "VOICEGW_PUBLIC_URL")]
         public_url: Option<String>,
-        /// Deepgram API key (speech-to-text, and Aura text-to-speech).
-        #[arg(long, env = "DEEPGRAM_API_KEY", hide_env_values = true)]
-        deepgram_api_key: Option<String>,
-        /// Deepgram base URL (self-hosted or a local test server).
-        #[arg(long, env = "DEEPGRAM_BASE_URL")]
-        deepgram_base_url: Option<String>,
-        /// OpenAI (or compatible) API key; with it the default agent is `llm`.
-        #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
-        openai_api_key: Option<String>,
-        /// OpenAI-compatible base URL, including `/v1`.
-        #[arg(long, env = "OPENAI_BASE_URL")]
-        openai_base_url: Option<String>,
-        /// Chat model name.
-        #[arg(long, env = "OPENAI_MODEL")]
-        openai_model: Option<String>,
-        /// ElevenLabs API key (with `--tts-provider elevenlabs`).
-        #[arg(long, env = "ELEVENLABS_API_KEY", hide_env_values = true)]
-        elevenlabs_api_key: Option<String>,
-        /// ElevenLabs base URL.
-        #[arg(long, env = "ELEVENLABS_BASE_URL")]
-        elevenlabs_base_url: Option<String>,
-        /// Text-to-speech provider: deepgram, elevenlabs or openai.
-        #[arg(long, env = "VOICEGW_TTS_PROVIDER")]
-        tts_provider: Option<String>,
+        /// Provider keys and endpoints.
+        #[command(flatten)]
+        providers: ProviderArgs,
     },
+    /// Destiny-Script tools (see docs/script.md).
+    Script {
+        #[command(subcommand)]
+        command: ScriptCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScriptCommand {
+    /// Synthesize every prompt of a script that has no variables into the prompt cache
+    /// (only those not cached yet), with the configured text-to-speech. Prints each prompt and
+    /// the totals; exit code 1 when any failed, 2 when the script or config cannot be used.
+    Prime {
+        /// The script file.
+        file: PathBuf,
+        /// The prompt cache folder (default: `[script] cache_dir`).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// The synthesizer voice (default: `[script] voice`, else the script's `@voice`).
+        #[arg(long, conflicts_with = "fixtures")]
+        voice: Option<String>,
+        /// Use the recorded prompts (`[script] recorded_prompts`) instead of a synthesizer.
+        #[arg(long)]
+        fixtures: bool,
+        /// A TOML config file; flags and environment variables override it.
+        #[arg(long, env = "VOICEGW_CONFIG")]
+        config: Option<PathBuf>,
+        /// Provider keys and endpoints.
+        #[command(flatten)]
+        providers: ProviderArgs,
+    },
+}
+
+/// Provider keys and endpoints, shared by the commands that reach providers.
+#[derive(Debug, Args)]
+struct ProviderArgs {
+    /// Deepgram API key (speech-to-text, and Aura text-to-speech).
+    #[arg(long, env = "DEEPGRAM_API_KEY", hide_env_values = true)]
+    deepgram_api_key: Option<String>,
+    /// Deepgram base URL (self-hosted or a local test server).
+    #[arg(long, env = "DEEPGRAM_BASE_URL")]
+    deepgram_base_url: Option<String>,
+    /// OpenAI (or compatible) API key; with it the default agent is `llm`.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    openai_api_key: Option<String>,
+    /// OpenAI-compatible base URL, including `/v1`.
+    #[arg(long, env = "OPENAI_BASE_URL")]
+    openai_base_url: Option<String>,
+    /// Chat model name.
+    #[arg(long, env = "OPENAI_MODEL")]
+    openai_model: Option<String>,
+    /// ElevenLabs API key (with `--tts-provider elevenlabs`).
+    #[arg(long, env = "ELEVENLABS_API_KEY", hide_env_values = true)]
+    elevenlabs_api_key: Option<String>,
+    /// ElevenLabs base URL.
+    #[arg(long, env = "ELEVENLABS_BASE_URL")]
+    elevenlabs_base_url: Option<String>,
+    /// Text-to-speech provider: deepgram, elevenlabs or openai.
+    #[arg(long, env = "VOICEGW_TTS_PROVIDER")]
+    tts_provider: Option<String>,
+}
+
+impl ProviderArgs {
+    /// These values as config overrides.
+    fn overrides(self) -> Overrides {
+        Overrides {
+            deepgram_api_key: self.deepgram_api_key,
+            deepgram_base_url: self.deepgram_base_url,
+            openai_api_key: self.openai_api_key,
+            openai_base_url: self.openai_base_url,
+            openai_model: self.openai_model,
+            elevenlabs_api_key: self.elevenlabs_api_key,
+            elevenlabs_base_url: self.elevenlabs_base_url,
+            tts_provider: self.tts_provider,
+            ..Overrides::default()
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -95,12 +158,111 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// What `voicegw script prime` was asked.
+struct PrimeArgs {
+    file: PathBuf,
+    cache_dir: Option<PathBuf>,
+    voice: Option<String>,
+    fixtures: bool,
+    config: Option<PathBuf>,
+    overrides: Overrides,
+}
+
+/// `voicegw script prime FILE`: exit 0 when every prompt is cached, 1 when any failed, 2 when
+/// the config, the script or the synthesizer cannot be used.
+fn script_prime(args: PrimeArgs) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("voicegw: {message}");
+        ExitCode::from(2)
+    };
+    let config = match Config::load(args.config.as_deref(), &args.overrides) {
+        Ok(config) => config,
+        Err(error) => return fail(error.to_string()),
+    };
+    let script = match loader::read_script(&args.file) {
+        Ok(script) => script,
+        Err(error) => return fail(error.to_string()),
+    };
+    for warning in script.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(format!("cannot start the runtime: {error}")),
+    };
+    runtime.block_on(async {
+        let (provider, voice): (Arc<dyn TtsProvider>, String) = if args.fixtures {
+            match FixtureVoice::load(&config.script.recorded_prompts) {
+                Ok(recorded) => (Arc::new(recorded), FIXTURE_VOICE.to_owned()),
+                Err(error) => return fail(error.to_string()),
+            }
+        } else {
+            let metrics = match Metrics::new() {
+                Ok(metrics) => metrics,
+                Err(error) => return fail(format!("metrics: {error}")),
+            };
+            let wanted = args.voice.clone().or_else(|| {
+                pipeline::chosen_voice(&config, script.parsed.flow.settings.voice.as_deref())
+            });
+            match pipeline::script_synth(&config, &metrics, wanted.as_deref()) {
+                Ok(Some(voice)) => (voice.provider(), voice.key().to_owned()),
+                Ok(None) => {
+                    return fail(format!(
+                        "no text-to-speech key for `{}`: set DEEPGRAM_API_KEY (or the key of --tts-provider), or use --fixtures",
+                        config.tts.provider
+                    ));
+                }
+                Err(error) => return fail(error.to_string()),
+            }
+        };
+        let cache = PromptCache::new(args.cache_dir.unwrap_or(config.script.cache_dir.clone()));
+        println!(
+            "priming {} (script {}, voice {voice}) into {}",
+            script.path.display(),
+            script.hash,
+            cache.root().display()
+        );
+        match cache
+            .prime(&script.parsed.flow, &script.hash, provider.as_ref(), &voice)
+            .await
+        {
+            Ok(report) => {
+                println!("{report}");
+                if report.complete() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(error) => fail(error.to_string()),
+        }
+    })
+}
+
 fn main() -> ExitCode {
     // deepgram's TLS sockets need one process-wide rustls crypto provider.
     let _ = deepgram::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
+        Command::Script {
+            command:
+                ScriptCommand::Prime {
+                    file,
+                    cache_dir,
+                    voice,
+                    fixtures,
+                    config,
+                    providers,
+                },
+        } => script_prime(PrimeArgs {
+            file,
+            cache_dir,
+            voice,
+            fixtures,
+            config,
+            overrides: providers.overrides(),
+        }),
         Command::Serve {
             listen,
             agent,
@@ -110,14 +272,7 @@ fn main() -> ExitCode {
             twilio_base_url,
             exotel_credentials,
             public_url,
-            deepgram_api_key,
-            deepgram_base_url,
-            openai_api_key,
-            openai_base_url,
-            openai_model,
-            elevenlabs_api_key,
-            elevenlabs_base_url,
-            tts_provider,
+            providers,
         } => {
             let overrides = Overrides {
                 listen,
@@ -127,14 +282,7 @@ fn main() -> ExitCode {
                 twilio_base_url,
                 exotel_credentials,
                 public_url,
-                deepgram_api_key,
-                deepgram_base_url,
-                openai_api_key,
-                openai_base_url,
-                openai_model,
-                elevenlabs_api_key,
-                elevenlabs_base_url,
-                tts_provider,
+                ..providers.overrides()
             };
             let config = match Config::load(config.as_deref(), &overrides) {
                 Ok(config) => config,

@@ -164,9 +164,12 @@ impl TestGateway {
     }
 }
 
-/// Default config for tests.
+/// Default config for tests: no scripts are loaded (the repository's `scripts/` is not read),
+/// so with no provider keys the default agent is `echo`, and `llm` with them.
 pub fn test_config() -> Config {
-    Config::default()
+    let mut config = Config::default();
+    config.script.dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/no-scripts");
+    config
 }
 
 /// Loads a fixture WAV (8 kHz mono PCM16) as samples.

@@ -584,3 +584,49 @@ async fn with_no_keys_a_script_plays_its_recorded_prompts_and_follows_keys() {
     );
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn missing_prompts_are_synthesized_in_the_background_at_start_up() {
+    let fake = FakeDeepgramSpeak::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("greeting.dsc"), SCRIPT).unwrap();
+    let mut config = test_config();
+    config.script.dir = dir.path().to_path_buf();
+    config.script.cache_dir = dir.path().join("cache");
+    config.tts.deepgram.api_key = "test-key".into();
+    config.tts.deepgram.base_url = fake.base_url();
+    let cache = PromptCache::new(dir.path().join("cache"));
+    // One prompt is cached already: it is loaded, not synthesized again.
+    cache
+        .write_clip(
+            VOICE,
+            "You're all set. Goodbye!",
+            &cached_pcm("You're all set. Goodbye!"),
+        )
+        .unwrap();
+    let _gw = TestGateway::start(config).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.spoken_texts().len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut spoken = fake.spoken_texts();
+    spoken.sort();
+    assert_eq!(
+        spoken,
+        [
+            "Press 1 to confirm or 2 to cancel.",
+            "Sorry, I couldn't understand. Goodbye.",
+            "Your appointment is cancelled. Goodbye!",
+        ]
+    );
+    let flow = flow(SCRIPT);
+    let written = |cache: &PromptCache| {
+        distinct_texts(&flow)
+            .iter()
+            .all(|t| cache.has_clip(VOICE, t))
+    };
+    while !written(&cache) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(written(&cache), "every static prompt is now in the cache");
+}

@@ -330,6 +330,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_index_text_parses_or_names_a_line(text in "\\PC{0,200}") {
+            match parse_index(&text) {
+                Ok(entries) => {
+                    for e in entries {
+                        proptest::prop_assert!(e.file.ends_with(".wav"));
+                        proptest::prop_assert!(!e.text.trim().is_empty());
+                    }
+                }
+                Err((line, _)) => {
+                    proptest::prop_assert!(line >= 1 && line <= text.lines().count());
+                }
+            }
+        }
+
+        #[test]
+        fn written_indexes_read_back(
+            entries in proptest::collection::btree_map("[a-z][a-z0-9_]{0,12}", "[A-Za-z0-9][A-Za-z0-9 ,.?!']{0,40}[A-Za-z0-9.?!]", 0..8)
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            let entries: Vec<(String, String)> = entries
+                .into_iter()
+                .filter(|(_, text)| seen.insert(text.clone()))
+                .map(|(file, text)| (format!("{file}.wav"), text))
+                .collect();
+            let index: String = entries.iter().map(|(f, t)| format!("{f}\t{t}\n")).collect();
+            let parsed = parse_index(&index).unwrap();
+            let back: Vec<(String, String)> = parsed.into_iter().map(|e| (e.file, e.text)).collect();
+            proptest::prop_assert_eq!(back, entries);
+        }
+    }
+
     #[tokio::test]
     async fn plays_recordings_by_text_and_refuses_others() {
         let dir = tempfile::tempdir().unwrap();

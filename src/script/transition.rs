@@ -282,7 +282,7 @@ impl Reader<'_> {
             .map_or_else(|| tokens.get(used - 1).map_or(1, |t| t.end), |t| t.column);
         let what = match trigger {
             Trigger::Keys { .. } => "the keys".to_owned(),
-            Trigger::Timeout { .. } => "the timeout".to_owned(),
+            Trigger::Timeout { after_ms: Some(_) } => "the timeout".to_owned(),
             _ => format!("`{}`", tokens[0].word().unwrap_or_default()),
         };
         self.error(column, format!("expected `:` after {what}, then a target"));
@@ -311,7 +311,10 @@ impl Reader<'_> {
                 "`else` only follows a `transfer` target: `transfer +NUMBER else TARGET`"
                     .to_owned(),
             ),
-            (_, Target::Node { name }) if last.word() == Some(name.as_str()) => {
+            (_, Target::Node { name })
+                if last.word() == Some(name.as_str())
+                    && matches!(extra.tok, Tok::Word(_) | Tok::Quoted(_)) =>
+            {
                 let hint = did_you_mean(name, ["transfer", "sms", "agent", "END"])
                     .map(|k| format!(" (did you mean `{k}`?)"))
                     .unwrap_or_default();

@@ -149,12 +149,16 @@ fn check_triggers(node: &NodeDraft, is_agent: bool, sink: &mut Sink) {
             }
         }
     }
+    let conditional = node
+        .transitions
+        .iter()
+        .find(|t| t.transition.trigger != Trigger::Always);
     if let Some((index, t)) = unconditional
-        && node.transitions.len() > 1
+        && let Some(other) = conditional
     {
         if index == 0 {
             sink.error(
-                node.transitions[1].trigger_at,
+                other.trigger_at,
                 format!(
                     "the node already moves on unconditionally (line {}): an unconditional `-> TARGET` cannot be combined with other transitions",
                     t.at.line

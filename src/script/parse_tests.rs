@@ -730,3 +730,64 @@ fn diagnostics_display_one_per_line_with_warnings_marked() {
     let boxed: Box<dyn std::error::Error> = Box::new(err);
     assert!(boxed.to_string().contains("nowhere"));
 }
+
+// ---- untrusted input ----
+
+/// Lines that are nearly valid, so generated scripts reach deep into the parser.
+const FRAGMENTS: &[&str] = &[
+    "[start]", "[next]", "[start", "[]", "[END]", "Hello {{ name | there }}.", "{{ a", "}}",
+    "\\[x]", "reprompt: again", "agent: help", "  continued", "-> END", "-> next", "-> 1: next",
+    "-> 1, \"yes\": END", "-> \"a", "-> timeout 5s: next", "-> timeout: END", "-> any: next",
+    "-> nomatch: END", "-> transfer +14155550100 else next", "-> sms \"hi {{ x }}\" then next",
+    "-> sms \"a\" then sms \"b\"", "-> 1 next", "->", "-> :", "@voice v", "@timeout 0s",
+    "@goodbye bye", "@reprompts 99", "// comment", "", "\t", "-> 1#2: x", "-> \"\\q\": x",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn never_panics_on_arbitrary_text(source in "(?s).{0,300}") {
+        check_any(&source)?;
+    }
+
+    #[test]
+    fn never_panics_on_scripts_made_of_near_valid_lines(
+        lines in proptest::collection::vec(
+            proptest::prop_oneof![
+                4 => proptest::sample::select(FRAGMENTS).prop_map(str::to_owned),
+                1 => "[ -~\\té]{0,30}",
+            ],
+            0..25,
+        )
+    ) {
+        check_any(&lines.join("\n"))?;
+    }
+}
+
+use proptest::prelude::Strategy as _;
+
+/// Whatever the input: no panic; errors point inside the text; a flow that parses is
+/// canonical (prints and parses back to itself).
+fn check_any(source: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+    let line_count = source.split('\n').count();
+    match parse(source) {
+        Ok(parsed) => {
+            let printed = crate::script::print(&parsed.flow);
+            let again = parse(&printed).map_err(|d| {
+                proptest::test_runner::TestCaseError::fail(format!("{d}\n---\n{printed}"))
+            })?;
+            proptest::prop_assert_eq!(again.flow, parsed.flow);
+            proptest::prop_assert_eq!(parsed.spans.nodes.len(), again.spans.nodes.len());
+        }
+        Err(diagnostics) => {
+            proptest::prop_assert!(diagnostics.has_errors());
+            for d in diagnostics.all() {
+                proptest::prop_assert!(d.line >= 1 && d.line <= line_count, "{}", d);
+                proptest::prop_assert!(d.column >= 1, "{}", d);
+                proptest::prop_assert!(!d.message.is_empty());
+            }
+        }
+    }
+    Ok(())
+}

@@ -169,3 +169,7 @@ fn quote(text: &str) -> String {
     out.push('"');
     out
 }
+
+#[cfg(test)]
+#[path = "print_tests.rs"]
+mod tests;

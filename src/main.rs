@@ -76,6 +76,24 @@ enum Command {
         #[arg(long, env = "VOICEGW_TTS_PROVIDER")]
         tts_provider: Option<String>,
     },
+    /// Destiny-Script tools (see docs/script.md).
+    Script {
+        #[command(subcommand)]
+        command: ScriptCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScriptCommand {
+    /// Check a script: print its errors and warnings as FILE:line:col, then (when it has no
+    /// errors) a summary of the flow. Exit code 0 when it loads, 1 when it has errors.
+    Check {
+        /// The script file.
+        file: PathBuf,
+        /// Print the parsed flow as JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -88,12 +106,36 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// `voicegw script check FILE [--json]`.
+fn script_check(file: &std::path::Path, json: bool) -> ExitCode {
+    let source = match std::fs::read_to_string(file) {
+        Ok(source) => source,
+        Err(error) => {
+            eprintln!("voicegw: cannot read {}: {error}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let output = voicegw::script::check::check(&file.display().to_string(), &source, json);
+    for line in &output.diagnostics {
+        eprintln!("{line}");
+    }
+    print!("{}", output.report);
+    if output.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn main() -> ExitCode {
     // deepgram's TLS sockets need one process-wide rustls crypto provider.
     let _ = deepgram::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
+        Command::Script {
+            command: ScriptCommand::Check { file, json },
+        } => script_check(&file, json),
         Command::Serve {
             listen,
             agent,

@@ -6,8 +6,10 @@
 //! - [`print()`]: the canonical form of a flow, and its [`script_hash`].
 //! - [`render`]: templates filled with a call's variables; the variables a flow needs and
 //!   the texts that need none.
+//! - [`check`]: what `voicegw script check` prints.
 //! - [`prompts`]: where prompt audio comes from; a script loaded for calls.
 
+pub mod check;
 pub mod diag;
 pub mod flow;
 mod lexer;

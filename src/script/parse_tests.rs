@@ -791,3 +791,59 @@ fn check_any(source: &str) -> Result<(), proptest::test_runner::TestCaseError> {
     }
     Ok(())
 }
+
+fn shipped(name: &str) -> Parsed {
+    let path = format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"));
+    ok(&std::fs::read_to_string(path).unwrap())
+}
+
+#[test]
+fn appointment_confirmation_uses_every_path() {
+    let flow = shipped("appointment_confirmation.dsc").flow;
+    let required: Vec<String> = flow.required_variables().into_iter().collect();
+    assert_eq!(required, ["appointmentDate", "tenantName"]);
+    let start = flow.start().unwrap();
+    assert!(start.prompt.as_ref().unwrap().variables().contains(&"firstName"));
+    let targets: Vec<&Target> = flow
+        .nodes
+        .iter()
+        .flat_map(|n| n.transitions.iter().map(|t| &t.target))
+        .collect();
+    assert!(targets.iter().any(|t| matches!(t, Target::Transfer { otherwise: Some(_), .. })));
+    assert!(targets.iter().any(|t| matches!(t, Target::Sms { .. })));
+    assert!(targets.iter().any(|t| matches!(t, Target::Agent)));
+    assert!(flow.node("still_there").is_some());
+    assert!(flow.node("confirmed").is_some());
+    assert!(flow.node("goodbye").is_some());
+}
+
+#[test]
+fn receptionist_mixes_dsl_and_agent_nodes() {
+    let flow = shipped("receptionist.dsc").flow;
+    let intent = flow.node("intent").unwrap();
+    assert!(intent.is_agent());
+    let outcomes: Vec<&Key> = intent
+        .transitions
+        .iter()
+        .flat_map(|t| match &t.trigger {
+            Trigger::Keys { keys } => keys.iter().collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    for outcome in ["question", "person", "message", "done"] {
+        assert!(outcomes.contains(&&Key::Phrase(outcome.to_owned())), "{outcome}");
+    }
+    let faq = flow.node("faq").unwrap();
+    assert!(crate::script::print::template_text(faq.agent.as_ref().unwrap()).contains("lookup_knowledge"));
+    let take = flow.node("take_message").unwrap();
+    assert!(crate::script::print::template_text(take.agent.as_ref().unwrap()).contains("capture_lead"));
+    assert!(flow.nodes.iter().any(|n| !n.is_agent()
+        && n.transitions
+            .iter()
+            .any(|t| matches!(&t.trigger, Trigger::Keys { keys } if keys.iter().any(|k| matches!(k, Key::Digits(_)))))));
+    assert!(matches!(
+        flow.node("transfer_attempt").unwrap().transitions[0].target,
+        Target::Transfer { otherwise: Some(_), .. }
+    ));
+    assert!(flow.required_variables().is_empty());
+}

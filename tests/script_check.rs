@@ -30,7 +30,10 @@ fn a_good_script_prints_its_summary_and_exits_0() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "", "no errors or warnings");
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("required variables: appointmentDate, tenantName\n"), "{stdout}");
+    assert!(
+        stdout.contains("required variables: appointmentDate, tenantName\n"),
+        "{stdout}"
+    );
     assert!(stdout.contains("\n[start]  (line 8)\n"), "{stdout}");
     assert!(
         stdout.contains("  -> 0, \"person\", \"agent\", \"representative\": transfer +14155550100 else take_message\n"),

@@ -19,6 +19,7 @@ use super::agent::{
     Agent, AgentAction, AgentCatalog, AgentContext, AgentEvent, AgentPort, DtmfSource, Heard,
     SpeechPart, UserTurn, UtteranceId, UtteranceIds,
 };
+use super::control::{CarrierControl, remote_party};
 use super::egress::{Egress, EgressConfig, MarkOutcome};
 use super::events::{CallEventKind, CallRecorder, EventSink};
 use super::registry::{CallHandle, Control, Registry};
@@ -27,7 +28,6 @@ use super::turn::{
     JudgedFrame, Judgement, TurnConfig, TurnEvent, TurnJudge, TurnTaker, is_backchannel,
     normalize_transcript,
 };
-use super::control::{CarrierControl, remote_party};
 use super::{CallId, CallInfo, mask_number};
 use crate::audio::dtmf::{DtmfDetector, DtmfDigit};
 use crate::audio::echo::{EchoConfig, EchoGuard};

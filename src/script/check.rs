@@ -27,7 +27,10 @@ pub fn check(label: &str, source: &str, json: bool) -> CheckOutput {
         Ok(parsed) => (parsed.warnings.clone(), Some(parsed)),
         Err(diagnostics) => (diagnostics.into_vec(), None),
     };
-    let lines = diagnostics.iter().map(|d| diagnostic_line(label, d)).collect();
+    let lines = diagnostics
+        .iter()
+        .map(|d| diagnostic_line(label, d))
+        .collect();
     let Some(parsed) = parsed else {
         return CheckOutput {
             diagnostics: lines,
@@ -55,7 +58,11 @@ pub fn check(label: &str, source: &str, json: bool) -> CheckOutput {
 
 /// `FILE:line:col: message`, with `warning: ` in front of a warning.
 pub fn diagnostic_line(label: &str, diagnostic: &Diagnostic) -> String {
-    let prefix = if diagnostic.is_error() { "" } else { "warning: " };
+    let prefix = if diagnostic.is_error() {
+        ""
+    } else {
+        "warning: "
+    };
     format!("{prefix}{label}:{diagnostic}")
 }
 

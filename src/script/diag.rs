@@ -285,7 +285,10 @@ mod tests {
             Diagnostic::error(Position::new(2, 5), "early"),
             Diagnostic::error(Position::new(2, 1), "earlier"),
         ]);
-        assert_eq!(d.to_string(), "2:1: earlier\n2:5: early\nwarning: 9:1: late");
+        assert_eq!(
+            d.to_string(),
+            "2:1: earlier\n2:5: early\nwarning: 9:1: late"
+        );
         assert!(d.has_errors());
         assert_eq!(d.errors().count(), 2);
         assert_eq!(d.warnings().count(), 1);

@@ -20,14 +20,9 @@ impl SourceLine {
 
     /// Whether the characters from `index` on start with `pattern`.
     pub fn has_at(&self, index: usize, pattern: &str) -> bool {
-        let mut i = index;
-        for p in pattern.chars() {
-            if self.chars.get(i) != Some(&p) {
-                return false;
-            }
-            i += 1;
-        }
-        true
+        (index..)
+            .zip(pattern.chars())
+            .all(|(i, p)| self.chars.get(i) == Some(&p))
     }
 
     /// Whether the line starts with a blank (a continuation line, if it is text).
@@ -113,9 +108,7 @@ pub(crate) fn classify(line: &SourceLine) -> LineKind {
         Some('\\') => LineKind::Text(i + 1),
         Some(_) if line.has_at(i, "//") => LineKind::Comment,
         Some(_) if line.has_at(i, "->") => LineKind::Transition(i),
-        Some(_) if line.has_at(i, REPROMPT) => {
-            LineKind::Reprompt(i, i + REPROMPT.chars().count())
-        }
+        Some(_) if line.has_at(i, REPROMPT) => LineKind::Reprompt(i, i + REPROMPT.chars().count()),
         Some(_) if line.has_at(i, AGENT) => LineKind::Agent(i, i + AGENT.chars().count()),
         Some(_) => LineKind::Text(i),
     }
@@ -309,7 +302,7 @@ pub(crate) fn parse_duration(word: &str) -> Result<u64, String> {
 
 /// Writes a duration the way [`parse_duration`] reads it (seconds when whole).
 pub(crate) fn format_duration(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -383,7 +376,10 @@ mod tests {
     fn needs_escape_matches_what_classify_would_misread() {
         for text in ["[x", "@x", "->x", "//x", "reprompt: x", "agent:x", "\\x"] {
             assert!(needs_escape(text), "{text}");
-            assert!(!matches!(classify(&line(text)), LineKind::Text(0)), "{text}");
+            assert!(
+                !matches!(classify(&line(text)), LineKind::Text(0)),
+                "{text}"
+            );
         }
         for text in ["x", "-x", "/x", "agent x", "{{ a }}"] {
             assert!(!needs_escape(text), "{text}");
@@ -435,10 +431,16 @@ mod tests {
         assert_eq!(parse_duration("100ms"), Ok(100));
         assert_eq!(parse_duration("120s"), Ok(120_000));
         for bad in ["", "s", "ms", "8", "8 s", "1.5s", "-1s", "8m", "+8s", "８s"] {
-            assert!(parse_duration(bad).unwrap_err().contains("bad duration"), "{bad}");
+            assert!(
+                parse_duration(bad).unwrap_err().contains("bad duration"),
+                "{bad}"
+            );
         }
         for out in ["99ms", "121s", "0s", "99999999999999999999s"] {
-            assert!(parse_duration(out).unwrap_err().contains("out of range"), "{out}");
+            assert!(
+                parse_duration(out).unwrap_err().contains("out of range"),
+                "{out}"
+            );
         }
         for ms in [100, 999, 1000, 1500, 120_000] {
             assert_eq!(parse_duration(&format_duration(ms)), Ok(ms));
@@ -454,7 +456,15 @@ mod tests {
         assert!(check_e164("+1415-555").unwrap_err().contains("only digits"));
         assert!(check_e164("+").unwrap_err().contains("only digits"));
         assert!(check_e164("+123456").unwrap_err().contains("6 digits"));
-        assert!(check_e164("+1234567890123456").unwrap_err().contains("16 digits"));
-        assert!(check_e164("+0123456789").unwrap_err().contains("never starts with 0"));
+        assert!(
+            check_e164("+1234567890123456")
+                .unwrap_err()
+                .contains("16 digits")
+        );
+        assert!(
+            check_e164("+0123456789")
+                .unwrap_err()
+                .contains("never starts with 0")
+        );
     }
 }

@@ -179,10 +179,8 @@ impl Reader {
             return;
         };
         if let Some(first) = self.setting_lines.get(known) {
-            self.sink.error(
-                pos,
-                format!("`@{known}` is already set on line {first}"),
-            );
+            self.sink
+                .error(pos, format!("`@{known}` is already set on line {first}"));
             return;
         }
         self.setting_lines.insert(known, line.number);
@@ -203,10 +201,8 @@ impl Reader {
                 "reprompts" => "@reprompts 2",
                 _ => "@digit_timeout 3s",
             };
-            self.sink.error(
-                pos,
-                format!("`@{known}` needs a value, e.g. `{example}`"),
-            );
+            self.sink
+                .error(pos, format!("`@{known}` needs a value, e.g. `{example}`"));
             return;
         }
         match known {
@@ -231,7 +227,9 @@ impl Reader {
                 }
                 _ => self.sink.error(
                     value_pos,
-                    format!("`@reprompts` takes a whole number from 0 to {MAX_REPROMPTS}, not `{value}`"),
+                    format!(
+                        "`@reprompts` takes a whole number from 0 to {MAX_REPROMPTS}, not `{value}`"
+                    ),
                 ),
             },
         }
@@ -393,9 +391,10 @@ impl Reader {
         {
             match goodbye.template() {
                 Some(template) => self.settings.goodbye = template,
-                None => self
-                    .sink
-                    .error(goodbye.at, "`@goodbye` needs text, e.g. `@goodbye Sorry, goodbye.`"),
+                None => self.sink.error(
+                    goodbye.at,
+                    "`@goodbye` needs text, e.g. `@goodbye Sorry, goodbye.`",
+                ),
             }
         }
         check_flow(&self.nodes, &mut self.sink);

@@ -26,7 +26,12 @@ fn shipped_scripts_parse_with_no_errors_or_warnings() {
         if path.extension().is_some_and(|e| e == "dsc") {
             let source = std::fs::read_to_string(&path).unwrap();
             let parsed = ok(&source);
-            assert!(parsed.warnings.is_empty(), "{}: {:?}", path.display(), parsed.warnings);
+            assert!(
+                parsed.warnings.is_empty(),
+                "{}: {:?}",
+                path.display(),
+                parsed.warnings
+            );
             count += 1;
         }
     }
@@ -80,7 +85,9 @@ fn minimal_script() {
 
 #[test]
 fn comments_blank_lines_and_trailing_comments() {
-    let p = ok("// top\n\n   // indented comment\n@voice v1 // the voice\n[start] // greeting\n  Visit example.com//help today.  \n-> END // done\n");
+    let p = ok(
+        "// top\n\n   // indented comment\n@voice v1 // the voice\n[start] // greeting\n  Visit example.com//help today.  \n-> END // done\n",
+    );
     assert_eq!(p.flow.settings.voice.as_deref(), Some("v1"));
     assert_eq!(
         p.flow.nodes[0].prompt,
@@ -105,7 +112,9 @@ fn prompt_lines_join_with_single_spaces() {
 
 #[test]
 fn backslash_escapes_a_text_line() {
-    let p = ok("[start]\n\\[laughs] that's fine\n\\-> not a transition\n\\\\ one backslash\n\\reprompt: is text\n-> END\n");
+    let p = ok(
+        "[start]\n\\[laughs] that's fine\n\\-> not a transition\n\\\\ one backslash\n\\reprompt: is text\n-> END\n",
+    );
     assert_eq!(
         p.flow.nodes[0].prompt,
         Some(Template::text(
@@ -131,7 +140,9 @@ fn prompt_with_variables() {
 
 #[test]
 fn reprompt_agent_and_goodbye_continue_on_indented_lines() {
-    let p = ok("@goodbye So long,\n   and thanks.\n[start]\nHi.\nreprompt: Sorry,\n  press 1.\n-> 1: faq\n\n[faq]\nagent: Answer questions\n\tusing lookup_knowledge.\n   \\-> and keep it short.\n-> \"done\": END\n");
+    let p = ok(
+        "@goodbye So long,\n   and thanks.\n[start]\nHi.\nreprompt: Sorry,\n  press 1.\n-> 1: faq\n\n[faq]\nagent: Answer questions\n\tusing lookup_knowledge.\n   \\-> and keep it short.\n-> \"done\": END\n",
+    );
     assert_eq!(
         p.flow.settings.goodbye,
         Template::text("So long, and thanks.")
@@ -160,7 +171,9 @@ fn a_blank_line_ends_a_continuation() {
 
 #[test]
 fn all_settings() {
-    let p = ok("@voice aura-2-thalia-en\n@timeout 800ms\n@reprompts 0\n@digit_timeout 5s\n@goodbye Bye {{ name | now }}.\n[start]\n-> END\n");
+    let p = ok(
+        "@voice aura-2-thalia-en\n@timeout 800ms\n@reprompts 0\n@digit_timeout 5s\n@goodbye Bye {{ name | now }}.\n[start]\n-> END\n",
+    );
     let s = &p.flow.settings;
     assert_eq!(s.voice.as_deref(), Some("aura-2-thalia-en"));
     assert_eq!(s.no_input_timeout_ms, 800);
@@ -190,7 +203,9 @@ fn node_names() {
 
 #[test]
 fn every_trigger() {
-    let p = ok("[start]\nPress.\n-> 1, 42#, *, #, A, D0: a\n-> \"yes\", \"not  right now\", \"say \\\"hi\\\" \\\\ there\": a\n-> any: a\n-> timeout 10s: a\n-> nomatch: a\n[a]\nA.\n-> timeout: END\n");
+    let p = ok(
+        "[start]\nPress.\n-> 1, 42#, *, #, A, D0: a\n-> \"yes\", \"not  right now\", \"say \\\"hi\\\" \\\\ there\": a\n-> any: a\n-> timeout 10s: a\n-> nomatch: a\n[a]\nA.\n-> timeout: END\n",
+    );
     let t: Vec<&Trigger> = p.flow.nodes[0]
         .transitions
         .iter()
@@ -201,17 +216,33 @@ fn every_trigger() {
     assert_eq!(
         t[0],
         &Trigger::Keys {
-            keys: vec![digits("1"), digits("42#"), digits("*"), digits("#"), digits("A"), digits("D0")]
+            keys: vec![
+                digits("1"),
+                digits("42#"),
+                digits("*"),
+                digits("#"),
+                digits("A"),
+                digits("D0")
+            ]
         }
     );
     assert_eq!(
         t[1],
         &Trigger::Keys {
-            keys: vec![phrase("yes"), phrase("not right now"), phrase("say \"hi\" \\ there")]
+            keys: vec![
+                phrase("yes"),
+                phrase("not right now"),
+                phrase("say \"hi\" \\ there")
+            ]
         }
     );
     assert_eq!(t[2], &Trigger::Any);
-    assert_eq!(t[3], &Trigger::Timeout { after_ms: Some(10_000) });
+    assert_eq!(
+        t[3],
+        &Trigger::Timeout {
+            after_ms: Some(10_000)
+        }
+    );
     assert_eq!(t[4], &Trigger::NoMatch);
     assert_eq!(
         p.flow.nodes[1].transitions[0].trigger,
@@ -283,7 +314,10 @@ fn source_map_points_at_headers_and_arrows() {
     let p = ok("@voice v\n\n  [start]\nHi.\n-> 1: next\n   -> 2: END\n[next]\n-> END\n");
     let start = p.spans.node("start").unwrap();
     assert_eq!(start.header, Position::new(3, 3));
-    assert_eq!(start.transitions, vec![Position::new(5, 1), Position::new(6, 4)]);
+    assert_eq!(
+        start.transitions,
+        vec![Position::new(5, 1), Position::new(6, 4)]
+    );
     assert_eq!(p.spans.transition("next", 0), Some(Position::new(8, 1)));
     assert_eq!(p.spans.transition("next", 1), None);
     assert_eq!(p.spans.nodes.len(), p.flow.nodes.len());
@@ -323,7 +357,9 @@ fn json_round_trip() {
 
 #[test]
 fn unreachable_nodes_are_warned_about() {
-    let p = ok("[start]\nHi.\n-> 1: transfer +14155550100 else a\n-> 2: sms \"x\" then b\n[a]\n-> END\n[b]\n-> END\n\n[old_menu]\nOld.\n-> END\n");
+    let p = ok(
+        "[start]\nHi.\n-> 1: transfer +14155550100 else a\n-> 2: sms \"x\" then b\n[a]\n-> END\n[b]\n-> END\n\n[old_menu]\nOld.\n-> END\n",
+    );
     let w: Vec<String> = p.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(w, ["10:1: node `old_menu` is never reached from [start]"]);
     assert!(!p.warnings[0].is_error());
@@ -331,7 +367,9 @@ fn unreachable_nodes_are_warned_about() {
 
 #[test]
 fn unused_reprompt_and_silent_nodes_are_warned_about() {
-    let p = ok("[start]\nHi.\nreprompt: never\n-> next\n[next]\n-> 1: helper\n[helper]\nagent: Help.\nreprompt: again\n-> \"done\": END\n");
+    let p = ok(
+        "[start]\nHi.\nreprompt: never\n-> next\n[next]\n-> 1: helper\n[helper]\nagent: Help.\nreprompt: again\n-> \"done\": END\n",
+    );
     let w: Vec<String> = p.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         w,
@@ -388,58 +426,190 @@ fn missing_start() {
 #[test]
 fn transition_syntax_errors() {
     let cases: &[(&str, &str)] = &[
-        ("-> 1 confirmed", "3:6: expected `:` after the keys, then a target"),
+        (
+            "-> 1 confirmed",
+            "3:6: expected `:` after the keys, then a target",
+        ),
         ("-> 1, 2", "3:8: expected `:` after the keys, then a target"),
-        ("-> \"yes\" next", "3:10: expected `:` after the keys, then a target"),
-        ("-> timeout next", "3:12: expected `:` after `timeout`, then a target"),
-        ("-> timeout 5s next", "3:15: expected `:` after the timeout, then a target"),
-        ("-> nomatch", "3:11: expected `:` after `nomatch`, then a target"),
-        ("-> : next", "3:4: expected keys, `any`, `timeout` or `nomatch` before `:`"),
+        (
+            "-> \"yes\" next",
+            "3:10: expected `:` after the keys, then a target",
+        ),
+        (
+            "-> timeout next",
+            "3:12: expected `:` after `timeout`, then a target",
+        ),
+        (
+            "-> timeout 5s next",
+            "3:15: expected `:` after the timeout, then a target",
+        ),
+        (
+            "-> nomatch",
+            "3:11: expected `:` after `nomatch`, then a target",
+        ),
+        (
+            "-> : next",
+            "3:4: expected keys, `any`, `timeout` or `nomatch` before `:`",
+        ),
         ("-> 1,: next", "3:6: expected a key after `,`"),
-        ("-> 1, , 2: next", "3:7: expected a key (DTMF keys or a quoted phrase), found `,`"),
+        (
+            "-> 1, , 2: next",
+            "3:7: expected a key (DTMF keys or a quoted phrase), found `,`",
+        ),
         ("-> 1 2: next", "3:6: expected `,` between keys, found `2`"),
-        ("-> yes: next", "3:4: bad key `yes`: a key is DTMF keys (0-9, *, #, A-D) or a phrase in double quotes, e.g. \"yes\""),
-        ("-> a: next", "3:4: bad key `a`: a key is DTMF keys (0-9, *, #, A-D) or a phrase in double quotes, e.g. \"a\""),
-        ("-> 1#2: next", "3:4: `#` ends a key entry, so it can only be the last key of `1#2`"),
-        ("-> ##: next", "3:4: `#` ends a key entry, so it can only be the last key of `##`"),
-        ("-> \"\": next", "3:4: empty phrase: write the words to listen for, e.g. \"yes\""),
-        ("-> \"?!\": next", "3:4: the phrase \"?!\" has no words to match"),
-        ("-> 1, any: next", "3:7: `any` cannot be combined with keys: write `-> any: TARGET` on its own line"),
-        ("-> any 1: next", "3:8: unexpected `1` after `any`: it stands alone before `:`"),
-        ("-> \"yes: next", "3:4: unterminated quote: close the text with `\"` on the same line"),
-        ("-> \"a\\tb\": next", "3:6: unknown escape `\\t` in a quoted text: only `\\\"` and `\\\\` are escapes"),
-        ("-> timeout 10: next", "3:12: bad duration `10`: write whole milliseconds or seconds, e.g. `800ms` or `8s`"),
-        ("-> timeout 1.5s: next", "3:12: bad duration `1.5s`: write whole milliseconds or seconds, e.g. `800ms` or `8s`"),
-        ("-> timeout 50ms: next", "3:12: duration `50ms` is out of range: between 100ms and 120s"),
-        ("-> timeout 121s: next", "3:12: duration `121s` is out of range: between 100ms and 120s"),
-        ("-> timeout soon: next", "3:12: unexpected `soon` after the timeout: write `-> timeout: TARGET` or `-> timeout 10s: TARGET`"),
-        ("->", "3:1: expected a target after `->`, e.g. `-> END` or `-> 1: next`"),
-        ("-> // nothing", "3:1: expected a target after `->`, e.g. `-> END` or `-> 1: next`"),
+        (
+            "-> yes: next",
+            "3:4: bad key `yes`: a key is DTMF keys (0-9, *, #, A-D) or a phrase in double quotes, e.g. \"yes\"",
+        ),
+        (
+            "-> a: next",
+            "3:4: bad key `a`: a key is DTMF keys (0-9, *, #, A-D) or a phrase in double quotes, e.g. \"a\"",
+        ),
+        (
+            "-> 1#2: next",
+            "3:4: `#` ends a key entry, so it can only be the last key of `1#2`",
+        ),
+        (
+            "-> ##: next",
+            "3:4: `#` ends a key entry, so it can only be the last key of `##`",
+        ),
+        (
+            "-> \"\": next",
+            "3:4: empty phrase: write the words to listen for, e.g. \"yes\"",
+        ),
+        (
+            "-> \"?!\": next",
+            "3:4: the phrase \"?!\" has no words to match",
+        ),
+        (
+            "-> 1, any: next",
+            "3:7: `any` cannot be combined with keys: write `-> any: TARGET` on its own line",
+        ),
+        (
+            "-> any 1: next",
+            "3:8: unexpected `1` after `any`: it stands alone before `:`",
+        ),
+        (
+            "-> \"yes: next",
+            "3:4: unterminated quote: close the text with `\"` on the same line",
+        ),
+        (
+            "-> \"a\\tb\": next",
+            "3:6: unknown escape `\\t` in a quoted text: only `\\\"` and `\\\\` are escapes",
+        ),
+        (
+            "-> timeout 10: next",
+            "3:12: bad duration `10`: write whole milliseconds or seconds, e.g. `800ms` or `8s`",
+        ),
+        (
+            "-> timeout 1.5s: next",
+            "3:12: bad duration `1.5s`: write whole milliseconds or seconds, e.g. `800ms` or `8s`",
+        ),
+        (
+            "-> timeout 50ms: next",
+            "3:12: duration `50ms` is out of range: between 100ms and 120s",
+        ),
+        (
+            "-> timeout 121s: next",
+            "3:12: duration `121s` is out of range: between 100ms and 120s",
+        ),
+        (
+            "-> timeout soon: next",
+            "3:12: unexpected `soon` after the timeout: write `-> timeout: TARGET` or `-> timeout 10s: TARGET`",
+        ),
+        (
+            "->",
+            "3:1: expected a target after `->`, e.g. `-> END` or `-> 1: next`",
+        ),
+        (
+            "-> // nothing",
+            "3:1: expected a target after `->`, e.g. `-> END` or `-> 1: next`",
+        ),
         ("-> 1:", "3:6: expected a target after `:`"),
-        ("-> 1: \"next\"", "3:7: expected a target, found a quoted text: quoted phrases are keys and go before `:`"),
+        (
+            "-> 1: \"next\"",
+            "3:7: expected a target, found a quoted text: quoted phrases are keys and go before `:`",
+        ),
         ("-> 1: next: END", "3:11: unexpected `:` after the target"),
         ("-> 1: , END", "3:7: expected a target after `:`, found `,`"),
-        ("-> 1: Transfer +14155550100", "3:7: unknown target `Transfer` (did you mean `transfer`?): a target is a node name, `END`, `agent`, `transfer +NUMBER` or `sms \"TEXT\"`"),
-        ("-> 1: goto next", "3:7: unknown target `goto`: a target is a node name, `END`, `agent`, `transfer +NUMBER` or `sms \"TEXT\"`"),
+        (
+            "-> 1: Transfer +14155550100",
+            "3:7: unknown target `Transfer` (did you mean `transfer`?): a target is a node name, `END`, `agent`, `transfer +NUMBER` or `sms \"TEXT\"`",
+        ),
+        (
+            "-> 1: goto next",
+            "3:7: unknown target `goto`: a target is a node name, `END`, `agent`, `transfer +NUMBER` or `sms \"TEXT\"`",
+        ),
         ("-> 1: END now", "3:11: unexpected `now` after the target"),
-        ("-> 1: next-door", "3:7: bad target `next-door`: a target is a node name (letters, digits and `_`), `END`, `agent`, `transfer +NUMBER` or `sms \"TEXT\"`"),
-        ("-> 1: any", "3:7: `any` is a trigger, not a target: write `-> any: TARGET`"),
-        ("-> 1: then next", "3:7: `then` only follows an `sms` target: `sms \"TEXT\" then TARGET`"),
-        ("-> 1: next then END", "3:12: `then` only follows an `sms` target: `sms \"TEXT\" then TARGET`"),
-        ("-> 1: transfer +14155550100 then END", "3:29: `then` only follows an `sms` target: `sms \"TEXT\" then TARGET`"),
-        ("-> 1: next else END", "3:12: `else` only follows a `transfer` target: `transfer +NUMBER else TARGET`"),
-        ("-> 1: sms \"a\" else END", "3:15: `else` only follows a `transfer` target: `transfer +NUMBER else TARGET`"),
-        ("-> 1: sms \"a\" then sms \"b\"", "3:20: the `then` of an sms cannot be another `sms`"),
-        ("-> 1: transfer +14155550100 else transfer +14155550101", "3:34: the `else` of a transfer cannot be another `transfer`"),
-        ("-> 1: transfer +14155550100 else", "3:33: expected a target after `else`"),
-        ("-> 1: sms \"a\" then", "3:19: expected a target after `then`"),
-        ("-> 1: transfer", "3:15: expected a phone number after `transfer`, e.g. `transfer +14155550100`"),
-        ("-> 1: transfer \"+14155550100\"", "3:16: expected a phone number after `transfer`, e.g. `transfer +14155550100`"),
-        ("-> 1: sms", "3:10: expected the message in double quotes after `sms`, e.g. `sms \"See you soon\"`"),
-        ("-> 1: sms hello", "3:11: expected the message in double quotes after `sms`, e.g. `sms \"See you soon\"`"),
+        (
+            "-> 1: next-door",
+            "3:7: bad target `next-door`: a target is a node name (letters, digits and `_`), `END`, `agent`, `transfer +NUMBER` or `sms \"TEXT\"`",
+        ),
+        (
+            "-> 1: any",
+            "3:7: `any` is a trigger, not a target: write `-> any: TARGET`",
+        ),
+        (
+            "-> 1: then next",
+            "3:7: `then` only follows an `sms` target: `sms \"TEXT\" then TARGET`",
+        ),
+        (
+            "-> 1: next then END",
+            "3:12: `then` only follows an `sms` target: `sms \"TEXT\" then TARGET`",
+        ),
+        (
+            "-> 1: transfer +14155550100 then END",
+            "3:29: `then` only follows an `sms` target: `sms \"TEXT\" then TARGET`",
+        ),
+        (
+            "-> 1: next else END",
+            "3:12: `else` only follows a `transfer` target: `transfer +NUMBER else TARGET`",
+        ),
+        (
+            "-> 1: sms \"a\" else END",
+            "3:15: `else` only follows a `transfer` target: `transfer +NUMBER else TARGET`",
+        ),
+        (
+            "-> 1: sms \"a\" then sms \"b\"",
+            "3:20: the `then` of an sms cannot be another `sms`",
+        ),
+        (
+            "-> 1: transfer +14155550100 else transfer +14155550101",
+            "3:34: the `else` of a transfer cannot be another `transfer`",
+        ),
+        (
+            "-> 1: transfer +14155550100 else",
+            "3:33: expected a target after `else`",
+        ),
+        (
+            "-> 1: sms \"a\" then",
+            "3:19: expected a target after `then`",
+        ),
+        (
+            "-> 1: transfer",
+            "3:15: expected a phone number after `transfer`, e.g. `transfer +14155550100`",
+        ),
+        (
+            "-> 1: transfer \"+14155550100\"",
+            "3:16: expected a phone number after `transfer`, e.g. `transfer +14155550100`",
+        ),
+        (
+            "-> 1: sms",
+            "3:10: expected the message in double quotes after `sms`, e.g. `sms \"See you soon\"`",
+        ),
+        (
+            "-> 1: sms hello",
+            "3:11: expected the message in double quotes after `sms`, e.g. `sms \"See you soon\"`",
+        ),
         ("-> 1: sms \"  \"", "3:11: the sms text is empty"),
-        ("-> 1: sms \"Hi {{ name\"", "3:15: `{{` is not closed on this line: end the variable with `}}`"),
-        ("-> 1: sms \"Hi \\\"{{ na-me }}\\\"\"", "3:20: bad variable name `na-me`: use letters, digits, `_` and `.`, starting with a letter or `_`"),
+        (
+            "-> 1: sms \"Hi {{ name\"",
+            "3:15: `{{` is not closed on this line: end the variable with `}}`",
+        ),
+        (
+            "-> 1: sms \"Hi \\\"{{ na-me }}\\\"\"",
+            "3:20: bad variable name `na-me`: use letters, digits, `_` and `.`, starting with a letter or `_`",
+        ),
     ];
     for (line, expected) in cases {
         let source = format!("[start]\nHi.\n{line}\n-> 9: next\n[next]\n-> END\n");
@@ -450,11 +620,26 @@ fn transition_syntax_errors() {
 #[test]
 fn invalid_phone_numbers() {
     let cases: &[(&str, &str)] = &[
-        ("4155550100", "invalid phone number `4155550100`: write it in E.164 form, `+` and the country code, e.g. `transfer +14155550100`"),
-        ("+1-415-555", "invalid phone number `+1-415-555`: only digits may follow the `+`, e.g. `transfer +14155550100`"),
-        ("+123456", "invalid phone number `+123456`: it has 6 digits; an E.164 number has 7 to 15"),
-        ("+1234567890123456", "invalid phone number `+1234567890123456`: it has 16 digits; an E.164 number has 7 to 15"),
-        ("+0441234567", "invalid phone number `+0441234567`: a country code never starts with 0"),
+        (
+            "4155550100",
+            "invalid phone number `4155550100`: write it in E.164 form, `+` and the country code, e.g. `transfer +14155550100`",
+        ),
+        (
+            "+1-415-555",
+            "invalid phone number `+1-415-555`: only digits may follow the `+`, e.g. `transfer +14155550100`",
+        ),
+        (
+            "+123456",
+            "invalid phone number `+123456`: it has 6 digits; an E.164 number has 7 to 15",
+        ),
+        (
+            "+1234567890123456",
+            "invalid phone number `+1234567890123456`: it has 16 digits; an E.164 number has 7 to 15",
+        ),
+        (
+            "+0441234567",
+            "invalid phone number `+0441234567`: a country code never starts with 0",
+        ),
     ];
     for (number, expected) in cases {
         let source = format!("[start]\n-> transfer {number}\n");
@@ -490,13 +675,34 @@ fn template_errors() {
 #[test]
 fn node_header_errors() {
     let cases: &[(&str, &str)] = &[
-        ("[my-node]", "4:2: bad node name `my-node`: use letters, digits and `_`, starting with a letter or `_`"),
-        ("[2nd]", "4:2: bad node name `2nd`: use letters, digits and `_`, starting with a letter or `_`"),
-        ("[]", "4:1: empty node name: write the name between `[` and `]`"),
-        ("[END]", "4:2: `END` is a reserved word and cannot name a node"),
-        ("[else]", "4:2: `else` is a reserved word and cannot name a node"),
-        ("[other", "4:1: expected `]` to close the node name, e.g. `[start]`"),
-        ("[other] Hello", "4:9: unexpected text after the node header: put the prompt on the next line"),
+        (
+            "[my-node]",
+            "4:2: bad node name `my-node`: use letters, digits and `_`, starting with a letter or `_`",
+        ),
+        (
+            "[2nd]",
+            "4:2: bad node name `2nd`: use letters, digits and `_`, starting with a letter or `_`",
+        ),
+        (
+            "[]",
+            "4:1: empty node name: write the name between `[` and `]`",
+        ),
+        (
+            "[END]",
+            "4:2: `END` is a reserved word and cannot name a node",
+        ),
+        (
+            "[else]",
+            "4:2: `else` is a reserved word and cannot name a node",
+        ),
+        (
+            "[other",
+            "4:1: expected `]` to close the node name, e.g. `[start]`",
+        ),
+        (
+            "[other] Hello",
+            "4:9: unexpected text after the node header: put the prompt on the next line",
+        ),
     ];
     for (header, expected) in cases {
         let source = format!("[start]\nHi.\n-> END\n{header}\n-> END\n");
@@ -504,7 +710,11 @@ fn node_header_errors() {
             .into_iter()
             .filter(|e| !e.starts_with("warning"))
             .collect();
-        assert_eq!(all.first().map(String::as_str), Some(*expected), "for `{header}`: {all:?}");
+        assert_eq!(
+            all.first().map(String::as_str),
+            Some(*expected),
+            "for `{header}`: {all:?}"
+        );
         assert_eq!(
             all.iter().filter(|e| !e.starts_with("warning")).count(),
             1,
@@ -516,7 +726,9 @@ fn node_header_errors() {
         error(&format!("[start]\n-> END\n[{long}]\n-> END\n")),
         format!("3:2: node name `{long}` is longer than 64 characters")
     );
-    for word in ["END", "agent", "transfer", "sms", "any", "timeout", "nomatch", "then", "else"] {
+    for word in [
+        "END", "agent", "transfer", "sms", "any", "timeout", "nomatch", "then", "else",
+    ] {
         assert!(
             error(&format!("[start]\n-> END\n[{word}]\n-> END\n")).contains("reserved word"),
             "{word}"
@@ -527,18 +739,54 @@ fn node_header_errors() {
 #[test]
 fn setting_errors() {
     let cases: &[(&str, &str)] = &[
-        ("@voise v", "1:1: unknown setting `@voise` (did you mean `@voice`?)"),
-        ("@language en", "1:1: unknown setting `@language`: the settings are @voice, @timeout, @reprompts, @digit_timeout and @goodbye"),
-        ("@", "1:1: expected a setting name after `@`, e.g. `@voice NAME`"),
-        ("@voice", "1:1: `@voice` needs a value, e.g. `@voice aura-2-thalia-en`"),
-        ("@timeout // none", "1:1: `@timeout` needs a value, e.g. `@timeout 6s`"),
-        ("@voice two words", "1:8: `@voice` takes one voice name, without blanks: `two words`"),
-        ("@timeout 6", "1:10: bad duration `6`: write whole milliseconds or seconds, e.g. `800ms` or `8s`"),
-        ("@digit_timeout 200s", "1:16: duration `200s` is out of range: between 100ms and 120s"),
-        ("@reprompts 11", "1:12: `@reprompts` takes a whole number from 0 to 10, not `11`"),
-        ("@reprompts -1", "1:12: `@reprompts` takes a whole number from 0 to 10, not `-1`"),
-        ("@reprompts +2", "1:12: `@reprompts` takes a whole number from 0 to 10, not `+2`"),
-        ("@goodbye", "1:1: `@goodbye` needs text, e.g. `@goodbye Sorry, goodbye.`"),
+        (
+            "@voise v",
+            "1:1: unknown setting `@voise` (did you mean `@voice`?)",
+        ),
+        (
+            "@language en",
+            "1:1: unknown setting `@language`: the settings are @voice, @timeout, @reprompts, @digit_timeout and @goodbye",
+        ),
+        (
+            "@",
+            "1:1: expected a setting name after `@`, e.g. `@voice NAME`",
+        ),
+        (
+            "@voice",
+            "1:1: `@voice` needs a value, e.g. `@voice aura-2-thalia-en`",
+        ),
+        (
+            "@timeout // none",
+            "1:1: `@timeout` needs a value, e.g. `@timeout 6s`",
+        ),
+        (
+            "@voice two words",
+            "1:8: `@voice` takes one voice name, without blanks: `two words`",
+        ),
+        (
+            "@timeout 6",
+            "1:10: bad duration `6`: write whole milliseconds or seconds, e.g. `800ms` or `8s`",
+        ),
+        (
+            "@digit_timeout 200s",
+            "1:16: duration `200s` is out of range: between 100ms and 120s",
+        ),
+        (
+            "@reprompts 11",
+            "1:12: `@reprompts` takes a whole number from 0 to 10, not `11`",
+        ),
+        (
+            "@reprompts -1",
+            "1:12: `@reprompts` takes a whole number from 0 to 10, not `-1`",
+        ),
+        (
+            "@reprompts +2",
+            "1:12: `@reprompts` takes a whole number from 0 to 10, not `+2`",
+        ),
+        (
+            "@goodbye",
+            "1:1: `@goodbye` needs text, e.g. `@goodbye Sorry, goodbye.`",
+        ),
     ];
     for (setting, expected) in cases {
         let source = format!("{setting}\n[start]\n-> END\n");
@@ -640,9 +888,7 @@ fn at_most_one_of_each_special_transition() {
     let all = errors("[start]\nHi.\n-> END\n-> END\n");
     assert_eq!(
         all,
-        [
-            "4:4: a node has at most one unconditional transition (the first is on line 3)",
-        ]
+        ["4:4: a node has at most one unconditional transition (the first is on line 3)",]
     );
 }
 
@@ -735,12 +981,42 @@ fn diagnostics_display_one_per_line_with_warnings_marked() {
 
 /// Lines that are nearly valid, so generated scripts reach deep into the parser.
 const FRAGMENTS: &[&str] = &[
-    "[start]", "[next]", "[start", "[]", "[END]", "Hello {{ name | there }}.", "{{ a", "}}",
-    "\\[x]", "reprompt: again", "agent: help", "  continued", "-> END", "-> next", "-> 1: next",
-    "-> 1, \"yes\": END", "-> \"a", "-> timeout 5s: next", "-> timeout: END", "-> any: next",
-    "-> nomatch: END", "-> transfer +14155550100 else next", "-> sms \"hi {{ x }}\" then next",
-    "-> sms \"a\" then sms \"b\"", "-> 1 next", "->", "-> :", "@voice v", "@timeout 0s",
-    "@goodbye bye", "@reprompts 99", "// comment", "", "\t", "-> 1#2: x", "-> \"\\q\": x",
+    "[start]",
+    "[next]",
+    "[start",
+    "[]",
+    "[END]",
+    "Hello {{ name | there }}.",
+    "{{ a",
+    "}}",
+    "\\[x]",
+    "reprompt: again",
+    "agent: help",
+    "  continued",
+    "-> END",
+    "-> next",
+    "-> 1: next",
+    "-> 1, \"yes\": END",
+    "-> \"a",
+    "-> timeout 5s: next",
+    "-> timeout: END",
+    "-> any: next",
+    "-> nomatch: END",
+    "-> transfer +14155550100 else next",
+    "-> sms \"hi {{ x }}\" then next",
+    "-> sms \"a\" then sms \"b\"",
+    "-> 1 next",
+    "->",
+    "-> :",
+    "@voice v",
+    "@timeout 0s",
+    "@goodbye bye",
+    "@reprompts 99",
+    "// comment",
+    "",
+    "\t",
+    "-> 1#2: x",
+    "-> \"\\q\": x",
 ];
 
 proptest::proptest! {
@@ -803,13 +1079,26 @@ fn appointment_confirmation_uses_every_path() {
     let required: Vec<String> = flow.required_variables().into_iter().collect();
     assert_eq!(required, ["appointmentDate", "tenantName"]);
     let start = flow.start().unwrap();
-    assert!(start.prompt.as_ref().unwrap().variables().contains(&"firstName"));
+    assert!(
+        start
+            .prompt
+            .as_ref()
+            .unwrap()
+            .variables()
+            .contains(&"firstName")
+    );
     let targets: Vec<&Target> = flow
         .nodes
         .iter()
         .flat_map(|n| n.transitions.iter().map(|t| &t.target))
         .collect();
-    assert!(targets.iter().any(|t| matches!(t, Target::Transfer { otherwise: Some(_), .. })));
+    assert!(targets.iter().any(|t| matches!(
+        t,
+        Target::Transfer {
+            otherwise: Some(_),
+            ..
+        }
+    )));
     assert!(targets.iter().any(|t| matches!(t, Target::Sms { .. })));
     assert!(targets.iter().any(|t| matches!(t, Target::Agent)));
     assert!(flow.node("still_there").is_some());
@@ -831,19 +1120,30 @@ fn receptionist_mixes_dsl_and_agent_nodes() {
         })
         .collect();
     for outcome in ["question", "person", "message", "done"] {
-        assert!(outcomes.contains(&&Key::Phrase(outcome.to_owned())), "{outcome}");
+        assert!(
+            outcomes.contains(&&Key::Phrase(outcome.to_owned())),
+            "{outcome}"
+        );
     }
     let faq = flow.node("faq").unwrap();
-    assert!(crate::script::print::template_text(faq.agent.as_ref().unwrap()).contains("lookup_knowledge"));
+    assert!(
+        crate::script::print::template_text(faq.agent.as_ref().unwrap())
+            .contains("lookup_knowledge")
+    );
     let take = flow.node("take_message").unwrap();
-    assert!(crate::script::print::template_text(take.agent.as_ref().unwrap()).contains("capture_lead"));
+    assert!(
+        crate::script::print::template_text(take.agent.as_ref().unwrap()).contains("capture_lead")
+    );
     assert!(flow.nodes.iter().any(|n| !n.is_agent()
         && n.transitions
             .iter()
             .any(|t| matches!(&t.trigger, Trigger::Keys { keys } if keys.iter().any(|k| matches!(k, Key::Digits(_)))))));
     assert!(matches!(
         flow.node("transfer_attempt").unwrap().transitions[0].target,
-        Target::Transfer { otherwise: Some(_), .. }
+        Target::Transfer {
+            otherwise: Some(_),
+            ..
+        }
     ));
     assert!(flow.required_variables().is_empty());
 }

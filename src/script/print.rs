@@ -122,7 +122,11 @@ pub fn target_text(target: &Target) -> String {
         },
         Target::Sms { text, then } => match then.as_ref() {
             Target::End => format!("sms {}", quote(&template_text(text))),
-            next => format!("sms {} then {}", quote(&template_text(text)), target_text(next)),
+            next => format!(
+                "sms {} then {}",
+                quote(&template_text(text)),
+                target_text(next)
+            ),
         },
     }
 }

@@ -109,10 +109,12 @@ fn timeout_ms() -> impl Strategy<Value = u64> {
 
 fn dsl_transitions(names: Vec<String>) -> impl Strategy<Value = Vec<Transition>> {
     let t = target(names);
-    let keyed = (vec(prop_oneof![digits(), phrase()], 1..4), t.clone())
-        .prop_map(|(keys, target)| Transition {
-            trigger: Trigger::Keys { keys },
-            target,
+    let keyed =
+        (vec(prop_oneof![digits(), phrase()], 1..4), t.clone()).prop_map(|(keys, target)| {
+            Transition {
+                trigger: Trigger::Keys { keys },
+                target,
+            }
         });
     prop_oneof![
         1 => t.clone().prop_map(|target| vec![Transition { trigger: Trigger::Always, target }]),
@@ -145,7 +147,10 @@ fn agent_transitions(names: Vec<String>) -> impl Strategy<Value = Vec<Transition
         trigger: Trigger::Keys { keys },
         target,
     });
-    (vec(outcome, 0..3), option::of((option::of(timeout_ms()), t)))
+    (
+        vec(outcome, 0..3),
+        option::of((option::of(timeout_ms()), t)),
+    )
         .prop_map(|(mut list, timeout)| {
             if let Some((after_ms, target)) = timeout {
                 list.push(Transition {
@@ -291,7 +296,10 @@ fn reformatting_and_comments_keep_the_hash() {
     assert_eq!(script_hash(&a), script_hash(&b));
     let hash = script_hash(&a);
     assert_eq!(hash.len(), 64);
-    assert!(hash.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(
+        hash.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
 }
 
 #[test]

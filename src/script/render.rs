@@ -280,7 +280,12 @@ Thanks. Goodbye.
     #[test]
     fn check_variables_lists_every_missing_one_with_its_nodes() {
         let flow = parse(FLOW).unwrap().flow;
-        let all = vars(&[("name", "A"), ("org", "B"), ("agentName", "C"), ("day", "D")]);
+        let all = vars(&[
+            ("name", "A"),
+            ("org", "B"),
+            ("agentName", "C"),
+            ("day", "D"),
+        ]);
         assert_eq!(flow.check_variables(&all), Ok(()));
         let err = flow
             .check_variables(&vars(&[("name", "A"), ("day", " ")]))

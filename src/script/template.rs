@@ -157,7 +157,10 @@ mod tests {
     #[test]
     fn reads_text_and_slots() {
         assert_eq!(parse("").unwrap(), vec![]);
-        assert_eq!(parse("plain { } }} text").unwrap(), vec![text("plain { } }} text")]);
+        assert_eq!(
+            parse("plain { } }} text").unwrap(),
+            vec![text("plain { } }} text")]
+        );
         assert_eq!(
             parse("Hi {{ firstName | there }}, {{tenantName}}.").unwrap(),
             vec![

@@ -145,10 +145,7 @@ impl Reader<'_> {
         if let Some(extra) = tokens.get(used) {
             let message = match &trigger {
                 Trigger::Keys { .. } if matches!(extra.tok, Tok::Word(_) | Tok::Quoted(_)) => {
-                    format!(
-                        "expected `,` between keys, found {}",
-                        extra.describe()
-                    )
+                    format!("expected `,` between keys, found {}", extra.describe())
                 }
                 Trigger::Keys { .. } => format!("expected a key, found {}", extra.describe()),
                 Trigger::Timeout { .. } => format!(
@@ -215,7 +212,10 @@ impl Reader<'_> {
             Tok::Quoted(quoted) => {
                 let phrase = collapse_blanks(&quoted.text());
                 if phrase.is_empty() {
-                    self.error(token.column, "empty phrase: write the words to listen for, e.g. \"yes\"");
+                    self.error(
+                        token.column,
+                        "empty phrase: write the words to listen for, e.g. \"yes\"",
+                    );
                     None
                 } else if !phrase.chars().any(char::is_alphanumeric) {
                     self.error(
@@ -428,7 +428,8 @@ impl Reader<'_> {
         let to = number.1.to_owned();
         match tokens.get(2) {
             Some(t) if t.word() == Some("else") => {
-                let (otherwise, used) = self.target(&tokens[3..], t.end, "`else`", Context::Else)?;
+                let (otherwise, used) =
+                    self.target(&tokens[3..], t.end, "`else`", Context::Else)?;
                 Some((
                     Target::Transfer {
                         to,
@@ -437,7 +438,13 @@ impl Reader<'_> {
                     3 + used,
                 ))
             }
-            _ => Some((Target::Transfer { to, otherwise: None }, 2)),
+            _ => Some((
+                Target::Transfer {
+                    to,
+                    otherwise: None,
+                },
+                2,
+            )),
         }
     }
 

@@ -55,7 +55,10 @@ impl NodeDraft {
 /// Checks one node once all its lines are read.
 pub(crate) fn check_node(node: &NodeDraft, sink: &mut Sink) {
     for (field, message) in [
-        (&node.reprompt, "`reprompt:` needs text: what to say after a no-match"),
+        (
+            &node.reprompt,
+            "`reprompt:` needs text: what to say after a no-match",
+        ),
         (&node.agent, "`agent:` needs the instructions for the model"),
     ] {
         if let Some(f) = field

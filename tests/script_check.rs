@@ -75,7 +75,6 @@ fn a_broken_script_prints_file_line_col_and_exits_1() {
         format!("{file}:2:7: `{{{{` is not closed on this line: end the variable with `}}}}`"),
         format!("{file}:3:7: unknown node `confirmd` (did you mean `confirmed`?)"),
         format!("{file}:4:6: expected `:` after the keys, then a target"),
-        format!("warning: {file}:5:1: node `confirmed` is never reached from [start]"),
         format!("{file}:8:1: duplicate node `start` (first defined at line 1)"),
         format!("warning: {file}:11:1: node `old_menu` is never reached from [start]"),
     ];

@@ -154,14 +154,14 @@ mod tests {
 
     #[test]
     fn a_broken_script_gets_its_diagnostics_only() {
-        let out = check("b.dsc", "[start]\n-> nxt\n[next]\n-> END\n", false);
+        let out = check("b.dsc", "[start]\n-> nxt\n[next]\n-> END\n[old]\n-> END\n", false);
         assert!(!out.ok);
         assert_eq!(out.report, "");
         assert_eq!(
             out.diagnostics,
             [
                 "b.dsc:2:4: unknown node `nxt` (did you mean `next`?)",
-                "warning: b.dsc:3:1: node `next` is never reached from [start]",
+                "warning: b.dsc:5:1: node `old` is never reached from [start]",
             ]
         );
     }

@@ -366,6 +366,20 @@ fn unreachable_nodes_are_warned_about() {
 }
 
 #[test]
+fn a_target_with_an_error_does_not_also_look_unreachable() {
+    // `confirmd` is taken for `confirmed`, and `later` is named on a line that did not parse.
+    let all = errors("[start]\nHi.\n-> 1: confirmd\n-> 2 later\n[confirmed]\n-> END\n[later]\n-> END\n[lost]\n-> END\n");
+    assert_eq!(
+        all,
+        [
+            "3:7: unknown node `confirmd` (did you mean `confirmed`?)",
+            "4:6: expected `:` after the keys, then a target",
+            "warning: 9:1: node `lost` is never reached from [start]",
+        ]
+    );
+}
+
+#[test]
 fn unused_reprompt_and_silent_nodes_are_warned_about() {
     let p = ok(
         "[start]\nHi.\nreprompt: never\n-> next\n[next]\n-> 1: helper\n[helper]\nagent: Help.\nreprompt: again\n-> \"done\": END\n",
@@ -957,7 +971,6 @@ Hi {{ name
             "3:4: `{{` is not closed on this line: end the variable with `}}`",
             "4:7: unknown node `confirmd` (did you mean `confirmed`?)",
             "5:6: expected `:` after the keys, then a target",
-            "warning: 6:1: node `confirmed` is never reached from [start]",
             "8:1: settings go before the first node: move this line to the top of the script",
             "9:1: duplicate node `start` (first defined at line 2)",
         ]

@@ -28,6 +28,9 @@ pub(crate) struct NodeDraft {
     pub agent: Option<TextField>,
     /// Its `->` lines that parsed.
     pub transitions: Vec<ParsedTransition>,
+    /// Names on its `->` lines that did not parse (reported): counted as reached, so an error
+    /// does not also make its target look unreachable.
+    pub loose_refs: Vec<String>,
 }
 
 impl NodeDraft {
@@ -42,6 +45,7 @@ impl NodeDraft {
             reprompt: None,
             agent: None,
             transitions: Vec::new(),
+            loose_refs: Vec::new(),
         }
     }
 
@@ -216,6 +220,9 @@ fn check_keys(node: &NodeDraft, is_agent: bool, sink: &mut Sink) {
 /// Checks the whole flow: a `[start]` node, every target known, every node reachable.
 pub(crate) fn check_flow(nodes: &[NodeDraft], sink: &mut Sink) {
     let names: HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    // Node -> the nodes it leads to; an unknown name counts as the node it was likely meant to
+    // be, so a typo is reported once, not again as an unreachable node.
+    let mut edges: HashMap<&str, Vec<&str>> = HashMap::new();
     if !names.contains(START_NODE) {
         sink.error(
             Position::new(1, 1),
@@ -225,7 +232,8 @@ pub(crate) fn check_flow(nodes: &[NodeDraft], sink: &mut Sink) {
     for node in nodes {
         for t in &node.transitions {
             for (name, at) in &t.refs {
-                if names.contains(name.as_str()) {
+                if let Some(&known) = names.get(name.as_str()) {
+                    edges.entry(node.name.as_str()).or_default().push(known);
                     continue;
                 }
                 let candidates = nodes
@@ -233,30 +241,30 @@ pub(crate) fn check_flow(nodes: &[NodeDraft], sink: &mut Sink) {
                     .map(|n| n.name.as_str())
                     .chain(["END", "agent"]);
                 let message = match did_you_mean(name, candidates) {
-                    Some(s) => format!("unknown node `{name}` (did you mean `{s}`?)"),
+                    Some(s) => {
+                        edges.entry(node.name.as_str()).or_default().push(s);
+                        format!("unknown node `{name}` (did you mean `{s}`?)")
+                    }
                     None => format!("unknown node `{name}`: add a `[{name}]` node or fix the name"),
                 };
                 sink.error(*at, message);
+            }
+        }
+        for name in &node.loose_refs {
+            if let Some(&known) = names.get(name.as_str()) {
+                edges.entry(node.name.as_str()).or_default().push(known);
             }
         }
     }
     if !names.contains(START_NODE) {
         return;
     }
-    let by_name: HashMap<&str, &NodeDraft> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let mut reached: HashSet<&str> = HashSet::from([START_NODE]);
     let mut queue = VecDeque::from([START_NODE]);
     while let Some(name) = queue.pop_front() {
-        let Some(node) = by_name.get(name) else {
-            continue;
-        };
-        for t in &node.transitions {
-            for (target, _) in &t.refs {
-                if let Some((&known, _)) = by_name.get_key_value(target.as_str())
-                    && reached.insert(known)
-                {
-                    queue.push_back(known);
-                }
+        for &next in edges.get(name).into_iter().flatten() {
+            if reached.insert(next) {
+                queue.push_back(next);
             }
         }
     }

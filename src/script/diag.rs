@@ -192,12 +192,14 @@ impl SourceMap {
 #[derive(Debug, Default)]
 pub(crate) struct Sink {
     items: Vec<Diagnostic>,
+    errors: usize,
 }
 
 impl Sink {
     /// Records an error.
     pub(crate) fn error(&mut self, at: Position, message: impl Into<String>) {
         self.items.push(Diagnostic::error(at, message));
+        self.errors += 1;
     }
 
     /// Records a warning.
@@ -207,7 +209,7 @@ impl Sink {
 
     /// How many errors so far (to tell whether a step added one).
     pub(crate) fn error_count(&self) -> usize {
-        self.items.iter().filter(|d| d.is_error()).count()
+        self.errors
     }
 
     /// Sorted, as [`Diagnostics`].
@@ -222,14 +224,36 @@ pub(crate) fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    did_you_mean_within(word, candidates, &mut usize::MAX)
+}
+
+/// [`did_you_mean`], spending at most `budget` character comparisons (taken from it), so
+/// that suggestions for a huge script stay cheap: when it runs out, the best so far is kept.
+pub(crate) fn did_you_mean_within<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    budget: &mut usize,
+) -> Option<&'a str> {
     let word_lower = word.to_lowercase();
+    let word_len = word_lower.chars().count();
     let limit = (word.chars().count() / 3).max(1);
     let mut best: Option<(usize, &'a str)> = None;
     for candidate in candidates {
         if candidate == word {
             continue;
         }
-        let distance = edit_distance(&word_lower, &candidate.to_lowercase());
+        let candidate_lower = candidate.to_lowercase();
+        let candidate_len = candidate_lower.chars().count();
+        // The lengths alone already need more edits than allowed.
+        if word_len.abs_diff(candidate_len) > limit {
+            continue;
+        }
+        let cost = (word_len * candidate_len).max(1);
+        if cost > *budget {
+            break;
+        }
+        *budget -= cost;
+        let distance = edit_distance(&word_lower, &candidate_lower);
         if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, candidate));
         }
@@ -276,6 +300,18 @@ mod tests {
         assert_eq!(did_you_mean("reschedule", names), None);
         assert_eq!(did_you_mean("x", names), None);
         assert_eq!(did_you_mean("start", names), None);
+        let mut budget = 5 * 9 + 8 * 9;
+        assert_eq!(
+            did_you_mean_within("confirmd", ["start", "confirmed"], &mut budget),
+            Some("confirmed"),
+            "`start` is skipped by length, `confirmed` costs 72"
+        );
+        assert_eq!(budget, 45);
+        assert_eq!(
+            did_you_mean_within("confirmd", ["confirmed"], &mut budget),
+            None,
+            "out of budget"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::diag::{Position, Sink, did_you_mean};
+use super::diag::{Position, Sink, did_you_mean_within};
 use super::flow::{Key, START_NODE, Trigger};
 use super::parse::TextField;
 use super::transition::ParsedTransition;
@@ -217,12 +217,17 @@ fn check_keys(node: &NodeDraft, is_agent: bool, sink: &mut Sink) {
     }
 }
 
+/// Character comparisons spent on "did you mean" suggestions for one script (plenty for any
+/// script a person writes; bounds the work on a huge generated one).
+const SUGGESTION_BUDGET: usize = 20_000_000;
+
 /// Checks the whole flow: a `[start]` node, every target known, every node reachable.
 pub(crate) fn check_flow(nodes: &[NodeDraft], sink: &mut Sink) {
     let names: HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     // Node -> the nodes it leads to; an unknown name counts as the node it was likely meant to
     // be, so a typo is reported once, not again as an unreachable node.
     let mut edges: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut budget = SUGGESTION_BUDGET;
     if !names.contains(START_NODE) {
         sink.error(
             Position::new(1, 1),
@@ -240,7 +245,7 @@ pub(crate) fn check_flow(nodes: &[NodeDraft], sink: &mut Sink) {
                     .iter()
                     .map(|n| n.name.as_str())
                     .chain(["END", "agent"]);
-                let message = match did_you_mean(name, candidates) {
+                let message = match did_you_mean_within(name, candidates, &mut budget) {
                     Some(s) => {
                         edges.entry(node.name.as_str()).or_default().push(s);
                         format!("unknown node `{name}` (did you mean `{s}`?)")

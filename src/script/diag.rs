@@ -220,6 +220,7 @@ impl Sink {
 
 /// The candidate closest to `word` by edit distance (ignoring case), when it is close enough
 /// to be a likely typo: at most a third of the word's length, and at least one edit allowed.
+/// Case is ignored for ASCII letters (names are ASCII).
 pub(crate) fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
@@ -234,16 +235,14 @@ pub(crate) fn did_you_mean_within<'a>(
     candidates: impl IntoIterator<Item = &'a str>,
     budget: &mut usize,
 ) -> Option<&'a str> {
-    let word_lower = word.to_lowercase();
-    let word_len = word_lower.chars().count();
-    let limit = (word.chars().count() / 3).max(1);
+    let word_len = word.chars().count();
+    let limit = (word_len / 3).max(1);
     let mut best: Option<(usize, &'a str)> = None;
     for candidate in candidates {
         if candidate == word {
             continue;
         }
-        let candidate_lower = candidate.to_lowercase();
-        let candidate_len = candidate_lower.chars().count();
+        let candidate_len = candidate.chars().count();
         // The lengths alone already need more edits than allowed.
         if word_len.abs_diff(candidate_len) > limit {
             continue;
@@ -253,7 +252,7 @@ pub(crate) fn did_you_mean_within<'a>(
             break;
         }
         *budget -= cost;
-        let distance = edit_distance(&word_lower, &candidate_lower);
+        let distance = edit_distance(word, candidate);
         if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, candidate));
         }
@@ -261,7 +260,7 @@ pub(crate) fn did_you_mean_within<'a>(
     best.map(|(_, c)| c)
 }
 
-/// Levenshtein distance in characters.
+/// Levenshtein distance in characters, ignoring ASCII case.
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut previous: Vec<usize> = (0..=b.len()).collect();
@@ -269,7 +268,7 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         current[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
+            let substitution = previous[j] + usize::from(!ca.eq_ignore_ascii_case(cb));
             current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
         }
         std::mem::swap(&mut previous, &mut current);
@@ -289,6 +288,7 @@ mod tests {
         assert_eq!(edit_distance("confirmd", "confirmed"), 1);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("héllo", "hello"), 1);
+        assert_eq!(edit_distance("End", "END"), 0);
     }
 
     #[test]

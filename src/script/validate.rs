@@ -219,7 +219,7 @@ fn check_keys(node: &NodeDraft, is_agent: bool, sink: &mut Sink) {
 
 /// Character comparisons spent on "did you mean" suggestions for one script (plenty for any
 /// script a person writes; bounds the work on a huge generated one).
-const SUGGESTION_BUDGET: usize = 20_000_000;
+const SUGGESTION_BUDGET: usize = 5_000_000;
 
 /// Checks the whole flow: a `[start]` node, every target known, every node reachable.
 pub(crate) fn check_flow(nodes: &[NodeDraft], sink: &mut Sink) {

@@ -104,7 +104,7 @@ fn looks_like_trigger(tokens: &[Token]) -> bool {
     }
 }
 
-/// The describing phrase for a trigger word that stands alone.
+/// The trigger a word names when it stands alone before `:` (`any`, `timeout`, `nomatch`).
 fn lone_trigger(word: &str) -> Option<Trigger> {
     match word {
         "any" => Some(Trigger::Any),
@@ -114,11 +114,16 @@ fn lone_trigger(word: &str) -> Option<Trigger> {
     }
 }
 
+/// Reads the tokens of one `->` line, collecting keys and node references as it goes.
 struct Reader<'s> {
+    /// 1-based line number.
     line: usize,
     sink: &'s mut Sink,
+    /// Every key read, with its position.
     keys: Vec<(Key, Position)>,
+    /// Every node name used as a target, with its position.
     refs: Vec<(String, Position)>,
+    /// Whether an error was reported.
     failed: bool,
 }
 

@@ -53,6 +53,60 @@ pub struct Config {
     pub tools: crate::llm::tools::ToolsConfig,
     /// Check provider keys at start-up (a refused key stops the gateway).
     pub check_credentials: bool,
+    /// Twilio's REST API: transfers and texts on Twilio calls.
+    pub twilio: TwilioSettings,
+    /// Exotel call control.
+    pub exotel: ExotelSettings,
+}
+
+/// Twilio's REST API, used to transfer live Twilio calls and to text from their numbers. The
+/// password is the account's auth token, `auth.twilio_auth_token` (`TWILIO_AUTH_TOKEN`), the
+/// same token that signs the media streams.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwilioSettings {
+    /// Account SID, `AC` + 32 hex digits (`TWILIO_ACCOUNT_SID`); unset: no REST actions.
+    pub account_sid: Option<String>,
+    /// API base URL (`TWILIO_BASE_URL`).
+    pub base_url: String,
+    /// The number a transferred call shows to the person dialled (E.164); unset: Twilio's
+    /// default, the caller's own number.
+    pub caller_id: Option<String>,
+    /// Longest one REST request may take (ms).
+    pub request_timeout_ms: u64,
+    /// Attempts per request in all (1 = no retry); only failures Twilio did not act on, or
+    /// harmless to repeat, are retried.
+    pub max_attempts: u32,
+    /// Most time spent waiting between attempts of one request, summed (ms).
+    pub retry_budget_ms: u64,
+}
+
+impl Default for TwilioSettings {
+    fn default() -> Self {
+        TwilioSettings {
+            account_sid: None,
+            base_url: crate::carrier::twilio_api::DEFAULT_BASE_URL.to_owned(),
+            caller_id: None,
+            request_timeout_ms: 5_000,
+            max_attempts: 3,
+            retry_budget_ms: 500,
+        }
+    }
+}
+
+/// Backoff before the first retry of a Twilio request; it doubles per retry.
+const TWILIO_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Exotel call control. Exotel's Voicebot applet hands the call on to the next applet of the
+/// flow when the stream closes (`specs/telephony.md` §3.5); that is the only transfer the
+/// gateway can make on an Exotel call, and the flow, not the gateway, picks the destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExotelSettings {
+    /// The flow has a transfer (Connect) applet after the Voicebot applet: a transfer ends the
+    /// stream and the flow goes on. Leave off for Connect Voice AI calls (no flow: closing the
+    /// stream hangs up).
+    pub flow_transfer: bool,
 }
 
 /// Text-to-speech settings.
@@ -141,6 +195,8 @@ impl Default for Config {
             conversation: Default::default(),
             tools: Default::default(),
             check_credentials: true,
+            twilio: TwilioSettings::default(),
+            exotel: ExotelSettings::default(),
         }
     }
 }
@@ -269,6 +325,10 @@ pub struct Overrides {
     pub agent: Option<String>,
     /// `TWILIO_AUTH_TOKEN`.
     pub twilio_auth_token: Option<String>,
+    /// `TWILIO_ACCOUNT_SID`.
+    pub twilio_account_sid: Option<String>,
+    /// `TWILIO_BASE_URL`.
+    pub twilio_base_url: Option<String>,
     /// `VOICEGW_EXOTEL_CREDENTIALS`.
     pub exotel_credentials: Option<String>,
     /// `VOICEGW_PUBLIC_URL`.
@@ -313,6 +373,24 @@ impl Config {
         !self.llm.api_key.is_empty() || self.llm.base_url != default_base
     }
 
+    /// The Twilio REST client settings, when an account is configured (`twilio.account_sid`
+    /// with `auth.twilio_auth_token`).
+    pub fn twilio_rest(&self) -> Option<crate::carrier::twilio_api::TwilioRestConfig> {
+        let account_sid = self.twilio.account_sid.clone()?;
+        let auth_token = self.auth.twilio_auth_token.clone()?;
+        Some(crate::carrier::twilio_api::TwilioRestConfig {
+            account_sid,
+            auth_token,
+            base_url: self.twilio.base_url.trim_end_matches('/').to_owned(),
+            request_timeout: Duration::from_millis(self.twilio.request_timeout_ms),
+            retry: crate::carrier::twilio_api::RetryPolicy {
+                max_attempts: self.twilio.max_attempts,
+                initial_backoff: TWILIO_INITIAL_BACKOFF,
+                budget: Duration::from_millis(self.twilio.retry_budget_ms),
+            },
+        })
+    }
+
     /// Builds the config: defaults, then `file` (if any), then `overrides`; then validates.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut config = match file {
@@ -353,6 +431,12 @@ impl Config {
         }
         if let Some(provider) = given(&overrides.tts_provider) {
             config.tts.provider = provider;
+        }
+        if let Some(sid) = given(&overrides.twilio_account_sid) {
+            config.twilio.account_sid = Some(sid);
+        }
+        if let Some(url) = given(&overrides.twilio_base_url) {
+            config.twilio.base_url = url;
         }
         for (value, slot) in [
             (
@@ -529,6 +613,70 @@ impl Config {
                 format!("must start with https:// (or http://, wss://, ws://): {url:?}"),
             ));
         }
+        self.validate_twilio()
+    }
+
+    /// Checks `[twilio]`.
+    fn validate_twilio(&self) -> Result<(), ConfigError> {
+        use crate::carrier::twilio_api::{is_e164, is_sid};
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        let t = &self.twilio;
+        if let Some(sid) = &t.account_sid {
+            if !is_sid("AC", sid) {
+                return Err(invalid(
+                    "twilio.account_sid",
+                    format!("{sid:?} is not an account SID (AC followed by 32 hex digits)"),
+                ));
+            }
+            if self.auth.twilio_auth_token.is_none() {
+                return Err(invalid(
+                    "twilio.account_sid",
+                    "needs the account's auth token in auth.twilio_auth_token \
+                     (TWILIO_AUTH_TOKEN)"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(token) = &self.auth.twilio_auth_token
+            && token.chars().any(|c| c.is_control() || c == ':')
+        {
+            return Err(invalid(
+                "auth.twilio_auth_token",
+                "has characters an auth token never has (a colon or a control character)".into(),
+            ));
+        }
+        match reqwest::Url::parse(&t.base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
+            _ => {
+                return Err(invalid(
+                    "twilio.base_url",
+                    format!("{:?} is not an http(s) URL", t.base_url),
+                ));
+            }
+        }
+        if let Some(id) = &t.caller_id
+            && !is_e164(id)
+        {
+            return Err(invalid(
+                "twilio.caller_id",
+                format!("{id:?} is not an E.164 number (+ and 7 to 15 digits)"),
+            ));
+        }
+        if !(100..=30_000).contains(&t.request_timeout_ms) {
+            return Err(invalid(
+                "twilio.request_timeout_ms",
+                "must be 100–30000 ms".into(),
+            ));
+        }
+        if !(1..=5).contains(&t.max_attempts) {
+            return Err(invalid("twilio.max_attempts", "must be 1–5".into()));
+        }
+        if t.retry_budget_ms > 5_000 {
+            return Err(invalid(
+                "twilio.retry_budget_ms",
+                "must be at most 5000 ms".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -680,6 +828,86 @@ mod tests {
                 .to_string()
                 .contains("egress.max_lead_ms")
         );
+    }
+
+    #[test]
+    fn twilio_rest_needs_an_account_and_the_stream_token() {
+        let sid = "AC0123456789abcdef0123456789abcdef";
+        let config = Config::default();
+        assert!(config.twilio_rest().is_none(), "off by default");
+        let err = Config::load(
+            None,
+            &Overrides {
+                twilio_account_sid: Some(sid.into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("twilio.account_sid") && err.contains("TWILIO_AUTH_TOKEN"),
+            "{err}"
+        );
+        let config = Config::load(
+            None,
+            &Overrides {
+                twilio_account_sid: Some(sid.into()),
+                twilio_auth_token: Some("tok3n".into()),
+                twilio_base_url: Some("http://127.0.0.1:9/".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        let rest = config.twilio_rest().unwrap();
+        assert_eq!(rest.account_sid, sid);
+        assert_eq!(
+            rest.auth_token, "tok3n",
+            "the stream signing token, not a copy"
+        );
+        assert_eq!(rest.base_url, "http://127.0.0.1:9");
+        assert_eq!(rest.retry.max_attempts, 3);
+        assert_eq!(rest.request_timeout, Duration::from_secs(5));
+        assert!(!format!("{rest:?}").contains("tok3n"));
+    }
+
+    #[test]
+    fn bad_twilio_values_name_their_key() {
+        let with = |f: &dyn Fn(&mut Config)| {
+            let mut config = Config::default();
+            config.auth.twilio_auth_token = Some("tok".into());
+            config.twilio.account_sid = Some("AC0123456789abcdef0123456789abcdef".into());
+            f(&mut config);
+            config.validate().map_err(|e| e.to_string())
+        };
+        assert!(with(&|_| {}).is_ok());
+        for (key, change) in [
+            (
+                "twilio.account_sid",
+                &(|c: &mut Config| c.twilio.account_sid = Some("ACxyz".into()))
+                    as &dyn Fn(&mut Config),
+            ),
+            ("twilio.base_url", &|c: &mut Config| {
+                c.twilio.base_url = "api.twilio.com".into()
+            }),
+            ("twilio.caller_id", &|c: &mut Config| {
+                c.twilio.caller_id = Some("415-555-0100".into())
+            }),
+            ("twilio.request_timeout_ms", &|c: &mut Config| {
+                c.twilio.request_timeout_ms = 50
+            }),
+            ("twilio.max_attempts", &|c: &mut Config| {
+                c.twilio.max_attempts = 0
+            }),
+            ("twilio.retry_budget_ms", &|c: &mut Config| {
+                c.twilio.retry_budget_ms = 60_000
+            }),
+            ("auth.twilio_auth_token", &|c: &mut Config| {
+                c.auth.twilio_auth_token = Some("a:b".into())
+            }),
+        ] {
+            let err = with(change).unwrap_err();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

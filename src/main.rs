@@ -44,9 +44,16 @@ enum Command {
         /// A TOML config file (see README); flags and VOICEGW_* variables override it.
         #[arg(long, env = "VOICEGW_CONFIG")]
         config: Option<PathBuf>,
-        /// Twilio auth token: require a valid X-Twilio-Signature on /stream/twilio.
+        /// Twilio auth token: require a valid X-Twilio-Signature on /stream/twilio (and the REST
+        /// password with --twilio-account-sid).
         #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
         twilio_auth_token: Option<String>,
+        /// Twilio account SID: with the auth token, transfers and texts on Twilio calls.
+        #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+        twilio_account_sid: Option<String>,
+        /// Twilio REST API base URL.
+        #[arg(long, env = "TWILIO_BASE_URL")]
+        twilio_base_url: Option<String>,
         /// KEY:TOKEN: require these Basic credentials on /stream/exotel.
         #[arg(long, env = "VOICEGW_EXOTEL_CREDENTIALS", hide_env_values = true)]
         exotel_credentials: Option<String>,
@@ -143,6 +150,8 @@ fn main() -> ExitCode {
             agent,
             config,
             twilio_auth_token,
+            twilio_account_sid,
+            twilio_base_url,
             exotel_credentials,
             public_url,
             deepgram_api_key,
@@ -158,6 +167,8 @@ fn main() -> ExitCode {
                 listen,
                 agent,
                 twilio_auth_token,
+                twilio_account_sid,
+                twilio_base_url,
                 exotel_credentials,
                 public_url,
                 deepgram_api_key,

@@ -105,7 +105,7 @@ impl Gateway {
             metrics,
             hangup_all: CancellationToken::new(),
             stt: pipeline.stt.clone(),
-            control: Arc::new(crate::call::control::NoCarrierControl),
+            control: crate::call::carrier_control::from_config(config)?,
         };
         Ok(Gateway {
             pipeline: Arc::new(pipeline),

@@ -9,6 +9,7 @@ use common::*;
 use fakes::deepgram_listen::{FakeListen, ListenConfig};
 use fakes::deepgram_speak::FakeDeepgramSpeak;
 use fakes::openai_chat::{ChatFake, ChatFakeConfig, Fault, Reply, Rule};
+use fakes::twilio_rest::{CALL_SID, FakeTwilioConfig, FakeTwilioRest};
 use serde_json::Value;
 use voicegw::config::Config;
 
@@ -473,8 +474,17 @@ async fn tts_failure_falls_back_to_the_pre_synthesized_line() {
     assert!(sim.media_count() > before + 10);
 }
 
+/// Points the gateway's Twilio REST account at `twilio` (the stream simulator then signs its
+/// upgrades with the same auth token).
+fn use_twilio(config: &mut Config, twilio: &FakeTwilioRest) {
+    config.twilio.account_sid = Some(twilio.account_sid().to_owned());
+    config.auth.twilio_auth_token = Some(twilio.auth_token().to_owned());
+    config.twilio.base_url = twilio.base_url();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_call_tool_transfers_after_saying_so() {
+    let twilio = FakeTwilioRest::start(FakeTwilioConfig::default()).await;
     let mut stack = stack(
         vec![rule(
             "human",
@@ -484,7 +494,10 @@ async fn transfer_call_tool_transfers_after_saying_so() {
                 then: "Transferring you now.".into(),
             },
         )],
-        |c| c.turn.speculate_after_ms = 0,
+        |c| {
+            c.turn.speculate_after_ms = 0;
+            use_twilio(c, &twilio);
+        },
     )
     .await;
     stack
@@ -513,6 +526,92 @@ async fn transfer_call_tool_transfers_after_saying_so() {
     let transfer_line = Config::default().conversation.transfer_line;
     assert!(stack.speak.spoken_texts().contains(&transfer_line));
     assert_eq!(stack.gw.events_of("bot_speech_finished").len(), 2);
+    // Twilio was asked to redirect this very call to a <Dial> of the number.
+    let requests = twilio.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(
+        requests[0]
+            .path
+            .ends_with(&format!("/Calls/{CALL_SID}.json"))
+    );
+    assert_eq!(
+        requests[0].param("Twiml"),
+        Some("<Response><Dial>+14155550123</Dial></Response>")
+    );
+    assert_eq!(requests[0].status, 200);
+    assert_eq!(
+        twilio.call(CALL_SID).unwrap().dialed,
+        vec!["+14155550123".to_owned()]
+    );
+    assert!(stack.gw.events_of("transfer_failed").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_transfer_keeps_the_call_going_and_the_model_is_told() {
+    let twilio = FakeTwilioRest::start(FakeTwilioConfig::default()).await;
+    // The call cannot be redirected: Twilio answers 400 with code 21220.
+    twilio.set_call_status(CALL_SID, "completed");
+    const APOLOGY: &str = "Sorry, I could not put you through. Shall I take a message?";
+    let mut stack = stack(
+        vec![
+            rule(
+                "human",
+                Reply::Tool {
+                    name: "transfer_call".into(),
+                    arguments: serde_json::json!({"to": "+14155550123"}),
+                    then: "Transferring you now.".into(),
+                },
+            ),
+            rule("did not go through", Reply::Text(APOLOGY.into())),
+        ],
+        |c| {
+            c.turn.speculate_after_ms = 0;
+            use_twilio(c, &twilio);
+        },
+    )
+    .await;
+    stack
+        .listen
+        .push_script(["I want to talk to a human please."]);
+    let mut sim = CarrierSim::connect(&stack.gw, SimConfig::twilio()).await;
+    assert!(until_bot_done(&mut stack, &mut sim, 1, 8_000).await);
+    sim.say_in(200, wav("caller_hello.wav"));
+    // Greeting, transfer line, then the model's answer to the failed transfer.
+    assert!(
+        until_bot_done(&mut stack, &mut sim, 3, 20_000).await,
+        "{:?}",
+        kinds(&mut stack)
+    );
+    assert!(!sim.closed, "the call goes on: {:?}", sim.close);
+    let failed = stack.gw.events_of("transfer_failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["to"], "+14155550123");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("code 21220"),
+        "{failed:?}"
+    );
+    assert_eq!(twilio.requests()[0].status, 400);
+    // The model heard of it and answered in its own words, and the caller heard that.
+    let told = (0..stack.chat.requests().len()).any(|n| {
+        request_messages(&stack.chat, n)
+            .iter()
+            .any(|(role, content)| role == "user" && content.contains("did not go through"))
+    });
+    assert!(told, "the model was not told");
+    assert!(
+        stack
+            .speak
+            .spoken_texts()
+            .iter()
+            .any(|t| t.contains("could not put you through"))
+    );
+    assert!(stack.gw.events_of("call_ended").is_empty());
+    sim.stop().await;
+    sim.wait_close(std::time::Duration::from_secs(5)).await;
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

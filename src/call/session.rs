@@ -260,6 +260,9 @@ struct Live {
     stt: Option<SttFeed>,
     /// A barge-in that paused the bot and may still be undone.
     barge: Option<PendingBargeIn>,
+    /// A transfer asked of the carrier and not yet answered: a `stop` meanwhile is the carrier
+    /// carrying it out (Twilio ends the stream when it redirects the call).
+    transfer_pending: Option<String>,
     /// The agent was told the turn probably ended and may be preparing an answer.
     speculating: Option<Instant>,
     /// End of the caller's last turn, until the first audio of the answer is sent.
@@ -594,6 +597,7 @@ impl Session {
             ids,
             ended_streams: HashSet::new(),
             barge: None,
+            transfer_pending: None,
             speculating: None,
             awaiting_response: None,
             last_frame_at: Instant::now(),
@@ -677,7 +681,10 @@ impl Session {
             CarrierEvent::Stop { reason } => {
                 self.recorder
                     .record(CallEventKind::StreamStopped { reason });
-                Err(EndReason::CarrierStop)
+                match live.transfer_pending.take() {
+                    Some(to) => Err(EndReason::Transfer(to)),
+                    None => Err(EndReason::CarrierStop),
+                }
             }
             // A repeated `connected` is harmless; a second `start` is rejected by the core.
             CarrierEvent::Connected | CarrierEvent::Start(_) => Ok(()),
@@ -1166,6 +1173,7 @@ impl Session {
             AgentAction::Transfer { to } => {
                 self.recorder
                     .record(CallEventKind::TransferRequested { to: to.clone() });
+                live.transfer_pending = Some(to.clone());
                 let control = self.deps.control.clone();
                 let info = live.info.clone();
                 let port = live.ctx.port();
@@ -1178,6 +1186,7 @@ impl Session {
             AgentAction::TransferDone { to, result } => match result {
                 Ok(()) => Err(EndReason::Transfer(to)),
                 Err(error) => {
+                    live.transfer_pending = None;
                     tracing::warn!(%error, to = %mask_number(&to), "transfer failed");
                     self.recorder.record(CallEventKind::TransferFailed {
                         to: to.clone(),

@@ -6,10 +6,15 @@
 //! type the call actor holds, whichever carrier is on the line.
 //!
 //! Wire facts (field names, casing, codecs, chunk rules) are in `specs/telephony.md` §1 and §3.
+//!
+//! Beside the stream cores: [`twilio_api`], Twilio's REST API for live-call control (redirect,
+//! SMS), and [`twiml`], the TwiML it sends.
 
 pub mod exotel;
 pub mod signature;
 pub mod twilio;
+pub mod twilio_api;
+pub mod twiml;
 mod wire;
 
 use std::collections::BTreeMap;

@@ -31,6 +31,9 @@ pub struct TestGateway {
     pub gateway: Gateway,
     /// Every CallEvent the gateway recorded.
     pub events: tokio::sync::mpsc::Receiver<CallEvent>,
+    /// The Twilio auth token the gateway checks stream signatures with, if any: the carrier
+    /// simulator signs its upgrades with it.
+    pub twilio_auth_token: Option<String>,
     seen: Vec<CallEvent>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
@@ -63,6 +66,7 @@ impl TestGateway {
             addr,
             gateway,
             events,
+            twilio_auth_token: config.auth.twilio_auth_token.clone(),
             seen: Vec::new(),
             stop: Some(stop),
             task: Some(task),
@@ -154,6 +158,19 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Opens a raw WebSocket to the gateway.
 pub async fn connect(url: &str) -> Ws {
     connect_async(url).await.unwrap().0
+}
+
+/// Opens a WebSocket to a gateway's Twilio endpoint with `X-Twilio-Signature` computed as
+/// Twilio does: over `wss://HOST/PATH` with no parameters.
+pub async fn connect_signed(url: &str, auth_token: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let signed_url = url.replacen("ws://", "wss://", 1);
+    let signature = voicegw::carrier::signature::twilio_signature(auth_token, &signed_url, &[]);
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-twilio-signature", signature.parse().unwrap());
+    connect_async(request).await.unwrap().0
 }
 
 /// Reads until the gateway closes; returns the close code and reason and every text frame.
@@ -277,7 +294,10 @@ impl CarrierSim {
             ),
             Carrier::Exotel => ("exotel", "c8f1d0a2b3e4f5a6b7c8d9e0f1a2b3c4".to_string()),
         };
-        let ws = connect(&gw.stream_url(path)).await;
+        let ws = match (&gw.twilio_auth_token, config.carrier) {
+            (Some(token), Carrier::Twilio) => connect_signed(&gw.stream_url(path), token).await,
+            _ => connect(&gw.stream_url(path)).await,
+        };
         let mut sim = CarrierSim {
             config,
             ws,

@@ -1,0 +1,846 @@
+//! Twilio's REST API for live-call control (`specs/telephony.md` §2): redirect a call to new
+//! TwiML (Calls update, §2.3) and send a text message (Messages, §2.4).
+//!
+//! Requests are form-encoded with HTTP Basic auth (Account SID : Auth Token) and ask for JSON.
+//! A Twilio error body (`code`, `message`, `more_info`, `status`, §2.5) becomes
+//! [`TwilioApiError::Api`]. Retries are bounded by [`RetryPolicy`]: a request Twilio did not
+//! process (connect failure, 429 / 20429) is retried; a 5xx only when repeating the request
+//! is harmless (a redirect to the same TwiML), never for a text message, which could be sent
+//! twice. The auth token never appears in `Debug` output or errors.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Twilio's API host.
+pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
+/// The API version in every path.
+pub const API_VERSION: &str = "2010-04-01";
+/// Longest text message body Twilio takes (characters).
+pub const MAX_SMS_CHARS: usize = 1600;
+/// Most of an error or response body kept (bytes); the rest is cut.
+const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Most of Twilio's error message kept in an error (characters).
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Why a Twilio request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TwilioApiError {
+    /// The request was not sent: an argument is unusable.
+    #[error("{0}")]
+    Invalid(String),
+    /// Twilio answered with an error status.
+    #[error("HTTP {status}{}: {message}", code_text(*.code))]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Twilio's error code (`20404`, `21220`, …), where the body has one.
+        code: Option<u32>,
+        /// Twilio's message (or the start of a non-JSON body).
+        message: String,
+        /// Twilio's documentation link for the code, where given.
+        more_info: Option<String>,
+    },
+    /// Twilio could not be reached, or the exchange broke off.
+    #[error("{0}")]
+    Transport(String),
+    /// No complete answer within the request timeout.
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    /// Twilio answered success with a body that is not the documented resource.
+    #[error("unexpected response: {0}")]
+    Response(String),
+}
+
+impl TwilioApiError {
+    /// A summary for logs, without Twilio's message text (it may quote phone numbers).
+    pub fn log_summary(&self) -> String {
+        match self {
+            TwilioApiError::Invalid(_) => "invalid request".to_owned(),
+            TwilioApiError::Api { status, code, .. } => {
+                format!("HTTP {status}{}", code_text(*code))
+            }
+            TwilioApiError::Transport(message) => message.clone(),
+            TwilioApiError::Timeout(ms) => format!("no answer within {ms} ms"),
+            TwilioApiError::Response(_) => "unexpected response body".to_owned(),
+        }
+    }
+}
+
+fn code_text(code: Option<u32>) -> String {
+    code.map(|c| format!(", code {c}")).unwrap_or_default()
+}
+
+/// Twilio's error body (§2.5). Every field is optional: a proxy in between may answer with
+/// something else entirely.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(default, deserialize_with = "code_number")]
+    code: Option<u32>,
+    message: Option<String>,
+    more_info: Option<String>,
+}
+
+/// A code given as a number or as a string of digits.
+fn code_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+/// The error for an HTTP error status and its body.
+pub fn parse_error(status: u16, body: &str) -> TwilioApiError {
+    let parsed = serde_json::from_str::<ErrorBody>(body).ok();
+    let (code, message, more_info) = match parsed {
+        Some(e) => (e.code, e.message, e.more_info),
+        None => (None, None, None),
+    };
+    let message = message.filter(|m| !m.trim().is_empty()).unwrap_or_else(|| {
+        let text = body.trim();
+        if text.is_empty() || text.starts_with('{') {
+            reason_phrase(status).to_owned()
+        } else {
+            text.to_owned()
+        }
+    });
+    TwilioApiError::Api {
+        status,
+        code,
+        message: clip(&message, MAX_MESSAGE_CHARS),
+        more_info,
+    }
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("error")
+}
+
+fn clip(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// `application/x-www-form-urlencoded` of `pairs`, in order (a repeated name is a repeated
+/// key): `A–Z a–z 0–9 * - . _` stay, a space becomes `+`, every other UTF-8 byte is `%XX`.
+pub fn encode_form(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        encode_component(name, &mut out);
+        out.push('=');
+        encode_component(value, &mut out);
+    }
+    out
+}
+
+fn encode_component(text: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in text.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                out.push(char::from(b));
+            }
+            b' ' => out.push('+'),
+            _ => {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0x0F)]));
+            }
+        }
+    }
+}
+
+/// Whether `sid` is a Twilio SID of the given kind: the two-letter `prefix` and 32 hex digits.
+pub fn is_sid(prefix: &str, sid: &str) -> bool {
+    sid.len() == prefix.len() + 32
+        && sid.starts_with(prefix)
+        && sid[prefix.len()..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `number` is strict E.164: `+`, a first digit 1–9, 7 to 15 digits in all.
+pub fn is_e164(number: &str) -> bool {
+    number.strip_prefix('+').is_some_and(|digits| {
+        (7..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0')
+    })
+}
+
+/// How failed requests are retried: at most `max_attempts` in all, waits doubling from
+/// `initial_backoff` (or Twilio's `Retry-After`, if longer), all waits together within `budget`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = no retry).
+    pub max_attempts: u32,
+    /// Wait before the first retry.
+    pub initial_backoff: Duration,
+    /// Most time spent waiting between attempts, summed.
+    pub budget: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait before the next attempt, after `attempts` attempts failed and `waited` was
+    /// spent waiting so far; `None` when the attempts or the budget are used up (a
+    /// `Retry-After` longer than what is left of the budget ends the retries too).
+    pub fn delay(
+        &self,
+        attempts: u32,
+        waited: Duration,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        if attempts >= self.max_attempts {
+            return None;
+        }
+        let doubling = 1u32 << attempts.saturating_sub(1).min(16);
+        let backoff = self.initial_backoff.saturating_mul(doubling);
+        let delay = backoff.max(retry_after.unwrap_or_default());
+        (waited.saturating_add(delay) <= self.budget).then_some(delay)
+    }
+}
+
+/// A `Retry-After` value in seconds (whole or fractional). An HTTP date, or anything else, is
+/// `None`.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let seconds: f64 = value.trim().parse().ok()?;
+    (seconds.is_finite() && (0.0..=86_400.0).contains(&seconds))
+        .then(|| Duration::from_secs_f64(seconds))
+}
+
+/// Everything the client needs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TwilioRestConfig {
+    /// The account (`AC…`), Basic auth user.
+    pub account_sid: String,
+    /// The account's auth token, Basic auth password.
+    pub auth_token: String,
+    /// `https://api.twilio.com`, or a test server.
+    pub base_url: String,
+    /// Longest one request may take, connect to last body byte.
+    pub request_timeout: Duration,
+    /// How failed requests are retried.
+    pub retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for TwilioRestConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioRestConfig")
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &crate::config::redacted(&self.auth_token))
+            .field("base_url", &self.base_url)
+            .field("request_timeout", &self.request_timeout)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// A call as Twilio reports it after an update.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CallResource {
+    /// `CA…`.
+    pub sid: String,
+    /// `queued`, `ringing`, `in-progress`, `completed`, ….
+    #[serde(default)]
+    pub status: String,
+}
+
+/// A message as Twilio reports it once accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MessageResource {
+    /// `SM…` (`MM…` for MMS).
+    pub sid: String,
+    /// `accepted`, `queued`, ….
+    #[serde(default)]
+    pub status: String,
+    /// Segments the body was split into (Twilio sends a string).
+    #[serde(default)]
+    pub num_segments: Option<String>,
+}
+
+/// A Twilio REST client: one connection pool, shared by every call.
+#[derive(Clone)]
+pub struct TwilioRest {
+    config: TwilioRestConfig,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for TwilioRest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioRest")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One request, for the retry loop.
+struct Request<'a> {
+    /// For logs: `calls.update`, `messages.create`.
+    operation: &'static str,
+    /// Path after the base URL.
+    path: String,
+    /// The encoded form.
+    form: String,
+    /// Whether repeating it after Twilio may have acted on it is harmless.
+    idempotent: bool,
+    /// The account in the path (for logs).
+    account_sid: &'a str,
+}
+
+/// How one attempt failed.
+struct Failure {
+    error: TwilioApiError,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+impl TwilioRest {
+    /// A client for `config` (checked here: SID shape, token, base URL).
+    pub fn new(config: TwilioRestConfig) -> Result<TwilioRest, TwilioApiError> {
+        if !is_sid("AC", &config.account_sid) {
+            return Err(TwilioApiError::Invalid(format!(
+                "account SID {:?} is not AC followed by 32 hex digits",
+                config.account_sid
+            )));
+        }
+        if config.auth_token.is_empty()
+            || config
+                .auth_token
+                .chars()
+                .any(|c| c.is_control() || c == ':')
+        {
+            return Err(TwilioApiError::Invalid(
+                "the auth token is empty or has characters Basic auth cannot carry".into(),
+            ));
+        }
+        match reqwest::Url::parse(&config.base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some() => {}
+            _ => {
+                return Err(TwilioApiError::Invalid(format!(
+                    "base URL {:?} is not an http(s) URL",
+                    config.base_url
+                )));
+            }
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| TwilioApiError::Invalid(format!("HTTP client: {e}")))?;
+        Ok(TwilioRest { config, http })
+    }
+
+    /// The configured account (`AC…`).
+    pub fn account_sid(&self) -> &str {
+        &self.config.account_sid
+    }
+
+    /// Replaces a live call's TwiML with `twiml` (Calls update with `Twiml`, §2.3): Twilio
+    /// leaves the current verb (a `<Connect><Stream>` ends) and runs the new document.
+    /// `account_sid` is the call's account: the configured one or one of its subaccounts.
+    pub async fn redirect_call(
+        &self,
+        account_sid: &str,
+        call_sid: &str,
+        twiml: &str,
+    ) -> Result<CallResource, TwilioApiError> {
+        check_sid("account", "AC", account_sid)?;
+        check_sid("call", "CA", call_sid)?;
+        let chars = twiml.chars().count();
+        if chars > super::twiml::MAX_TWIML_CHARS {
+            return Err(TwilioApiError::Invalid(format!(
+                "TwiML of {chars} characters is over Twilio's {} limit",
+                super::twiml::MAX_TWIML_CHARS
+            )));
+        }
+        let body = self
+            .post(Request {
+                operation: "calls.update",
+                path: format!("/{API_VERSION}/Accounts/{account_sid}/Calls/{call_sid}.json"),
+                form: encode_form(&[("Twiml", twiml)]),
+                idempotent: true,
+                account_sid,
+            })
+            .await?;
+        serde_json::from_str(&body)
+            .map_err(|e| TwilioApiError::Response(format!("call resource: {e}")))
+    }
+
+    /// Sends `body` to `to` from `from` (Messages create, §2.4). Both numbers are E.164;
+    /// the body is 1 to 1600 characters.
+    pub async fn send_sms(
+        &self,
+        account_sid: &str,
+        from: &str,
+        to: &str,
+        body: &str,
+    ) -> Result<MessageResource, TwilioApiError> {
+        check_sid("account", "AC", account_sid)?;
+        if !is_e164(to) {
+            return Err(TwilioApiError::Invalid(
+                "the recipient is not an E.164 number".into(),
+            ));
+        }
+        if !is_e164(from) {
+            return Err(TwilioApiError::Invalid(
+                "the sending number is not an E.164 number".into(),
+            ));
+        }
+        let chars = body.chars().count();
+        if body.trim().is_empty() {
+            return Err(TwilioApiError::Invalid("the message body is empty".into()));
+        }
+        if chars > MAX_SMS_CHARS {
+            return Err(TwilioApiError::Invalid(format!(
+                "the message body is {chars} characters; Twilio takes at most {MAX_SMS_CHARS}"
+            )));
+        }
+        let response = self
+            .post(Request {
+                operation: "messages.create",
+                path: format!("/{API_VERSION}/Accounts/{account_sid}/Messages.json"),
+                form: encode_form(&[("To", to), ("From", from), ("Body", body)]),
+                idempotent: false,
+                account_sid,
+            })
+            .await?;
+        serde_json::from_str(&response)
+            .map_err(|e| TwilioApiError::Response(format!("message resource: {e}")))
+    }
+
+    /// POSTs the form, retrying as [`RetryPolicy`] allows; the success body.
+    async fn post(&self, request: Request<'_>) -> Result<String, TwilioApiError> {
+        let url = format!(
+            "{}{}",
+            self.config.base_url.trim_end_matches('/'),
+            request.path
+        );
+        let mut attempts = 0;
+        let mut waited = Duration::ZERO;
+        loop {
+            attempts += 1;
+            let failure = match self.attempt(&url, &request).await {
+                Ok(body) => return Ok(body),
+                Err(failure) => failure,
+            };
+            let delay = if failure.retryable {
+                self.config
+                    .retry
+                    .delay(attempts, waited, failure.retry_after)
+            } else {
+                None
+            };
+            let Some(delay) = delay else {
+                tracing::warn!(
+                    operation = request.operation,
+                    account_sid = request.account_sid,
+                    attempts,
+                    error = %failure.error.log_summary(),
+                    "twilio request failed"
+                );
+                return Err(failure.error);
+            };
+            tracing::info!(
+                operation = request.operation,
+                attempts,
+                delay_ms = delay.as_millis() as u64,
+                error = %failure.error.log_summary(),
+                "twilio request failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+            waited += delay;
+        }
+    }
+
+    async fn attempt(&self, url: &str, request: &Request<'_>) -> Result<String, Failure> {
+        let timeout_ms = self.config.request_timeout.as_millis() as u64;
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                Failure {
+                    error: TwilioApiError::Timeout(timeout_ms),
+                    retryable: false,
+                    retry_after: None,
+                }
+            } else {
+                Failure {
+                    retryable: e.is_connect(),
+                    error: TwilioApiError::Transport(error_chain(&e)),
+                    retry_after: None,
+                }
+            }
+        };
+        let mut response = self
+            .http
+            .post(url)
+            .basic_auth(&self.config.account_sid, Some(&self.config.auth_token))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(self.config.request_timeout)
+            .body(request.form.clone())
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            let room = MAX_BODY_BYTES.saturating_sub(body.len());
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        let body = String::from_utf8_lossy(&body).into_owned();
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let error = parse_error(status, &body);
+        let too_many = status == 429
+            || matches!(
+                error,
+                TwilioApiError::Api {
+                    code: Some(20429),
+                    ..
+                }
+            );
+        Err(Failure {
+            retryable: too_many || (request.idempotent && status >= 500),
+            error,
+            retry_after,
+        })
+    }
+}
+
+fn check_sid(what: &str, prefix: &str, sid: &str) -> Result<(), TwilioApiError> {
+    if is_sid(prefix, sid) {
+        Ok(())
+    } else {
+        Err(TwilioApiError::Invalid(format!(
+            "{what} SID {:?} is not {prefix} followed by 32 hex digits",
+            clip(sid, 40)
+        )))
+    }
+}
+
+/// An error with its sources (`error sending request: connection refused`).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn forms_encode_like_browsers_do() {
+        assert_eq!(
+            encode_form(&[("To", "+14155550123"), ("From", "+18005551212")]),
+            "To=%2B14155550123&From=%2B18005551212"
+        );
+        assert_eq!(
+            encode_form(&[("Body", "Hi Ana, 50% off: a&b=c ~ é")]),
+            "Body=Hi+Ana%2C+50%25+off%3A+a%26b%3Dc+%7E+%C3%A9"
+        );
+        assert_eq!(
+            encode_form(&[("Twiml", "<Response><Dial>+1</Dial></Response>")]),
+            "Twiml=%3CResponse%3E%3CDial%3E%2B1%3C%2FDial%3E%3C%2FResponse%3E"
+        );
+        assert_eq!(
+            encode_form(&[("A", "x"), ("A", "y"), ("safe", "*-._")]),
+            "A=x&A=y&safe=*-._"
+        );
+        assert_eq!(encode_form(&[]), "");
+    }
+
+    /// A reference decoder, written independently of the encoder.
+    fn decode(form: &str) -> Vec<(String, String)> {
+        fn component(text: &str) -> String {
+            let bytes = text.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'+' => out.push(b' '),
+                    b'%' => {
+                        let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                        out.push(u8::from_str_radix(hex, 16).unwrap());
+                        i += 2;
+                    }
+                    b => out.push(b),
+                }
+                i += 1;
+            }
+            String::from_utf8(out).unwrap()
+        }
+        if form.is_empty() {
+            return Vec::new();
+        }
+        form.split('&')
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap();
+                (component(k), component(v))
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn forms_round_trip(pairs in prop::collection::vec((any::<String>(), any::<String>()), 0..5)) {
+            let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let encoded = encode_form(&refs);
+            prop_assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"*-._+%&=".contains(&b)));
+            prop_assert_eq!(decode(&encoded), pairs);
+        }
+
+        #[test]
+        fn any_error_body_parses_without_panic(status in 400u16..600, body in any::<String>()) {
+            let error = parse_error(status, &body);
+            let is_api_with_status = matches!(error, TwilioApiError::Api { status: s, .. } if s == status);
+            prop_assert!(is_api_with_status);
+        }
+    }
+
+    #[test]
+    fn twilio_error_bodies_keep_code_message_and_link() {
+        let body = r#"{"code": 21211, "message": "The 'To' number +1555 is not a valid phone number.", "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}"#;
+        assert_eq!(
+            parse_error(400, body),
+            TwilioApiError::Api {
+                status: 400,
+                code: Some(21211),
+                message: "The 'To' number +1555 is not a valid phone number.".into(),
+                more_info: Some("https://www.twilio.com/docs/errors/21211".into()),
+            }
+        );
+        let error = parse_error(
+            404,
+            r#"{"code":"20404","message":"The requested resource was not found","status":404}"#,
+        );
+        assert_eq!(
+            error.to_string(),
+            "HTTP 404, code 20404: The requested resource was not found"
+        );
+    }
+
+    #[test]
+    fn log_summaries_leave_out_twilios_message() {
+        let error = parse_error(
+            400,
+            r#"{"code": 21211, "message": "The 'To' number +14155550123 is not valid."}"#,
+        );
+        assert_eq!(error.log_summary(), "HTTP 400, code 21211");
+        assert_eq!(
+            TwilioApiError::Invalid("to +14155550123".into()).log_summary(),
+            "invalid request"
+        );
+    }
+
+    #[test]
+    fn other_error_bodies_still_give_a_message() {
+        assert_eq!(
+            parse_error(502, "<html>Bad Gateway</html>").to_string(),
+            "HTTP 502: <html>Bad Gateway</html>"
+        );
+        assert_eq!(
+            parse_error(503, "").to_string(),
+            "HTTP 503: Service Unavailable"
+        );
+        assert_eq!(
+            parse_error(500, r#"{"unexpected": true}"#).to_string(),
+            "HTTP 500: Internal Server Error"
+        );
+        assert_eq!(
+            parse_error(400, r#"{"code": -1, "message": ""}"#).to_string(),
+            "HTTP 400: Bad Request"
+        );
+        let long = "x".repeat(1000);
+        let TwilioApiError::Api { message, .. } = parse_error(500, &long) else {
+            panic!("not an API error");
+        };
+        assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn sids_and_numbers_are_checked_strictly() {
+        assert!(is_sid("CA", "CA0123456789abcdef0123456789ABCDEF"));
+        assert!(!is_sid("CA", "AC0123456789abcdef0123456789abcdef"));
+        assert!(!is_sid("CA", "CA0123456789abcdef0123456789abcde"));
+        assert!(!is_sid("CA", "CA0123456789abcdef0123456789abcdeg"));
+        assert!(!is_sid("CA", "CA0123456789abcdef01234567/../bcd"));
+        assert!(!is_sid("CA", "CA0123456789abcdef0123456789abcdé"));
+        assert!(is_e164("+14155550123"));
+        assert!(is_e164("+919876543210"));
+        assert!(!is_e164("14155550123"));
+        assert!(!is_e164("+0155550123"));
+        assert!(!is_e164("+1 415 555 0123"));
+        assert!(!is_e164("+123456"));
+        assert!(!is_e164("+1234567890123456"));
+    }
+
+    #[test]
+    fn retries_double_within_the_budget() {
+        let policy = RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(100),
+            budget: Duration::from_millis(500),
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(policy.delay(1, ms(0), None), Some(ms(100)));
+        assert_eq!(policy.delay(2, ms(100), None), Some(ms(200)));
+        assert_eq!(
+            policy.delay(3, ms(300), None),
+            None,
+            "400 more would pass the budget"
+        );
+        assert_eq!(policy.delay(4, ms(0), None), None, "attempts used up");
+        assert_eq!(
+            policy.delay(1, ms(0), Some(ms(300))),
+            Some(ms(300)),
+            "a longer Retry-After is honoured"
+        );
+        assert_eq!(
+            policy.delay(1, ms(0), Some(ms(0))),
+            Some(ms(100)),
+            "never sooner than the backoff"
+        );
+        assert_eq!(
+            policy.delay(1, ms(0), Some(Duration::from_secs(2))),
+            None,
+            "a Retry-After past the budget ends the retries"
+        );
+        let once = RetryPolicy {
+            max_attempts: 1,
+            ..policy
+        };
+        assert_eq!(once.delay(1, ms(0), None), None);
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_only() {
+        assert_eq!(parse_retry_after("1"), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_retry_after(" 0.25 "),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("1e12"), None);
+    }
+
+    fn config() -> TwilioRestConfig {
+        TwilioRestConfig {
+            account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+            auth_token: "s3cret-token".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            request_timeout: Duration::from_secs(1),
+            retry: RetryPolicy {
+                max_attempts: 1,
+                initial_backoff: Duration::from_millis(10),
+                budget: Duration::ZERO,
+            },
+        }
+    }
+
+    #[test]
+    fn the_token_stays_out_of_debug_output() {
+        let client = TwilioRest::new(config()).unwrap();
+        let text = format!("{client:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("AC0123456789abcdef0123456789abcdef"));
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let mut c = config();
+        c.account_sid = "SK0123456789abcdef0123456789abcdef".into();
+        assert!(TwilioRest::new(c).is_err());
+        let mut c = config();
+        c.auth_token = String::new();
+        assert!(TwilioRest::new(c).is_err());
+        let mut c = config();
+        c.auth_token = "a:b".into();
+        assert!(TwilioRest::new(c).is_err());
+        let mut c = config();
+        c.base_url = "api.twilio.com".into();
+        assert!(TwilioRest::new(c).is_err());
+    }
+
+    #[tokio::test]
+    async fn bad_arguments_fail_before_any_request() {
+        // The base URL is a closed port: an argument error must come before any connection.
+        let client = TwilioRest::new(config()).unwrap();
+        let account = "AC0123456789abcdef0123456789abcdef";
+        let call = "CA0123456789abcdef0123456789abcdef";
+        fn invalid<T>(r: Result<T, TwilioApiError>) -> bool {
+            matches!(r, Err(TwilioApiError::Invalid(_)))
+        }
+        assert!(invalid(
+            client
+                .redirect_call(account, "CA/../x", "<Response/>")
+                .await
+        ));
+        assert!(invalid(
+            client.redirect_call("AC1", call, "<Response/>").await
+        ));
+        let huge = format!("<Response><Say>{}</Say></Response>", "a".repeat(4000));
+        assert!(invalid(client.redirect_call(account, call, &huge).await));
+        let sms = |from: &'static str, to: &'static str, body: String| {
+            let client = client.clone();
+            async move { client.send_sms(account, from, to, &body).await }
+        };
+        assert!(invalid(
+            sms("+18005551212", "4155550123", "hi".into()).await
+        ));
+        assert!(invalid(sms("", "+14155550123", "hi".into()).await));
+        assert!(invalid(
+            sms("+18005551212", "+14155550123", "  ".into()).await
+        ));
+        let error = sms("+18005551212", "+14155550123", "é".repeat(1601))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the message body is 1601 characters; Twilio takes at most 1600"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_transport_error() {
+        let client = TwilioRest::new(config()).unwrap();
+        let error = client
+            .redirect_call(
+                "AC0123456789abcdef0123456789abcdef",
+                "CA0123456789abcdef0123456789abcdef",
+                "<Response/>",
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, TwilioApiError::Transport(_)), "{error:?}");
+    }
+}

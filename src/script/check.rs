@@ -154,7 +154,11 @@ mod tests {
 
     #[test]
     fn a_broken_script_gets_its_diagnostics_only() {
-        let out = check("b.dsc", "[start]\n-> nxt\n[next]\n-> END\n[old]\n-> END\n", false);
+        let out = check(
+            "b.dsc",
+            "[start]\n-> nxt\n[next]\n-> END\n[old]\n-> END\n",
+            false,
+        );
         assert!(!out.ok);
         assert_eq!(out.report, "");
         assert_eq!(

@@ -225,7 +225,8 @@ pub(crate) fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    did_you_mean_within(word, candidates, &mut usize::MAX)
+    let mut unlimited = usize::MAX;
+    did_you_mean_within(word, candidates, &mut unlimited)
 }
 
 /// [`did_you_mean`], spending at most `budget` character comparisons (taken from it), so

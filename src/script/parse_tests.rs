@@ -368,7 +368,9 @@ fn unreachable_nodes_are_warned_about() {
 #[test]
 fn a_target_with_an_error_does_not_also_look_unreachable() {
     // `confirmd` is taken for `confirmed`, and `later` is named on a line that did not parse.
-    let all = errors("[start]\nHi.\n-> 1: confirmd\n-> 2 later\n[confirmed]\n-> END\n[later]\n-> END\n[lost]\n-> END\n");
+    let all = errors(
+        "[start]\nHi.\n-> 1: confirmd\n-> 2 later\n[confirmed]\n-> END\n[later]\n-> END\n[lost]\n-> END\n",
+    );
     assert_eq!(
         all,
         [

@@ -96,6 +96,17 @@ impl Gateway {
         events: EventSink,
     ) -> Result<Self, ServeError> {
         let pipeline = Pipeline::build(config, &metrics)?;
+        Gateway::with_pipeline(config, metrics, events, pipeline)
+    }
+
+    /// Builds the gateway around a pipeline already built from `config` (e.g. with more
+    /// agents registered in its catalog), its CallEvents going to `events`.
+    pub fn with_pipeline(
+        config: &Config,
+        metrics: Metrics,
+        events: EventSink,
+        pipeline: Pipeline,
+    ) -> Result<Self, ServeError> {
         pipeline.warm_fallback();
         let deps = SessionDeps {
             settings: Arc::new(CallSettings::from_config(config)?),

@@ -333,6 +333,13 @@ pub trait Agent: Send + 'static {
     fn wants_transcripts(&self) -> bool {
         false
     }
+
+    /// Whether `transcript`, said over the bot, answers what the bot is asking (a scripted
+    /// menu's "yeah" or "okay"), so it is a turn even where it would otherwise pass for a
+    /// backchannel. Must not block.
+    fn answers(&self, _transcript: &str) -> bool {
+        false
+    }
 }
 
 /// Why no agent could be made for a stream.

@@ -8,6 +8,12 @@
 //! Speculation: when the session says the turn has probably ended, the agent starts the
 //! answer at once but holds its audio; the final transcript either matches (the audio is
 //! released, ahead of time) or not (the held answer is dropped unheard and a new one starts).
+//!
+//! Hand-over: a scripted call can give its conversation to the model part-way through
+//! ([`ConversationAgent::handover`]): the agent starts from the history it is given (no
+//! greeting), may answer the caller's last turn at once, and — for a script node with
+//! outcomes — has a `route` tool; once the words that came with the model's choice have
+//! played, [`ConversationAgent::take_route`] hands the choice back to the script.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::CallInfo;
 use super::agent::{Agent, AgentAction, AgentContext, AgentEvent, Heard, UserTurn, UtteranceId};
 use super::events::CallEventKind;
 use super::reply::{
@@ -137,6 +144,40 @@ pub struct ConversationAgent {
     audible: HashSet<UtteranceId>,
     end_after: Option<(UtteranceId, String)>,
     transfer_after: Option<(UtteranceId, String)>,
+    /// The tools this conversation offers (the gateway's, plus `route` after a hand-over with
+    /// outcomes).
+    toolbox: Arc<Toolbox>,
+    /// An outcome the model chose, waiting for the utterance that announced it to play.
+    route_after: Option<(UtteranceId, String)>,
+    /// An outcome the model chose whose words have played: the script takes over again.
+    routed: Option<String>,
+    /// Answer the history's last caller turn as soon as the conversation is taken over.
+    answer_on_take_over: bool,
+}
+
+/// A conversation the model takes over part-way through a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handover {
+    /// The system prompt, then the conversation so far (what the caller heard and said).
+    pub history: Vec<ChatMessage>,
+    /// Outcomes the model may choose with the `route` tool; none offers no `route` tool.
+    pub outcomes: Vec<String>,
+    /// Answer the caller's last turn (the history's last message) at once.
+    pub answer_now: bool,
+}
+
+/// The variables of a call for templates: every custom parameter of the stream, plus `from`,
+/// `to`, `call_sid`, `carrier`, `date` and `time` (UTC).
+pub fn call_variables(info: &CallInfo) -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = info.custom_parameters.clone().into_iter().collect();
+    vars.insert("from".into(), info.from.clone().unwrap_or_default());
+    vars.insert("to".into(), info.to.clone().unwrap_or_default());
+    vars.insert("call_sid".into(), info.call_sid.clone());
+    vars.insert("carrier".into(), info.carrier.as_str().to_owned());
+    let now = chrono::Utc::now();
+    vars.insert("date".into(), now.format("%A %-d %B %Y").to_string());
+    vars.insert("time".into(), now.format("%H:%M UTC").to_string());
+    vars
 }
 
 impl std::fmt::Debug for ConversationAgent {
@@ -152,6 +193,7 @@ impl ConversationAgent {
     /// A fresh agent.
     pub fn new(deps: Arc<ConversationDeps>) -> Self {
         ConversationAgent {
+            toolbox: deps.toolbox.clone(),
             deps,
             history: Vec::new(),
             voice: None,
@@ -164,6 +206,61 @@ impl ConversationAgent {
             audible: HashSet::new(),
             end_after: None,
             transfer_after: None,
+            route_after: None,
+            routed: None,
+            answer_on_take_over: false,
+        }
+    }
+
+    /// An agent that continues a conversation begun by a script; start it with
+    /// [`ConversationAgent::take_over`] (not `CallStarted`: the call is already running).
+    pub fn handover(deps: Arc<ConversationDeps>, handover: Handover) -> Self {
+        let mut agent = ConversationAgent::new(deps);
+        if !handover.outcomes.is_empty() {
+            agent.toolbox = Arc::new(agent.deps.toolbox.with_route(&handover.outcomes));
+        }
+        agent.answer_on_take_over = handover.answer_now
+            && matches!(handover.history.last(), Some(ChatMessage::User { .. }));
+        agent.history = handover.history;
+        agent
+    }
+
+    /// Takes the call over now: opens the call's synthesizer and, when asked to, answers the
+    /// caller's last turn at once.
+    pub fn take_over(&mut self, ctx: &mut AgentContext) {
+        self.sample_rate = ctx.info().media_format.sample_rate;
+        self.voice = Some(Arc::new(Mutex::new(self.deps.tts.voice(self.sample_rate))));
+        if std::mem::take(&mut self.answer_on_take_over)
+            && let Some(ChatMessage::User { content }) = self.history.last()
+        {
+            let user_text = content.clone();
+            let messages = self.trimmed_history();
+            self.start_reply(
+                ctx,
+                ReplySource::Model { messages },
+                Some(user_text),
+                None,
+                true,
+            );
+        }
+    }
+
+    /// The outcome the model chose with `route`, once the words that came with it have played
+    /// (or the caller cut them off); taken once.
+    pub fn take_route(&mut self) -> Option<String> {
+        self.routed.take()
+    }
+
+    /// Stops everything in flight (the answer being prepared, the synthesizer); the agent
+    /// says nothing more.
+    pub fn finish(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            reply.cancel.cancel();
+        }
+        if let Some(voice) = self.voice.take() {
+            tokio::spawn(async move {
+                voice.lock().await.close().await;
+            });
         }
     }
 
@@ -173,17 +270,7 @@ impl ConversationAgent {
     }
 
     fn variables(ctx: &AgentContext) -> HashMap<String, String> {
-        let info = ctx.info();
-        let mut vars: HashMap<String, String> =
-            info.custom_parameters.clone().into_iter().collect();
-        vars.insert("from".into(), info.from.clone().unwrap_or_default());
-        vars.insert("to".into(), info.to.clone().unwrap_or_default());
-        vars.insert("call_sid".into(), info.call_sid.clone());
-        vars.insert("carrier".into(), info.carrier.as_str().to_owned());
-        let now = chrono::Utc::now();
-        vars.insert("date".into(), now.format("%A %-d %B %Y").to_string());
-        vars.insert("time".into(), now.format("%H:%M UTC").to_string());
-        vars
+        call_variables(ctx.info())
     }
 
     fn start_call(&mut self, ctx: &mut AgentContext) {
@@ -221,7 +308,7 @@ impl ConversationAgent {
             utterance,
             source,
             model: self.deps.model.clone(),
-            toolbox: self.deps.toolbox.clone(),
+            toolbox: self.toolbox.clone(),
             voice,
             tts_name: self.deps.tts.name(),
             sample_rate: self.sample_rate,
@@ -377,6 +464,7 @@ impl ConversationAgent {
     }
 
     fn on_barge_in(&mut self, ctx: &mut AgentContext, heard: Heard) {
+        let utterance = heard.utterance;
         let active = self
             .reply
             .as_ref()
@@ -388,6 +476,15 @@ impl ConversationAgent {
             self.interrupted.insert(heard.utterance, heard);
         } else if let Some(&index) = self.assistant_at.get(&heard.utterance) {
             self.trim_assistant(ctx, index, &heard);
+        }
+        // The caller cut off the words that came with a choice: the choice stands.
+        if self
+            .route_after
+            .as_ref()
+            .is_some_and(|(id, _)| *id == utterance)
+            && let Some((_, outcome)) = self.route_after.take()
+        {
+            self.routed = Some(outcome);
         }
     }
 
@@ -442,6 +539,9 @@ impl ConversationAgent {
         if let Some(to) = done.transfer {
             self.transfer_after = Some((done.utterance, to));
         }
+        if let Some(outcome) = done.route {
+            self.route_after = Some((done.utterance, outcome));
+        }
         self.after_speech(ctx, None);
     }
 
@@ -462,6 +562,13 @@ impl ConversationAgent {
             && let Some((_, to)) = self.transfer_after.take()
         {
             ctx.act(AgentAction::Transfer { to });
+            return;
+        }
+        if let Some((id, _)) = &self.route_after
+            && self.finished.contains(id)
+            && let Some((_, outcome)) = self.route_after.take()
+        {
+            self.routed = Some(outcome);
         }
     }
 }
@@ -512,16 +619,7 @@ impl Agent for ConversationAgent {
                     self.on_reply_done(ctx, *done);
                 }
             }
-            AgentEvent::CallEnding => {
-                if let Some(reply) = self.reply.take() {
-                    reply.cancel.cancel();
-                }
-                if let Some(voice) = self.voice.take() {
-                    tokio::spawn(async move {
-                        voice.lock().await.close().await;
-                    });
-                }
-            }
+            AgentEvent::CallEnding => self.finish(),
             AgentEvent::UserSpeechStarted => {
                 // The caller speaks again before the answer was heard: hold it back (it is
                 // dropped and merged if this becomes a turn, released if it was noise).

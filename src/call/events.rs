@@ -271,6 +271,78 @@ pub enum CallEventKind {
         /// The carrier's reason, where given.
         reason: Option<String>,
     },
+    /// A scripted call entered a node.
+    ScriptNodeEntered {
+        /// The node's name.
+        node: String,
+    },
+    /// A scripted call started saying a prompt (or sent a text message).
+    ScriptPrompt {
+        /// The node it belongs to.
+        node: String,
+        /// Which text of the node.
+        kind: ScriptPromptKind,
+        /// The audio came from the prompt cache (false: synthesized for this call; always
+        /// false for a text message).
+        cached: bool,
+        /// Characters of a text message's body.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        chars: Option<usize>,
+    },
+    /// A scripted call matched the caller's input against a node's transitions.
+    ScriptInput {
+        /// The node.
+        node: String,
+        /// Keys or speech.
+        source: ScriptInputSource,
+        /// The keys of the entry, or the transcript.
+        input: String,
+        /// Index of the transition taken, if one matched.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        transition: Option<usize>,
+        /// The key that matched, as written in the script (`1`, `"yes"`, `any`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
+    /// The caller's input matched nothing in a node (or the caller said nothing, for a node
+    /// without a `timeout` transition).
+    ScriptNoMatch {
+        /// The node.
+        node: String,
+        /// No-matches in this node so far.
+        count: u32,
+    },
+    /// The caller gave no input for the node's timeout after its prompt.
+    ScriptNoInput {
+        /// The node.
+        node: String,
+        /// The timeout (ms).
+        after_ms: u64,
+    },
+    /// A scripted call handed the conversation to the language model.
+    ScriptHandoff {
+        /// The agent node, or the node whose `agent` target was taken.
+        node: String,
+        /// The outcomes the model may choose (none: the model keeps the call).
+        outcomes: Vec<String>,
+    },
+    /// The language model chose an outcome of an agent node.
+    ScriptRoute {
+        /// The agent node.
+        node: String,
+        /// The outcome chosen.
+        outcome: String,
+        /// Where the call goes, as written in the script.
+        target: String,
+    },
+    /// A scripted call could not go on and ended.
+    ScriptFailed {
+        /// Why.
+        reason: String,
+        /// The variables without a value, when that was the reason.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        missing: Vec<String>,
+    },
     /// The call ended (always the last event).
     CallEnded {
         /// Why (stable label).
@@ -278,6 +350,30 @@ pub enum CallEventKind {
         /// Milliseconds since the stream started.
         duration_ms: u64,
     },
+}
+
+/// Which text of a script node was used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScriptPromptKind {
+    /// The node's prompt, on entering it.
+    Prompt,
+    /// The reprompt (or the prompt again) after a no-match.
+    Reprompt,
+    /// `@goodbye`, before hanging up.
+    Goodbye,
+    /// An `sms` target's text (sent, not said).
+    Sms,
+}
+
+/// Where a scripted call's input came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScriptInputSource {
+    /// Key presses.
+    Dtmf,
+    /// The recognizer's transcript of a caller turn.
+    Speech,
 }
 
 /// A CallEvent with its call, order and time.
@@ -394,6 +490,37 @@ mod tests {
         assert_eq!(json["digit"], "#");
         assert_eq!(json["source"], "in_band");
         assert!(json["at_us"].as_u64().unwrap() > 1_600_000_000_000_000);
+    }
+
+    #[test]
+    fn script_events_serialize_small_and_flat() {
+        let json = |kind: CallEventKind| serde_json::to_value(kind).unwrap();
+        assert_eq!(
+            json(CallEventKind::ScriptPrompt {
+                node: "start".into(),
+                kind: ScriptPromptKind::Reprompt,
+                cached: true,
+                chars: None,
+            }),
+            serde_json::json!({"type": "script_prompt", "node": "start", "kind": "reprompt", "cached": true})
+        );
+        assert_eq!(
+            json(CallEventKind::ScriptInput {
+                node: "start".into(),
+                source: ScriptInputSource::Dtmf,
+                input: "42#".into(),
+                transition: None,
+                key: None,
+            }),
+            serde_json::json!({"type": "script_input", "node": "start", "source": "dtmf", "input": "42#"})
+        );
+        assert_eq!(
+            json(CallEventKind::ScriptFailed {
+                reason: "x".into(),
+                missing: vec![],
+            }),
+            serde_json::json!({"type": "script_failed", "reason": "x"})
+        );
     }
 
     #[tokio::test]

@@ -6,8 +6,9 @@
 //! A reply may start **held** (speculatively, before the caller's turn is confirmed over): it
 //! runs the model and the synthesizer but keeps the audio until it is released; if it is
 //! cancelled instead, nothing of it was ever sent. Tools the model calls are run here and
-//! their results fed back for another round. Provider failures end in a polite fallback line,
-//! never in dead air. The reply reports back to its agent with [`ReplyDone`].
+//! their results fed back for another round (except after `end_call`, `transfer_call` and
+//! `route`, which end the answer). Provider failures end in a polite fallback line, never in
+//! dead air. The reply reports back to its agent with [`ReplyDone`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,6 +127,9 @@ pub struct ReplyDone {
     pub end_call: Option<String>,
     /// The call should be transferred once the utterance has played.
     pub transfer: Option<String>,
+    /// The model chose this outcome with `route`: the script goes on once the utterance has
+    /// played.
+    pub route: Option<String>,
 }
 
 /// The output side of a reply: audio parts to the session, or held until released.
@@ -212,6 +216,7 @@ pub async fn run_reply(job: ReplyJob) {
         outcome: ReplyOutcome::Completed,
         end_call: None,
         transfer: None,
+        route: None,
     };
     match &job.source {
         ReplySource::Fixed(text) => {
@@ -336,6 +341,7 @@ async fn run_model(
                                 Some(reason.unwrap_or_else(|| "conversation over".into()))
                         }
                         ToolEffect::Transfer { to } => done.transfer = Some(to),
+                        ToolEffect::Route { outcome } => done.route = Some(outcome),
                         ToolEffect::Lead(lead) => {
                             speaker
                                 .record(CallEventKind::LeadCaptured {
@@ -366,6 +372,10 @@ async fn run_model(
                             tool_calls: Vec::new(),
                         });
                     }
+                    return;
+                }
+                if done.route.is_some() {
+                    // The script goes on: no further round, and no line of our own.
                     return;
                 }
             }

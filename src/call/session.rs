@@ -867,9 +867,9 @@ impl Session {
             } => {
                 if let Some(barge) = live.barge.as_ref() {
                     let undo = if live.judge_has_stt() {
-                        transcript
-                            .as_deref()
-                            .is_none_or(|t| is_backchannel(t, &live.backchannels))
+                        transcript.as_deref().is_none_or(|t| {
+                            is_backchannel(t, &live.backchannels) && !live.agent.answers(t)
+                        })
                     } else {
                         end_sample.saturating_sub(barge.onset_sample)
                             < live.barge_in_confirm_samples
@@ -935,7 +935,9 @@ impl Session {
         let now = live.inbound_samples;
         let transcript = live.judge.transcript();
         let words = !normalize_transcript(&transcript).is_empty();
-        let backchannel = words && is_backchannel(&transcript, &live.backchannels);
+        let backchannel = words
+            && is_backchannel(&transcript, &live.backchannels)
+            && !live.agent.answers(&transcript);
         let elapsed = now.saturating_sub(barge.onset_sample);
         // Still voicing (not just inside the turn's end-of-turn silence).
         let voicing = live

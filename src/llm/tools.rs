@@ -1,5 +1,6 @@
 //! The tools the gateway runs for the model: `end_call`, `transfer_call`, `capture_lead`,
-//! `lookup_knowledge` and `business_hours`.
+//! `lookup_knowledge` and `business_hours`, plus `route` for a scripted call's agent node
+//! ([`Toolbox::with_route`]), with which the model chooses one of the node's outcomes.
 //!
 //! [`Toolbox::specs`] describes them to the model (strict JSON Schemas); [`Toolbox::run`] executes
 //! a call. Running is pure — no I/O — and never fails: bad arguments come back as
@@ -101,6 +102,11 @@ pub enum ToolEffect {
     },
     /// Record a lead.
     Lead(Lead),
+    /// Continue the script at the transition of this outcome (after the model's words).
+    Route {
+        /// One of the outcomes offered, as written in the script.
+        outcome: String,
+    },
 }
 
 /// The result of one tool call.
@@ -130,6 +136,8 @@ pub struct Toolbox {
     hours: Option<BusinessHours>,
     knowledge: KnowledgeBase,
     transfer_numbers: Vec<String>,
+    /// The outcomes `route` offers (the tool is offered only when there are some).
+    routes: Vec<String>,
 }
 
 impl Toolbox {
@@ -172,7 +180,26 @@ impl Toolbox {
             hours,
             knowledge,
             transfer_numbers,
+            routes: Vec::new(),
         })
+    }
+
+    /// These tools plus `route`, with which the model chooses one of `outcomes` (blank and
+    /// repeated outcomes are left out; with none left, no `route` tool is offered).
+    pub fn with_route(&self, outcomes: &[String]) -> Toolbox {
+        let mut toolbox = self.clone();
+        toolbox.routes.clear();
+        for outcome in outcomes {
+            let outcome = outcome.trim();
+            if !outcome.is_empty() && !toolbox.routes.iter().any(|o| o == outcome) {
+                toolbox.routes.push(outcome.to_owned());
+            }
+        }
+        toolbox.offered.retain(|name| *name != "route");
+        if !toolbox.routes.is_empty() {
+            toolbox.offered.push("route");
+        }
+        toolbox
     }
 
     /// The names of the tools offered.
@@ -246,6 +273,26 @@ impl Toolbox {
                     json!({"type": "string", "description": "The caller's question or its key words, e.g. \"parking\" or \"price of a check-up\"."}),
                 )]),
             ),
+            "route" => (
+                format!(
+                    "Move the call on to its next step once the conversation has reached one of \
+                     these outcomes: {}. Put anything the caller should hear first in this same \
+                     reply; the call goes on as soon as those words have been said.",
+                    self.routes
+                        .iter()
+                        .map(|o| format!("\"{o}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                object_schema(&[(
+                    "outcome",
+                    json!({
+                        "type": "string",
+                        "enum": self.routes,
+                        "description": "The outcome reached, exactly as listed."
+                    }),
+                )]),
+            ),
             _ => (
                 "Get the business's opening hours, whether it is open right now, and when it next \
                  opens or closes."
@@ -274,6 +321,7 @@ impl Toolbox {
             "transfer_call" => self.transfer_call(&call.arguments),
             "capture_lead" => self.capture_lead(&call.arguments),
             "lookup_knowledge" => self.lookup_knowledge(&call.arguments),
+            "route" => self.route(&call.arguments),
             _ => self.business_hours(&call.arguments, now),
         };
         result.unwrap_or_else(ToolOutcome::error)
@@ -338,6 +386,27 @@ impl Toolbox {
         Ok(ToolOutcome {
             result,
             effect: ToolEffect::None,
+        })
+    }
+
+    fn route(&self, arguments: &str) -> Result<ToolOutcome, String> {
+        let args = parse_args(arguments, &["outcome"], &["outcome"])?;
+        let given = required_string(&args, "outcome")?;
+        let outcome = self
+            .routes
+            .iter()
+            .find(|o| o.as_str() == given)
+            .or_else(|| self.routes.iter().find(|o| o.eq_ignore_ascii_case(&given)))
+            .ok_or_else(|| {
+                format!(
+                    "`outcome`: {given:?} is not one of the outcomes; choose one of: {}",
+                    self.routes.join(", ")
+                )
+            })?
+            .clone();
+        Ok(ToolOutcome {
+            result: json!({ "ok": true, "outcome": outcome }),
+            effect: ToolEffect::Route { outcome },
         })
     }
 
@@ -702,6 +771,48 @@ mod tests {
         }
         let e = error_of(&tb.run(&call("end_call", "not json"), now()));
         assert!(e.contains("not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn route_offers_the_outcomes_and_checks_the_choice() {
+        let plain = full();
+        assert!(!plain.names().contains(&"route"));
+        let outcomes = vec![
+            "done".to_string(),
+            " billing ".to_string(),
+            "done".to_string(),
+            "".to_string(),
+        ];
+        let tb = plain.with_route(&outcomes);
+        assert_eq!(tb.names().last(), Some(&"route"));
+        let spec = tb.specs().into_iter().find(|s| s.name == "route").unwrap();
+        assert_eq!(
+            spec.parameters["properties"]["outcome"]["enum"],
+            json!(["done", "billing"])
+        );
+        assert_eq!(spec.parameters["required"], json!(["outcome"]));
+        assert_eq!(spec.parameters["additionalProperties"], json!(false));
+        assert!(spec.description.contains("\"done\", \"billing\""));
+        let out = tb.run(&call("route", r#"{"outcome":"Billing"}"#), now());
+        assert_eq!(
+            out.effect,
+            ToolEffect::Route {
+                outcome: "billing".into()
+            }
+        );
+        assert_eq!(out.result, json!({"ok": true, "outcome": "billing"}));
+        let e = error_of(&tb.run(&call("route", r#"{"outcome":"refund"}"#), now()));
+        assert!(e.contains("choose one of: done, billing"), "{e}");
+        let e = error_of(&tb.run(&call("route", "{}"), now()));
+        assert!(e.contains("missing argument `outcome`"), "{e}");
+        // Without outcomes there is no route tool, and calling it is an unknown tool.
+        let none = tb.with_route(&[]);
+        assert!(!none.names().contains(&"route"));
+        assert!(none.specs().iter().all(|s| s.name != "route"));
+        let e = error_of(&none.run(&call("route", r#"{"outcome":"done"}"#), now()));
+        assert!(e.contains("unknown tool `route`"), "{e}");
+        // The other tools are untouched.
+        assert_eq!(&tb.names()[..tb.names().len() - 1], plain.names());
     }
 
     #[test]

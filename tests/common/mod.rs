@@ -23,6 +23,7 @@ use voicegw::audio::{Encoding, g711};
 use voicegw::call::events::{CallEvent, EventSink};
 use voicegw::config::Config;
 use voicegw::metrics::Metrics;
+use voicegw::pipeline::Pipeline;
 use voicegw::server::{Gateway, ServeError};
 
 /// A gateway serving on an ephemeral loopback port.
@@ -50,6 +51,46 @@ impl TestGateway {
             &config,
             metrics.clone(),
             EventSink::new(events_tx, Some(metrics)),
+        )
+        .unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let runner = gateway.clone();
+        let grace = config.shutdown_grace();
+        let task = tokio::spawn(async move {
+            runner
+                .run(listener, grace, async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        TestGateway {
+            addr,
+            gateway,
+            events,
+            twilio_auth_token: config.auth.twilio_auth_token.clone(),
+            seen: Vec::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Starts a gateway with `config` whose pipeline `customize` may change first (e.g. to
+    /// register more agents or pick the default); it gets the gateway's metrics too.
+    pub async fn start_with_pipeline(
+        config: Config,
+        customize: impl FnOnce(&mut Pipeline, &Metrics),
+    ) -> TestGateway {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (events_tx, events) = tokio::sync::mpsc::channel(100_000);
+        let metrics = Metrics::new().unwrap();
+        let mut pipeline = Pipeline::build(&config, &metrics).unwrap();
+        customize(&mut pipeline, &metrics);
+        let gateway = Gateway::with_pipeline(
+            &config,
+            metrics.clone(),
+            EventSink::new(events_tx, Some(metrics)),
+            pipeline,
         )
         .unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -36,6 +36,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start-up, so the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway: carrier media streams on /stream/twilio and /stream/exotel.
@@ -78,6 +80,15 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ScriptCommand {
+    /// Check a script: print its errors and warnings as FILE:line:col, then (when it has no
+    /// errors) a summary of the flow. Exit code 0 when it loads, 1 when it has errors.
+    Check {
+        /// The script file.
+        file: PathBuf,
+        /// Print the parsed flow as JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Synthesize every prompt of a script that has no variables into the prompt cache
     /// (only those not cached yet), with the configured text-to-speech. Prints each prompt and
     /// the totals; exit code 1 when any failed, 2 when the script or config cannot be used.
@@ -239,6 +250,27 @@ fn script_prime(args: PrimeArgs) -> ExitCode {
     })
 }
 
+/// `voicegw script check FILE [--json]`.
+fn script_check(file: &std::path::Path, json: bool) -> ExitCode {
+    let source = match std::fs::read_to_string(file) {
+        Ok(source) => source,
+        Err(error) => {
+            eprintln!("voicegw: cannot read {}: {error}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let output = voicegw::script::check::check(&file.display().to_string(), &source, json);
+    for line in &output.diagnostics {
+        eprintln!("{line}");
+    }
+    print!("{}", output.report);
+    if output.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn main() -> ExitCode {
     // deepgram's TLS sockets need one process-wide rustls crypto provider.
     let _ = deepgram::rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -263,6 +295,9 @@ fn main() -> ExitCode {
             config,
             overrides: providers.overrides(),
         }),
+        Command::Script {
+            command: ScriptCommand::Check { file, json },
+        } => script_check(&file, json),
         Command::Serve {
             listen,
             agent,

@@ -192,12 +192,14 @@ impl SourceMap {
 #[derive(Debug, Default)]
 pub(crate) struct Sink {
     items: Vec<Diagnostic>,
+    errors: usize,
 }
 
 impl Sink {
     /// Records an error.
     pub(crate) fn error(&mut self, at: Position, message: impl Into<String>) {
         self.items.push(Diagnostic::error(at, message));
+        self.errors += 1;
     }
 
     /// Records a warning.
@@ -207,7 +209,7 @@ impl Sink {
 
     /// How many errors so far (to tell whether a step added one).
     pub(crate) fn error_count(&self) -> usize {
-        self.items.iter().filter(|d| d.is_error()).count()
+        self.errors
     }
 
     /// Sorted, as [`Diagnostics`].
@@ -218,18 +220,40 @@ impl Sink {
 
 /// The candidate closest to `word` by edit distance (ignoring case), when it is close enough
 /// to be a likely typo: at most a third of the word's length, and at least one edit allowed.
+/// Case is ignored for ASCII letters (names are ASCII).
 pub(crate) fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let word_lower = word.to_lowercase();
-    let limit = (word.chars().count() / 3).max(1);
+    let mut unlimited = usize::MAX;
+    did_you_mean_within(word, candidates, &mut unlimited)
+}
+
+/// [`did_you_mean`], spending at most `budget` character comparisons (taken from it), so
+/// that suggestions for a huge script stay cheap: when it runs out, the best so far is kept.
+pub(crate) fn did_you_mean_within<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    budget: &mut usize,
+) -> Option<&'a str> {
+    let word_len = word.chars().count();
+    let limit = (word_len / 3).max(1);
     let mut best: Option<(usize, &'a str)> = None;
     for candidate in candidates {
         if candidate == word {
             continue;
         }
-        let distance = edit_distance(&word_lower, &candidate.to_lowercase());
+        let candidate_len = candidate.chars().count();
+        // The lengths alone already need more edits than allowed.
+        if word_len.abs_diff(candidate_len) > limit {
+            continue;
+        }
+        let cost = (word_len * candidate_len).max(1);
+        if cost > *budget {
+            break;
+        }
+        *budget -= cost;
+        let distance = edit_distance(word, candidate);
         if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, candidate));
         }
@@ -237,7 +261,7 @@ pub(crate) fn did_you_mean<'a>(
     best.map(|(_, c)| c)
 }
 
-/// Levenshtein distance in characters.
+/// Levenshtein distance in characters, ignoring ASCII case.
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut previous: Vec<usize> = (0..=b.len()).collect();
@@ -245,7 +269,7 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         current[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
+            let substitution = previous[j] + usize::from(!ca.eq_ignore_ascii_case(cb));
             current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
         }
         std::mem::swap(&mut previous, &mut current);
@@ -265,6 +289,7 @@ mod tests {
         assert_eq!(edit_distance("confirmd", "confirmed"), 1);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("héllo", "hello"), 1);
+        assert_eq!(edit_distance("End", "END"), 0);
     }
 
     #[test]
@@ -276,6 +301,18 @@ mod tests {
         assert_eq!(did_you_mean("reschedule", names), None);
         assert_eq!(did_you_mean("x", names), None);
         assert_eq!(did_you_mean("start", names), None);
+        let mut budget = 5 * 9 + 8 * 9;
+        assert_eq!(
+            did_you_mean_within("confirmd", ["start", "confirmed"], &mut budget),
+            Some("confirmed"),
+            "`start` is skipped by length, `confirmed` costs 72"
+        );
+        assert_eq!(budget, 45);
+        assert_eq!(
+            did_you_mean_within("confirmd", ["confirmed"], &mut budget),
+            None,
+            "out of budget"
+        );
     }
 
     #[test]

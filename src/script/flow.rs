@@ -243,9 +243,8 @@ impl Template {
         }
         self.parts.iter().enumerate().all(|(i, part)| match part {
             TemplatePart::Text(text) => {
-                !text.contains("{{")
-                    && !(text.ends_with('{')
-                        && matches!(self.parts.get(i + 1), Some(TemplatePart::Var { .. })))
+                let before_var = matches!(self.parts.get(i + 1), Some(TemplatePart::Var { .. }));
+                !(text.contains("{{") || (before_var && text.ends_with('{')))
             }
             TemplatePart::Var { name, fallback } => {
                 is_variable_name(name)

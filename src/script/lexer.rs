@@ -20,14 +20,9 @@ impl SourceLine {
 
     /// Whether the characters from `index` on start with `pattern`.
     pub fn has_at(&self, index: usize, pattern: &str) -> bool {
-        let mut i = index;
-        for p in pattern.chars() {
-            if self.chars.get(i) != Some(&p) {
-                return false;
-            }
-            i += 1;
-        }
-        true
+        (index..)
+            .zip(pattern.chars())
+            .all(|(i, p)| self.chars.get(i) == Some(&p))
     }
 
     /// Whether the line starts with a blank (a continuation line, if it is text).
@@ -307,7 +302,7 @@ pub(crate) fn parse_duration(word: &str) -> Result<u64, String> {
 
 /// Writes a duration the way [`parse_duration`] reads it (seconds when whole).
 pub(crate) fn format_duration(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -6,6 +6,7 @@
 //! - [`print()`]: the canonical form of a flow, and its [`script_hash`].
 //! - [`render`]: templates filled with a call's variables; the variables a flow needs and
 //!   the texts that need none.
+//! - [`check`]: what `voicegw script check` prints.
 //! - [`prompts`]: where prompt audio comes from; a script loaded for calls.
 //! - [`spoken`]: the texts a flow speaks, and which of them have no variables.
 //! - [`synth`]: one prompt synthesized whole.
@@ -21,6 +22,7 @@
 //!   language model).
 
 pub mod cache;
+pub mod check;
 pub mod diag;
 pub mod fixture_voice;
 pub mod flow;

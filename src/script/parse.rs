@@ -12,7 +12,7 @@ use super::diag::{Sink, did_you_mean};
 use super::flow::{
     Flow, MAX_NODE_NAME, Node, RESERVED_WORDS, Settings, Template, TemplatePart, is_node_name,
 };
-use super::lexer::{LineKind, SourceLine, classify, lines, parse_duration};
+use super::lexer::{LineKind, SourceLine, Token, classify, lines, parse_duration, tokenize};
 use super::template::{LineText, join_lines, parse_line};
 use super::transition::{ParsedTransition, parse_transition};
 use super::validate::{NodeDraft, check_flow, check_node};
@@ -302,7 +302,17 @@ impl Reader {
         if let Some(node) = self.current.as_mut() {
             match parsed {
                 Some(t) => node.transitions.push(t),
-                None => node.failed = true,
+                None => {
+                    node.failed = true;
+                    let words = tokenize(line, at + 2).unwrap_or_default();
+                    node.loose_refs.extend(
+                        words
+                            .iter()
+                            .filter_map(Token::word)
+                            .filter(|w| is_node_name(w))
+                            .map(str::to_owned),
+                    );
+                }
             }
         }
         self.last_body = Some("->");

@@ -1,4 +1,4 @@
-//! The canonical form of a flow: [`print`] writes a [`Flow`] back as Destiny-Script (comments
+//! The canonical form of a flow: [`print()`] writes a [`Flow`] back as Destiny-Script (comments
 //! gone, blanks normalized, settings only when not default, one line per prompt), so that
 //! parsing the output gives the same flow; [`script_hash`] is the SHA-256 of that form.
 
@@ -173,3 +173,7 @@ fn quote(text: &str) -> String {
     out.push('"');
     out
 }
+
+#[cfg(test)]
+#[path = "print_tests.rs"]
+mod tests;

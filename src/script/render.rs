@@ -254,6 +254,23 @@ mod tests {
         assert_eq!(empty.render(&HashMap::new()), Ok("[] and end".to_owned()));
     }
 
+    #[test]
+    fn a_static_text_renders_to_itself() {
+        // The prompt cache keys audio by text: what a call renders must equal what was primed.
+        let flow =
+            parse("@goodbye  Bye \t now.\n[start]\n  Hello,   there.\n  Second line.\n-> END\n")
+                .unwrap()
+                .flow;
+        for static_text in flow.static_texts() {
+            let template = match static_text.node {
+                None => &flow.settings.goodbye,
+                Some(_) => flow.nodes[0].prompt.as_ref().unwrap(),
+            };
+            assert_eq!(template.render(&HashMap::new()), Ok(static_text.text));
+        }
+        assert_eq!(flow.static_texts()[1].text, "Hello, there. Second line.");
+    }
+
     const FLOW: &str = r#"@goodbye Bye {{ who | friend }} from {{ org }}.
 [start]
 Hello {{ name }}, this is {{ org }}.

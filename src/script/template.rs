@@ -29,8 +29,9 @@ impl LineText<'_> {
         self.chars.get(index) == Some(&pattern[0]) && self.chars.get(index + 1) == Some(&pattern[1])
     }
 
-    fn find(&self, from: usize, pattern: [char; 2]) -> Option<usize> {
-        (from..self.chars.len()).find(|&i| self.has_at(i, pattern))
+    /// The first `pattern` starting in `from..to`.
+    fn find(&self, from: usize, to: usize, pattern: [char; 2]) -> Option<usize> {
+        (from..to.min(self.chars.len())).find(|&i| self.has_at(i, pattern))
     }
 
     fn string(&self, from: usize, to: usize) -> String {
@@ -43,9 +44,13 @@ impl LineText<'_> {
 pub(crate) fn parse_line(text: LineText<'_>, sink: &mut Sink) -> Option<Vec<TemplatePart>> {
     let before = sink.error_count();
     let mut parts = Vec::new();
+    let end = text.chars.len();
+    // The first `}}` after the last `{{`, kept while it is still ahead: each character is
+    // scanned a bounded number of times, however many `{{` a line holds.
+    let mut next_close: Option<usize> = None;
     let mut i = 0;
-    while i < text.chars.len() {
-        let Some(open) = text.find(i, ['{', '{']) else {
+    while i < end {
+        let Some(open) = text.find(i, end, ['{', '{']) else {
             parts.push(TemplatePart::Text(text.string(i, text.chars.len())));
             break;
         };
@@ -53,14 +58,19 @@ pub(crate) fn parse_line(text: LineText<'_>, sink: &mut Sink) -> Option<Vec<Temp
             parts.push(TemplatePart::Text(text.string(i, open)));
         }
         let inner_start = open + 2;
-        let Some(close) = text.find(inner_start, ['}', '}']) else {
+        let close = match next_close {
+            Some(close) if close >= inner_start => Some(close),
+            _ => text.find(inner_start, end, ['}', '}']),
+        };
+        next_close = close;
+        let Some(close) = close else {
             sink.error(
                 text.at(open),
                 "`{{` is not closed on this line: end the variable with `}}`",
             );
             break;
         };
-        if let Some(nested) = text.find(inner_start, ['{', '{']).filter(|&n| n < close) {
+        if let Some(nested) = text.find(inner_start, close, ['{', '{']) {
             sink.error(
                 text.at(open),
                 "`{{` is not closed before the next `{{`: end the variable with `}}`",

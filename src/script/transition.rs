@@ -104,7 +104,7 @@ fn looks_like_trigger(tokens: &[Token]) -> bool {
     }
 }
 
-/// The describing phrase for a trigger word that stands alone.
+/// The trigger a word names when it stands alone before `:` (`any`, `timeout`, `nomatch`).
 fn lone_trigger(word: &str) -> Option<Trigger> {
     match word {
         "any" => Some(Trigger::Any),
@@ -114,11 +114,16 @@ fn lone_trigger(word: &str) -> Option<Trigger> {
     }
 }
 
+/// Reads the tokens of one `->` line, collecting keys and node references as it goes.
 struct Reader<'s> {
+    /// 1-based line number.
     line: usize,
     sink: &'s mut Sink,
+    /// Every key read, with its position.
     keys: Vec<(Key, Position)>,
+    /// Every node name used as a target, with its position.
     refs: Vec<(String, Position)>,
+    /// Whether an error was reported.
     failed: bool,
 }
 
@@ -282,7 +287,7 @@ impl Reader<'_> {
             .map_or_else(|| tokens.get(used - 1).map_or(1, |t| t.end), |t| t.column);
         let what = match trigger {
             Trigger::Keys { .. } => "the keys".to_owned(),
-            Trigger::Timeout { .. } => "the timeout".to_owned(),
+            Trigger::Timeout { after_ms: Some(_) } => "the timeout".to_owned(),
             _ => format!("`{}`", tokens[0].word().unwrap_or_default()),
         };
         self.error(column, format!("expected `:` after {what}, then a target"));
@@ -311,7 +316,10 @@ impl Reader<'_> {
                 "`else` only follows a `transfer` target: `transfer +NUMBER else TARGET`"
                     .to_owned(),
             ),
-            (_, Target::Node { name }) if last.word() == Some(name.as_str()) => {
+            (_, Target::Node { name })
+                if last.word() == Some(name.as_str())
+                    && matches!(extra.tok, Tok::Word(_) | Tok::Quoted(_)) =>
+            {
                 let hint = did_you_mean(name, ["transfer", "sms", "agent", "END"])
                     .map(|k| format!(" (did you mean `{k}`?)"))
                     .unwrap_or_default();

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::diag::{Position, Sink, did_you_mean};
+use super::diag::{Position, Sink, did_you_mean_within};
 use super::flow::{Key, START_NODE, Trigger};
 use super::parse::TextField;
 use super::transition::ParsedTransition;
@@ -28,6 +28,9 @@ pub(crate) struct NodeDraft {
     pub agent: Option<TextField>,
     /// Its `->` lines that parsed.
     pub transitions: Vec<ParsedTransition>,
+    /// Names on its `->` lines that did not parse (reported): counted as reached, so an error
+    /// does not also make its target look unreachable.
+    pub loose_refs: Vec<String>,
 }
 
 impl NodeDraft {
@@ -42,6 +45,7 @@ impl NodeDraft {
             reprompt: None,
             agent: None,
             transitions: Vec::new(),
+            loose_refs: Vec::new(),
         }
     }
 
@@ -152,12 +156,16 @@ fn check_triggers(node: &NodeDraft, is_agent: bool, sink: &mut Sink) {
             }
         }
     }
+    let conditional = node
+        .transitions
+        .iter()
+        .find(|t| t.transition.trigger != Trigger::Always);
     if let Some((index, t)) = unconditional
-        && node.transitions.len() > 1
+        && let Some(other) = conditional
     {
         if index == 0 {
             sink.error(
-                node.transitions[1].trigger_at,
+                other.trigger_at,
                 format!(
                     "the node already moves on unconditionally (line {}): an unconditional `-> TARGET` cannot be combined with other transitions",
                     t.at.line
@@ -209,9 +217,17 @@ fn check_keys(node: &NodeDraft, is_agent: bool, sink: &mut Sink) {
     }
 }
 
+/// Character comparisons spent on "did you mean" suggestions for one script (plenty for any
+/// script a person writes; bounds the work on a huge generated one).
+const SUGGESTION_BUDGET: usize = 5_000_000;
+
 /// Checks the whole flow: a `[start]` node, every target known, every node reachable.
 pub(crate) fn check_flow(nodes: &[NodeDraft], sink: &mut Sink) {
     let names: HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    // Node -> the nodes it leads to; an unknown name counts as the node it was likely meant to
+    // be, so a typo is reported once, not again as an unreachable node.
+    let mut edges: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut budget = SUGGESTION_BUDGET;
     if !names.contains(START_NODE) {
         sink.error(
             Position::new(1, 1),
@@ -221,38 +237,39 @@ pub(crate) fn check_flow(nodes: &[NodeDraft], sink: &mut Sink) {
     for node in nodes {
         for t in &node.transitions {
             for (name, at) in &t.refs {
-                if names.contains(name.as_str()) {
+                if let Some(&known) = names.get(name.as_str()) {
+                    edges.entry(node.name.as_str()).or_default().push(known);
                     continue;
                 }
                 let candidates = nodes
                     .iter()
                     .map(|n| n.name.as_str())
                     .chain(["END", "agent"]);
-                let message = match did_you_mean(name, candidates) {
-                    Some(s) => format!("unknown node `{name}` (did you mean `{s}`?)"),
+                let message = match did_you_mean_within(name, candidates, &mut budget) {
+                    Some(s) => {
+                        edges.entry(node.name.as_str()).or_default().push(s);
+                        format!("unknown node `{name}` (did you mean `{s}`?)")
+                    }
                     None => format!("unknown node `{name}`: add a `[{name}]` node or fix the name"),
                 };
                 sink.error(*at, message);
+            }
+        }
+        for name in &node.loose_refs {
+            if let Some(&known) = names.get(name.as_str()) {
+                edges.entry(node.name.as_str()).or_default().push(known);
             }
         }
     }
     if !names.contains(START_NODE) {
         return;
     }
-    let by_name: HashMap<&str, &NodeDraft> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let mut reached: HashSet<&str> = HashSet::from([START_NODE]);
     let mut queue = VecDeque::from([START_NODE]);
     while let Some(name) = queue.pop_front() {
-        let Some(node) = by_name.get(name) else {
-            continue;
-        };
-        for t in &node.transitions {
-            for (target, _) in &t.refs {
-                if let Some((&known, _)) = by_name.get_key_value(target.as_str())
-                    && reached.insert(known)
-                {
-                    queue.push_back(known);
-                }
+        for &next in edges.get(name).into_iter().flatten() {
+            if reached.insert(next) {
+                queue.push_back(next);
             }
         }
     }

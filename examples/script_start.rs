@@ -117,7 +117,8 @@ async fn one_call(args: &Args, index: usize) -> Result<Sample, String> {
     };
     let url = format!("ws://{}{path}", args.host);
     let began = Instant::now();
-    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+    // A carrier's messages go out at once (no Nagle delay between `connected` and `start`).
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let connect = began.elapsed();

@@ -35,6 +35,7 @@ use crate::carrier::{CarrierKind, signature};
 use crate::config::{AuthSettings, Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
+use axum::serve::ListenerExt as _;
 
 /// CallEvents that may wait for the event writer before new ones are dropped and counted.
 const EVENT_QUEUE: usize = 65_536;
@@ -272,6 +273,13 @@ impl Gateway {
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into());
         let stop_accepting = CancellationToken::new();
+        // Every outbound message (a media chunk, then its mark) is its own small write: with
+        // Nagle's algorithm on, the second would wait for the carrier's delayed ACK (~40 ms).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set");
+            }
+        });
         let server = axum::serve(listener, self.router())
             .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
         let mut server = tokio::spawn(async move { server.await });
@@ -323,7 +331,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             addr: config.listen.to_string(),
             source,
         })?;
-    tracing::info!(listen = %config.listen, agent = %config.agent_name(), "voicegw serving");
+    tracing::info!(
+        listen = %config.listen,
+        agent = %gateway.pipeline.agents.default_name(),
+        "voicegw serving"
+    );
     gateway
         .run(listener, config.shutdown_grace(), shutdown_signal())
         .await

@@ -78,6 +78,8 @@ enum Command {
     },
 }
 
+// Parsed once at start-up: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum ScriptCommand {
     /// Check a script: print its errors and warnings as FILE:line:col, then (when it has no

@@ -130,6 +130,12 @@ impl Gateway {
         })
     }
 
+    /// The agent a stream runs when nothing chooses one (after the config and the loaded
+    /// scripts are taken into account).
+    pub fn default_agent(&self) -> &str {
+        self.pipeline.agents.default_name()
+    }
+
     /// Checks the providers' keys (see [`Pipeline::check_credentials`]).
     pub async fn check_credentials(&self) -> Result<(), ServeError> {
         Ok(self.pipeline.check_credentials().await?)

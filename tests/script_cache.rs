@@ -497,26 +497,6 @@ fn the_prime_command_primes_from_recordings_and_reports_failures() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// The shipped appointment script's opening, key presses only: every text is recorded.
-const OFFLINE: &str = r#"@goodbye Sorry, I couldn't understand. We'll send you a text instead. Goodbye.
-[start]
-Hi {{ firstName | there }}, this is Destiny calling from {{ tenantName }}.
-Are you still able to make your appointment on {{ appointmentDate }}?
-Press 1 or say yes to confirm, press 2 or say no to reschedule.
-reprompt: Sorry, I didn't catch that. Press 1 to confirm or 2 to reschedule.
--> 1: confirmed
--> 2: see_you
-
-[confirmed]
-Wonderful, you're all set. Would you like a text with the details? Press 1 or say yes.
--> 1: see_you
--> timeout 4s: see_you
-
-[see_you]
-No problem. We'll see you then. Goodbye!
--> END
-"#;
-
 /// `pcm` as a Twilio caller hears it (through μ-law), from its first non-zero sample.
 fn heard(pcm: &[i16]) -> Vec<i16> {
     let mut ulaw = Vec::new();
@@ -528,15 +508,21 @@ fn heard(pcm: &[i16]) -> Vec<i16> {
 }
 
 #[tokio::test]
-async fn with_no_keys_a_script_plays_its_recorded_prompts_and_follows_keys() {
+async fn with_no_keys_the_shipped_appointment_script_plays_its_recordings_and_follows_keys() {
+    // The shipped scripts folder, no provider keys, no agent chosen: the offline default.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("offline.dsc"), OFFLINE).unwrap();
     let mut config = test_config();
-    config.script.dir = dir.path().to_path_buf();
-    config.script.default = Some("offline".into());
+    config.agent = None;
+    config.script.dir = root().join("scripts");
+    config.script.default = None;
     config.script.recorded_prompts = root().join("fixtures/audio/prompts");
     config.script.cache_dir = dir.path().join("cache");
+    assert!(!config.llm_configured());
     let mut gw = TestGateway::start(config).await;
+    assert_eq!(
+        gw.gateway.default_agent(),
+        "script:appointment_confirmation"
+    );
     let recorded = FixtureVoice::load(&root().join("fixtures/audio/prompts")).unwrap();
     let opening = recorded
         .clip("Hi there, this is Destiny calling from Acme Dental. Are you still able to make your appointment on Tuesday at 3 PM? Press 1 or say yes to confirm, press 2 or say no to reschedule.")
@@ -582,7 +568,29 @@ async fn with_no_keys_a_script_plays_its_recorded_prompts_and_follows_keys() {
             .any(|e| e["node"] == "confirmed" && e["cached"] == true),
         "{prompts:?}"
     );
-    sim.stop().await;
+
+    // "Would you like a text?" — 1: the text is asked for (no carrier account here, so it is
+    // recorded as not sent) and the call ends after the goodbye.
+    sim.press('1').await;
+    sim.run_until(15_000, |s| s.closed).await;
+    if !sim.closed {
+        sim.wait_close(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        sim.close,
+        Some((
+            1000,
+            "agent hangup: script ended at [send_confirmation]".into()
+        ))
+    );
+    let nodes: Vec<String> = gw
+        .events_of("script_node_entered")
+        .iter()
+        .map(|e| e["node"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(nodes, ["start", "confirmed", "send_confirmation"]);
+    let sms = gw.events_of("sms_failed");
+    assert_eq!(sms.len(), 1, "{:?}", gw.events_of("sms_sent"));
 }
 
 #[tokio::test]

@@ -34,7 +34,7 @@ fn a_good_script_prints_its_summary_and_exits_0() {
         stdout.contains("required variables: appointmentDate, tenantName\n"),
         "{stdout}"
     );
-    assert!(stdout.contains("\n[start]  (line 8)\n"), "{stdout}");
+    assert!(stdout.contains("\n[start]  (line 9)\n"), "{stdout}");
     assert!(
         stdout.contains("  -> 0, \"person\", \"agent\", \"representative\": transfer +14155550100 else take_message\n"),
         "{stdout}"

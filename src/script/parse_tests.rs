@@ -1115,7 +1115,9 @@ fn appointment_confirmation_uses_every_path() {
         }
     )));
     assert!(targets.iter().any(|t| matches!(t, Target::Sms { .. })));
-    assert!(targets.iter().any(|t| matches!(t, Target::Agent)));
+    // It runs offline (the default with no provider keys): no language model anywhere.
+    assert!(!targets.iter().any(|t| matches!(t, Target::Agent)));
+    assert!(!flow.nodes.iter().any(|n| n.is_agent()));
     assert!(flow.node("still_there").is_some());
     assert!(flow.node("confirmed").is_some());
     assert!(flow.node("goodbye").is_some());

@@ -43,35 +43,7 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway with `config` (its `listen` is ignored).
     pub async fn start(config: Config) -> TestGateway {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (events_tx, events) = tokio::sync::mpsc::channel(100_000);
-        let metrics = Metrics::new().unwrap();
-        let gateway = Gateway::with_events(
-            &config,
-            metrics.clone(),
-            EventSink::new(events_tx, Some(metrics)),
-        )
-        .unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let runner = gateway.clone();
-        let grace = config.shutdown_grace();
-        let task = tokio::spawn(async move {
-            runner
-                .run(listener, grace, async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        TestGateway {
-            addr,
-            gateway,
-            events,
-            twilio_auth_token: config.auth.twilio_auth_token.clone(),
-            seen: Vec::new(),
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self::start_with_pipeline(config, |_, _| {}).await
     }
 
     /// Starts a gateway with `config` whose pipeline `customize` may change first (e.g. to

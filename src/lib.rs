@@ -14,6 +14,7 @@
 //! - [`server`]: the HTTP/WebSocket front door, health, metrics and graceful shutdown.
 //! - [`config`]: the one typed configuration, validated at start-up.
 //! - [`metrics`]: the Prometheus families.
+//! - [`store`]: the durable store (SQLite or PostgreSQL) and the batching CallEvent writer.
 
 pub mod audio;
 pub mod call;
@@ -24,5 +25,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod script;
 pub mod server;
+pub mod store;
 pub mod stt;
 pub mod tts;

@@ -1,0 +1,221 @@
+//! The CallEvent writer: drains an [`EventSink`]'s queue into the store in batches.
+//!
+//! The media path only `try_send`s (see [`EventSink::record`]); this task gathers up to
+//! [`WriterConfig::max_batch`] events or [`WriterConfig::max_delay`] and writes them with one
+//! multi-row `INSERT … ON CONFLICT (call_id, seq) DO NOTHING`. When the database refuses, the
+//! batch goes to the [`Spool`] instead, and so does every later batch until the spool has been
+//! replayed (every [`WriterConfig::retry_every`]), so rows reach the database in the order they
+//! were recorded. A spool left by an earlier run is replayed at start. Replays are idempotent,
+//! so a row both stored and spooled is stored once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::Store;
+use super::calls::EventRow;
+use super::spool::Spool;
+use crate::call::events::{CallEvent, EventSink};
+use crate::metrics::Metrics;
+
+/// The most rows per statement (5 parameters a row stays under SQLite's 32 766).
+pub const MAX_BATCH: usize = 5000;
+
+/// How the writer batches and where it spools.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Events the queue holds before the sink drops (and counts) new ones.
+    pub capacity: usize,
+    /// Most events per insert (at most [`MAX_BATCH`]).
+    pub max_batch: usize,
+    /// Longest an event waits for its batch to fill.
+    pub max_delay: Duration,
+    /// How often a non-empty spool is retried against the database.
+    pub retry_every: Duration,
+    /// The spool file.
+    pub spool_path: PathBuf,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            capacity: 65_536,
+            max_batch: 1000,
+            max_delay: Duration::from_millis(50),
+            retry_every: Duration::from_secs(2),
+            spool_path: PathBuf::from("data/events.spool"),
+        }
+    }
+}
+
+/// What a writer did, returned when its sinks are all dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Rows inserted straight from the queue.
+    pub stored: u64,
+    /// Rows written to the spool.
+    pub spooled: u64,
+    /// Rows replayed from the spool (including ones already stored).
+    pub replayed: u64,
+    /// Inserts made (batches and replay chunks).
+    pub batches: u64,
+    /// Events that could not be turned into rows.
+    pub unstorable: u64,
+    /// Rows lost because neither the database nor the spool took them.
+    pub lost: u64,
+    /// Rows still in the spool at the end (replayed by the next start).
+    pub left_in_spool: bool,
+}
+
+/// Starts a writer into `store`: returns the sink to hand to calls and the task, which ends
+/// (with its stats) once every clone of the sink is dropped and the last batch is written or
+/// spooled. `metrics` counts the events the sink drops when the queue is full.
+pub fn spawn_event_writer(
+    store: Store,
+    config: WriterConfig,
+    metrics: Option<Metrics>,
+) -> (EventSink, JoinHandle<WriterStats>) {
+    let (sender, receiver) = mpsc::channel(config.capacity.max(1));
+    let writer = Writer {
+        store,
+        spool: Spool::new(config.spool_path.clone()),
+        max_batch: config.max_batch.clamp(1, MAX_BATCH),
+        config,
+        pending: false,
+        last_try: None,
+        stats: WriterStats::default(),
+    };
+    let handle = tokio::spawn(writer.run(receiver));
+    (EventSink::new(sender, metrics), handle)
+}
+
+struct Writer {
+    store: Store,
+    spool: Spool,
+    config: WriterConfig,
+    max_batch: usize,
+    /// The spool holds rows not yet in the database.
+    pending: bool,
+    last_try: Option<Instant>,
+    stats: WriterStats,
+}
+
+impl Writer {
+    async fn run(mut self, mut receiver: mpsc::Receiver<CallEvent>) -> WriterStats {
+        self.pending = !self.spool.is_empty().await;
+        if self.pending {
+            self.replay().await;
+        }
+        let mut batch = Vec::with_capacity(self.max_batch);
+        loop {
+            let first = if self.pending {
+                match tokio::time::timeout(self.config.retry_every, receiver.recv()).await {
+                    Ok(event) => event,
+                    Err(_) => {
+                        self.replay().await;
+                        continue;
+                    }
+                }
+            } else {
+                receiver.recv().await
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            let deadline = Instant::now() + self.config.max_delay;
+            while batch.len() < self.max_batch {
+                let room = self.max_batch - batch.len();
+                match tokio::time::timeout_at(deadline, receiver.recv_many(&mut batch, room)).await
+                {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            self.flush(std::mem::take(&mut batch)).await;
+        }
+        if self.pending {
+            self.replay().await;
+        }
+        self.stats.left_in_spool = self.pending;
+        self.stats
+    }
+
+    async fn flush(&mut self, events: Vec<CallEvent>) {
+        let rows: Vec<EventRow> = events
+            .iter()
+            .filter_map(|event| match EventRow::from_event(event) {
+                Ok(row) => Some(row),
+                Err(e) => {
+                    tracing::warn!(target: "voicegw::events", "{e}");
+                    self.stats.unstorable += 1;
+                    None
+                }
+            })
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        if !self.pending {
+            self.stats.batches += 1;
+            match self.store.append_events(&rows).await {
+                Ok(_) => {
+                    self.stats.stored += rows.len() as u64;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "voicegw::events", rows = rows.len(), "spooling events: {e}");
+                    self.last_try = Some(Instant::now());
+                }
+            }
+        }
+        self.to_spool(&rows).await;
+        if self
+            .last_try
+            .is_none_or(|t| t.elapsed() >= self.config.retry_every)
+        {
+            self.replay().await;
+        }
+    }
+
+    async fn to_spool(&mut self, rows: &[EventRow]) {
+        match self.spool.append(rows).await {
+            Ok(()) => {
+                self.stats.spooled += rows.len() as u64;
+                self.pending = true;
+            }
+            Err(e) => {
+                tracing::error!(target: "voicegw::events", rows = rows.len(), "events lost: {e}");
+                self.stats.lost += rows.len() as u64;
+            }
+        }
+    }
+
+    /// Inserts the spool's rows in order; clears it when all are in.
+    async fn replay(&mut self) {
+        self.last_try = Some(Instant::now());
+        let rows = match self.spool.read().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(target: "voicegw::events", "cannot read the spool: {e}");
+                return;
+            }
+        };
+        for chunk in rows.chunks(self.max_batch) {
+            self.stats.batches += 1;
+            if let Err(e) = self.store.append_events(chunk).await {
+                tracing::warn!(target: "voicegw::events", "spool replay deferred: {e}");
+                return;
+            }
+        }
+        match self.spool.clear().await {
+            Ok(()) => {
+                self.stats.replayed += rows.len() as u64;
+                self.pending = false;
+                tracing::info!(target: "voicegw::events", rows = rows.len(), "spool replayed");
+            }
+            Err(e) => tracing::error!(target: "voicegw::events", "cannot clear the spool: {e}"),
+        }
+    }
+}

@@ -214,7 +214,10 @@ fn call_row(row: &sqlx::any::AnyRow) -> Result<Call, StoreError> {
     let direction: String = row.try_get(2).map_err(get)?;
     let status: String = row.try_get(3).map_err(get)?;
     Ok(Call {
-        id: CallId(parse_uuid("calls.id", &row.try_get::<String, _>(0).map_err(get)?)?),
+        id: CallId(parse_uuid(
+            "calls.id",
+            &row.try_get::<String, _>(0).map_err(get)?,
+        )?),
         tenant_id: TenantId(parse_uuid(
             "calls.tenant_id",
             &row.try_get::<String, _>(1).map_err(get)?,
@@ -248,8 +251,7 @@ fn call_row(row: &sqlx::any::AnyRow) -> Result<Call, StoreError> {
 
 /// `INSERT … VALUES ($1..$5), ($6..$10), … ON CONFLICT (call_id, seq) DO NOTHING` for `rows`.
 pub(crate) fn insert_events_sql(rows: usize) -> String {
-    let mut sql =
-        String::from("INSERT INTO call_events (call_id, seq, at_us, type, data) VALUES ");
+    let mut sql = String::from("INSERT INTO call_events (call_id, seq, at_us, type, data) VALUES ");
     for i in 0..rows {
         let b = i * 5;
         if i > 0 {

@@ -103,7 +103,10 @@ impl Store {
         row.map(|row| {
             let get = |e| StoreError::db("reading a phone number")(e);
             Ok(PhoneNumber {
-                id: parse_uuid("phone_numbers.id", &row.try_get::<String, _>(0).map_err(get)?)?,
+                id: parse_uuid(
+                    "phone_numbers.id",
+                    &row.try_get::<String, _>(0).map_err(get)?,
+                )?,
                 tenant_id: TenantId(parse_uuid(
                     "phone_numbers.tenant_id",
                     &row.try_get::<String, _>(1).map_err(get)?,
@@ -209,7 +212,11 @@ impl Store {
     }
 
     /// The contact with `phone` in `scope`.
-    pub async fn find_contact(&self, scope: Scope, phone: &str) -> Result<Option<Contact>, StoreError> {
+    pub async fn find_contact(
+        &self,
+        scope: Scope,
+        phone: &str,
+    ) -> Result<Option<Contact>, StoreError> {
         let sql = format!(
             "SELECT id, tenant_id, phone, variables FROM contacts WHERE phone = $1{}",
             scope.filter("tenant_id", 2)

@@ -170,7 +170,7 @@ impl Writer {
                 }
             }
         }
-        self.to_spool(&rows).await;
+        self.spool_rows(&rows).await;
         if self
             .last_try
             .is_none_or(|t| t.elapsed() >= self.config.retry_every)
@@ -179,7 +179,7 @@ impl Writer {
         }
     }
 
-    async fn to_spool(&mut self, rows: &[EventRow]) {
+    async fn spool_rows(&mut self, rows: &[EventRow]) {
         match self.spool.append(rows).await {
             Ok(()) => {
                 self.stats.spooled += rows.len() as u64;

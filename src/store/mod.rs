@@ -324,7 +324,10 @@ mod tests {
     #[test]
     fn scope_filters_only_tenants() {
         let t = TenantId(uuid::Uuid::nil());
-        assert_eq!(Scope::Tenant(t).filter("c.tenant_id", 3), " AND c.tenant_id = $3");
+        assert_eq!(
+            Scope::Tenant(t).filter("c.tenant_id", 3),
+            " AND c.tenant_id = $3"
+        );
         assert_eq!(Scope::Super.filter("c.tenant_id", 3), "");
         assert_eq!(Scope::Super.tenant(), None);
         assert_eq!(Scope::Tenant(t).tenant(), Some(t.to_string()));

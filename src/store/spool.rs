@@ -54,7 +54,9 @@ impl Spool {
         if let Some(parent) = self.path.parent()
             && !parent.as_os_str().is_empty()
         {
-            tokio::fs::create_dir_all(parent).await.map_err(self.err())?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(self.err())?;
         }
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)

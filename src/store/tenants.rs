@@ -36,7 +36,9 @@ impl Plan {
 }
 
 /// What a user or key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Role {
     /// Places and reads calls of its tenant.
@@ -192,7 +194,8 @@ impl Store {
             "SELECT id, name, plan, created_us FROM tenants WHERE 1 = 1{} ORDER BY created_us, id",
             scope.filter("id", 1)
         );
-        let rows = scope.bind(sqlx::query(AssertSqlSafe(sql)))
+        let rows = scope
+            .bind(sqlx::query(AssertSqlSafe(sql)))
             .fetch_all(self.pool())
             .await
             .map_err(StoreError::db("listing tenants"))?;
@@ -201,7 +204,10 @@ impl Store {
                 let get = |e| StoreError::db("reading a tenant")(e);
                 let plan: String = row.try_get(2).map_err(get)?;
                 Ok(Tenant {
-                    id: TenantId(parse_uuid("tenants.id", &row.try_get::<String, _>(0).map_err(get)?)?),
+                    id: TenantId(parse_uuid(
+                        "tenants.id",
+                        &row.try_get::<String, _>(0).map_err(get)?,
+                    )?),
                     name: row.try_get(1).map_err(get)?,
                     plan: Plan::parse(&plan).ok_or(StoreError::Corrupt {
                         column: "tenants.plan",
@@ -222,7 +228,9 @@ impl Store {
     ) -> Result<User, StoreError> {
         check_role(role, tenant)?;
         if !email.contains('@') {
-            return Err(StoreError::Invalid(format!("not an email address: {email:?}")));
+            return Err(StoreError::Invalid(format!(
+                "not an email address: {email:?}"
+            )));
         }
         let user = User {
             id: uuid::Uuid::now_v7(),
@@ -300,7 +308,8 @@ impl Store {
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE 1 = 1{} ORDER BY created_us, id",
             scope.filter("tenant_id", 1)
         );
-        let rows = scope.bind(sqlx::query(AssertSqlSafe(sql)))
+        let rows = scope
+            .bind(sqlx::query(AssertSqlSafe(sql)))
             .fetch_all(self.pool())
             .await
             .map_err(StoreError::db("listing API keys"))?;
@@ -313,9 +322,12 @@ impl Store {
             "UPDATE api_keys SET revoked_us = $1 WHERE id = $2 AND revoked_us IS NULL{}",
             scope.filter("tenant_id", 3)
         );
-        let done = scope.bind(sqlx::query(AssertSqlSafe(sql))
-            .bind(now_us())
-            .bind(id.to_string()))
+        let done = scope
+            .bind(
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(now_us())
+                    .bind(id.to_string()),
+            )
             .execute(self.pool())
             .await
             .map_err(StoreError::db("revoking an API key"))?;

@@ -9,15 +9,16 @@
 //! so a row both stored and spooled is stored once.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::Store;
 use super::calls::EventRow;
 use super::spool::Spool;
+use super::{Store, StoreError};
 use crate::call::events::{CallEvent, EventSink};
 use crate::metrics::Metrics;
 
@@ -86,6 +87,7 @@ pub fn spawn_event_writer(
         config,
         pending: false,
         last_try: None,
+        in_flight: None,
         stats: WriterStats::default(),
     };
     let handle = tokio::spawn(writer.run(receiver));
@@ -100,7 +102,16 @@ struct Writer {
     /// The spool holds rows not yet in the database.
     pending: bool,
     last_try: Option<Instant>,
+    /// The one insert under way: the next batch is gathered and encoded meanwhile, and
+    /// inserted only after it settles, so batches reach the database in order.
+    in_flight: Option<InFlight>,
     stats: WriterStats,
+}
+
+/// An insert running on its own task, with its rows kept for the spool should it fail.
+struct InFlight {
+    rows: Arc<Vec<EventRow>>,
+    task: JoinHandle<Result<u64, StoreError>>,
 }
 
 impl Writer {
@@ -116,6 +127,14 @@ impl Writer {
                     Ok(event) => event,
                     Err(_) => {
                         self.replay().await;
+                        continue;
+                    }
+                }
+            } else if self.in_flight.is_some() {
+                match tokio::time::timeout(self.config.max_delay, receiver.recv()).await {
+                    Ok(event) => event,
+                    Err(_) => {
+                        self.settle().await;
                         continue;
                     }
                 }
@@ -135,6 +154,7 @@ impl Writer {
             }
             self.flush(std::mem::take(&mut batch)).await;
         }
+        self.settle().await;
         if self.pending {
             self.replay().await;
         }
@@ -157,18 +177,15 @@ impl Writer {
         if rows.is_empty() {
             return;
         }
+        self.settle().await;
         if !self.pending {
             self.stats.batches += 1;
-            match self.store.append_events(&rows).await {
-                Ok(_) => {
-                    self.stats.stored += rows.len() as u64;
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(target: "voicegw::events", rows = rows.len(), "spooling events: {e}");
-                    self.last_try = Some(Instant::now());
-                }
-            }
+            let rows = Arc::new(rows);
+            let store = self.store.clone();
+            let task_rows = Arc::clone(&rows);
+            let task = tokio::spawn(async move { store.append_events(&task_rows).await });
+            self.in_flight = Some(InFlight { rows, task });
+            return;
         }
         self.spool_rows(&rows).await;
         if self
@@ -177,6 +194,24 @@ impl Writer {
         {
             self.replay().await;
         }
+    }
+
+    /// Waits for the insert under way; spools its rows if it failed.
+    async fn settle(&mut self) {
+        let Some(InFlight { rows, task }) = self.in_flight.take() else {
+            return;
+        };
+        let error = match task.await {
+            Ok(Ok(_)) => {
+                self.stats.stored += rows.len() as u64;
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("insert task failed: {e}"),
+        };
+        tracing::warn!(target: "voicegw::events", rows = rows.len(), "spooling events: {error}");
+        self.last_try = Some(Instant::now());
+        self.spool_rows(&rows).await;
     }
 
     async fn spool_rows(&mut self, rows: &[EventRow]) {
@@ -194,6 +229,7 @@ impl Writer {
 
     /// Inserts the spool's rows in order; clears it when all are in.
     async fn replay(&mut self) {
+        self.settle().await;
         self.last_try = Some(Instant::now());
         let rows = match self.spool.read().await {
             Ok(rows) => rows,

@@ -41,12 +41,7 @@ async fn stack(rules: Vec<Rule>, tweak: impl FnOnce(&mut Config)) -> Stack {
     })
     .await;
     let mut config = test_config();
-    config.stt.deepgram.api_key = "test-key".into();
-    config.stt.deepgram.base_url = listen.base_url();
-    config.tts.deepgram.api_key = "test-key".into();
-    config.tts.deepgram.base_url = speak.base_url();
-    config.llm.api_key = chat.api_key().to_owned();
-    config.llm.base_url = chat.base_url();
+    fakes::use_fakes(&mut config, &listen, &speak, &chat);
     config.conversation.greeting = GREETING.into();
     tweak(&mut config);
     let gw = TestGateway::start(config).await;

@@ -118,12 +118,7 @@ async fn stack(script: &str, options: Options) -> Stack {
     })
     .await;
     let mut config = test_config();
-    config.stt.deepgram.api_key = "test-key".into();
-    config.stt.deepgram.base_url = listen.base_url();
-    config.tts.deepgram.api_key = "test-key".into();
-    config.tts.deepgram.base_url = speak.base_url();
-    config.llm.api_key = chat.api_key().to_owned();
-    config.llm.base_url = chat.base_url();
+    fakes::use_fakes(&mut config, &listen, &speak, &chat);
     config.turn.speculate_after_ms = 0;
     let primed: Vec<String> = if options.prime {
         flow.static_texts().into_iter().map(|t| t.text).collect()

@@ -14,3 +14,19 @@ pub mod openai_chat;
 pub mod openai_speech;
 pub mod speech;
 pub mod twilio_rest;
+
+/// Points a gateway config's recognizer and synthesizer (Deepgram) and its language model at
+/// these fakes, with the keys they accept.
+pub fn use_fakes(
+    config: &mut voicegw::config::Config,
+    listen: &deepgram_listen::FakeListen,
+    speak: &deepgram_speak::FakeDeepgramSpeak,
+    chat: &openai_chat::ChatFake,
+) {
+    config.stt.deepgram.api_key = "test-key".into();
+    config.stt.deepgram.base_url = listen.base_url();
+    config.tts.deepgram.api_key = "test-key".into();
+    config.tts.deepgram.base_url = speak.base_url();
+    config.llm.api_key = chat.api_key().to_owned();
+    config.llm.base_url = chat.base_url();
+}

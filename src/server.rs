@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::call::agent::AgentError;
+use crate::call::directory::CallDirectory;
 use crate::call::events::EventSink;
 use crate::call::registry::Registry;
 use crate::call::session::{CallSettings, SessionDeps};
@@ -118,6 +119,7 @@ impl Gateway {
             hangup_all: CancellationToken::new(),
             stt: pipeline.stt.clone(),
             control: crate::call::carrier_control::from_config(config)?,
+            directory: None,
         };
         Ok(Gateway {
             pipeline: Arc::new(pipeline),
@@ -139,6 +141,13 @@ impl Gateway {
     /// Checks the providers' keys (see [`Pipeline::check_credentials`]).
     pub async fn check_credentials(&self) -> Result<(), ServeError> {
         Ok(self.pipeline.check_credentials().await?)
+    }
+
+    /// The same gateway, looking calls created on other instances up in `directory`
+    /// (call before serving).
+    pub fn with_call_directory(mut self, directory: Arc<dyn CallDirectory>) -> Self {
+        Arc::make_mut(&mut self.deps).directory = Some(directory);
+        self
     }
 
     /// The registry of live calls (for the control plane).

@@ -10,6 +10,7 @@ use voicegw::call::agent::DtmfSource;
 use voicegw::call::events::{CallEventKind, CallRecorder};
 use voicegw::store::calls::{CallStatus, Direction, EventRow, NewCall};
 use voicegw::store::events::{WriterConfig, spawn_event_writer};
+use voicegw::store::hub::EventHub;
 use voicegw::store::tenants::{Plan, Role};
 use voicegw::store::{OpenOptions, Scope, Store, StoreError};
 
@@ -425,7 +426,12 @@ fn assert_complete(rows: &[EventRow], n: i64) {
 
 both!(writer_batches_events, writer_body);
 async fn writer_body(db: TestDb) {
-    let (sink, handle) = spawn_event_writer(db.store.clone(), config(&db, 100), None);
+    let (sink, handle) = spawn_event_writer(
+        db.store.clone(),
+        config(&db, 100),
+        None,
+        EventHub::default(),
+    );
     let calls: Vec<CallId> = (0..3).map(|_| CallId::new()).collect();
     for call in &calls {
         let mut recorder = CallRecorder::new(*call, sink.clone());
@@ -467,7 +473,7 @@ async fn restart_body(db: TestDb) {
     )
     .await
     .unwrap();
-    let (sink, handle) = spawn_event_writer(down, config(&db, 100), None);
+    let (sink, handle) = spawn_event_writer(down, config(&db, 100), None, EventHub::default());
     let call = CallId::new();
     let mut recorder = CallRecorder::new(call, sink);
     record_keys(&mut recorder, 500);
@@ -490,7 +496,12 @@ async fn restart_body(db: TestDb) {
     db.store.append_events(&spooled[..100]).await.unwrap();
 
     // Restart on the reachable database: the spool is replayed first, then new events follow.
-    let (sink, handle) = spawn_event_writer(db.store.clone(), config(&db, 100), None);
+    let (sink, handle) = spawn_event_writer(
+        db.store.clone(),
+        config(&db, 100),
+        None,
+        EventHub::default(),
+    );
     let mut later = CallRecorder::new(CallId::new(), sink);
     record_keys(&mut later, 50);
     drop(later);
@@ -526,7 +537,7 @@ async fn outage_mid_run_spools_then_replays_in_order() {
     )
     .await
     .unwrap();
-    let (sink, handle) = spawn_event_writer(store, config(&db, 50), None);
+    let (sink, handle) = spawn_event_writer(store, config(&db, 50), None, EventHub::default());
     let call = CallId::new();
     let mut recorder = CallRecorder::new(call, sink);
     record_keys(&mut recorder, 100);

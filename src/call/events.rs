@@ -346,8 +346,8 @@ pub enum CallEventKind {
     /// The stream named a `call_id` that is not an expected call; it runs as a call of its
     /// own with the default agent.
     CallNotLinked {
-        /// The `call_id` the stream carried.
-        call_id: String,
+        /// The `call_id` the stream carried (the event itself is under the stream's own id).
+        requested_id: String,
         /// Why (`not_expected`, `not_found`, `directory_timeout`, `already_live`).
         reason: &'static str,
     },

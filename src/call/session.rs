@@ -557,7 +557,7 @@ impl Session {
                     "the stream names a call that is not expected; serving it with the default agent"
                 );
                 self.recorder.record(CallEventKind::CallNotLinked {
-                    call_id: wanted.clone(),
+                    requested_id: wanted.clone(),
                     reason,
                 });
                 Ok(None)

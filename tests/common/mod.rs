@@ -52,19 +52,31 @@ impl TestGateway {
         config: Config,
         customize: impl FnOnce(&mut Pipeline, &Metrics),
     ) -> TestGateway {
+        Self::start_with_gateway(config, customize, |gateway| gateway).await
+    }
+
+    /// Like [`start_with_pipeline`], and `adjust` may change the gateway before it serves
+    /// (e.g. give it a call directory).
+    pub async fn start_with_gateway(
+        config: Config,
+        customize: impl FnOnce(&mut Pipeline, &Metrics),
+        adjust: impl FnOnce(Gateway) -> Gateway,
+    ) -> TestGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (events_tx, events) = tokio::sync::mpsc::channel(100_000);
         let metrics = Metrics::new().unwrap();
         let mut pipeline = Pipeline::build(&config, &metrics).unwrap();
         customize(&mut pipeline, &metrics);
-        let gateway = Gateway::with_pipeline(
-            &config,
-            metrics.clone(),
-            EventSink::new(events_tx, Some(metrics)),
-            pipeline,
-        )
-        .unwrap();
+        let gateway = adjust(
+            Gateway::with_pipeline(
+                &config,
+                metrics.clone(),
+                EventSink::new(events_tx, Some(metrics)),
+                pipeline,
+            )
+            .unwrap(),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let runner = gateway.clone();
         let grace = config.shutdown_grace();

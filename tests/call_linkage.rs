@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 use voicegw::call::agent::{Agent, AgentContext, AgentEvent, AgentFactory};
+use voicegw::call::events::EventSink;
 use voicegw::call::registry::{Control, ExpectedCall};
 use voicegw::call::{CallDirectory, CallId};
 use voicegw::script::prompts::{LoadedScript, PROMPT_RATE, PromptClip, PromptError, PromptSource};
@@ -311,9 +312,12 @@ impl CallDirectory for MemoryDirectory {
 }
 
 async fn gateway_with(directory: Arc<MemoryDirectory>) -> TestGateway {
-    TestGateway::start_with_gateway(
+    let (events_tx, events) = tokio::sync::mpsc::channel(100_000);
+    TestGateway::start_full(
         test_config(),
         |_, _| {},
+        |metrics| EventSink::new(events_tx, Some(metrics.clone())),
+        events,
         move |gateway| gateway.with_call_directory(directory),
     )
     .await

@@ -5,6 +5,11 @@
 //! plays the agent's speech through the egress ledger — all in one `select!` loop, with no
 //! lock and no wait on anything but its own channels. Everything it notices becomes a
 //! CallEvent (off the hot path, through the event sink) and a metric.
+//!
+//! At `start`, a `call_id` custom parameter naming a call the control plane created makes the
+//! stream that call: its id (for events and the registry), agent and variables. Only this
+//! set-up may wait on something else (the call directory, bounded), before any media is
+//! handled.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet, VecDeque};

@@ -227,7 +227,14 @@ fn scope_of(tenant: Option<uuid::Uuid>) -> Scope {
 fn tenant_rows(tenants: &[model::Tenant]) -> Vec<Vec<String>> {
     tenants
         .iter()
-        .map(|t| vec![t.id.clone(), t.name.clone(), t.plan.clone(), t.created_at.clone()])
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.name.clone(),
+                t.plan.clone(),
+                t.created_at.clone(),
+            ]
+        })
         .collect()
 }
 
@@ -289,9 +296,9 @@ pub fn keys(command: KeysCommand) -> ExitCode {
             let mut shown = model::ApiKey::from(&key);
             shown.secret = Some(secret.clone());
             let mut output = Output::new(&shown, &KEY_HEADERS, key_rows(&[shown.clone()]));
-            output.table.push_str(&format!(
-                "\nsecret (shown once, not stored): {secret}\n"
-            ));
+            output
+                .table
+                .push_str(&format!("\nsecret (shown once, not stored): {secret}\n"));
             Ok(output)
         }),
         KeysCommand::List { tenant, admin } => run(admin, async move |store| {
@@ -395,7 +402,10 @@ mod tests {
     fn tables_pad_columns() {
         let out = table(
             &["ID", "NAME"],
-            &[vec!["1".into(), "acme".into()], vec!["22".into(), "b".into()]],
+            &[
+                vec!["1".into(), "acme".into()],
+                vec!["22".into(), "b".into()],
+            ],
         );
         assert_eq!(out, "ID  NAME\n1   acme\n22  b\n");
     }

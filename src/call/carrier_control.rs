@@ -189,7 +189,10 @@ fn refusal(error: TwilioApiError) -> ControlError {
             carrier: CARRIER,
             message,
         },
-        error @ (TwilioApiError::Timeout(_) | TwilioApiError::Response(_)) => {
+        error @ (TwilioApiError::Timeout(_)
+        | TwilioApiError::Response(_)
+        | TwilioApiError::OutcomeUnknown { .. }
+        | TwilioApiError::CallNotLive { .. }) => {
             ControlError::Unreachable {
                 carrier: CARRIER,
                 message: error.to_string(),

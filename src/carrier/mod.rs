@@ -12,6 +12,7 @@
 //! [`webhook`], the carriers' webhooks parsed into typed values.
 
 pub mod exotel;
+pub mod exotel_api;
 pub mod signature;
 pub mod twilio;
 pub mod twilio_api;

@@ -13,6 +13,7 @@ pub mod elevenlabs;
 pub mod openai_chat;
 pub mod openai_speech;
 pub mod speech;
+pub mod twilio_carrier;
 pub mod twilio_rest;
 
 /// Points a gateway config's recognizer and synthesizer (Deepgram) and its language model at

@@ -10,6 +10,7 @@
 pub mod deepgram_listen;
 pub mod deepgram_speak;
 pub mod elevenlabs;
+pub mod exotel_rest;
 pub mod openai_chat;
 pub mod openai_speech;
 pub mod speech;

@@ -587,7 +587,10 @@ impl Config {
             config.twilio.base_url = url;
         }
         for (value, slot) in [
-            (&overrides.exotel_account_sid, &mut config.exotel.account_sid),
+            (
+                &overrides.exotel_account_sid,
+                &mut config.exotel.account_sid,
+            ),
             (&overrides.exotel_api_key, &mut config.exotel.api_key),
             (&overrides.exotel_api_token, &mut config.exotel.api_token),
             (&overrides.exotel_caller_id, &mut config.exotel.caller_id),
@@ -1255,6 +1258,83 @@ mod tests {
         assert_eq!(rest.retry.max_attempts, 3);
         assert_eq!(rest.request_timeout, Duration::from_secs(5));
         assert!(!format!("{rest:?}").contains("tok3n"));
+    }
+
+    #[test]
+    fn exotel_rest_comes_from_the_exotel_variables() {
+        assert!(Config::default().exotel_rest().is_none(), "off by default");
+        let err = Config::load(
+            None,
+            &Overrides {
+                exotel_account_sid: Some("acme1".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("exotel.account_sid") && err.contains("EXOTEL_API_TOKEN"),
+            "{err}"
+        );
+        let config = Config::load(
+            None,
+            &Overrides {
+                exotel_account_sid: Some("acme1".into()),
+                exotel_api_key: Some("key".into()),
+                exotel_api_token: Some("t0ken".into()),
+                exotel_base_url: Some("http://127.0.0.1:9/".into()),
+                exotel_caller_id: Some("08012345678".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.exotel.caller_id.as_deref(), Some("08012345678"));
+        let rest = config.exotel_rest().unwrap();
+        assert_eq!(
+            (
+                rest.account_sid.as_str(),
+                rest.api_key.as_str(),
+                rest.api_token.as_str()
+            ),
+            ("acme1", "key", "t0ken")
+        );
+        assert_eq!(rest.base_url, "http://127.0.0.1:9");
+        assert!(!format!("{rest:?}").contains("t0ken"));
+        assert!(!format!("{:?}", config.exotel).contains("t0ken"));
+        assert_eq!(
+            Config::default().exotel.base_url,
+            "https://api.exotel.com",
+            "the default cluster"
+        );
+    }
+
+    #[test]
+    fn bad_exotel_values_name_their_key() {
+        let with = |f: fn(&mut ExotelSettings)| {
+            let mut config = Config::default();
+            config.exotel.account_sid = Some("acme1".into());
+            config.exotel.api_key = Some("key".into());
+            config.exotel.api_token = Some("tok".into());
+            f(&mut config.exotel);
+            config.validate().map_err(|e| e.to_string())
+        };
+        assert!(with(|_| {}).is_ok());
+        type Change = fn(&mut ExotelSettings);
+        let cases: [(&str, Change); 7] = [
+            ("exotel.account_sid", |e| e.account_sid = Some("a/b".into())),
+            ("exotel.api_token", |e| e.api_token = Some("a:b".into())),
+            ("exotel.base_url", |e| e.base_url = "api.exotel.com".into()),
+            ("exotel.caller_id", |e| {
+                e.caller_id = Some("080-1234".into())
+            }),
+            ("exotel.request_timeout_ms", |e| e.request_timeout_ms = 10),
+            ("exotel.max_attempts", |e| e.max_attempts = 9),
+            ("exotel.retry_budget_ms", |e| e.retry_budget_ms = 9_000),
+        ];
+        for (key, change) in cases {
+            let err = with(change).unwrap_err();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -57,7 +57,10 @@ async fn create_call_sends_exactly_the_documented_form() {
     let fake = FakeTwilioRest::start(FakeTwilioConfig::default()).await;
     let client = twilio(&fake.base_url(), Duration::from_secs(5));
     let created = client.create_call(&create()).await.unwrap();
-    assert!(created.sid.starts_with("CA") && created.sid.len() == 34, "{created:?}");
+    assert!(
+        created.sid.starts_with("CA") && created.sid.len() == 34,
+        "{created:?}"
+    );
     assert_eq!(created.status, "queued");
     assert_eq!(created.account_sid, ACCOUNT_SID);
     assert_eq!(created.to.as_deref(), Some(CALLEE));
@@ -87,7 +90,10 @@ async fn create_call_sends_exactly_the_documented_form() {
             ("From", OUR_NUMBER),
             ("Url", "https://gw.example.com/twilio/voice?call=c1"),
             ("Method", "POST"),
-            ("StatusCallback", "https://gw.example.com/twilio/status?call=c1"),
+            (
+                "StatusCallback",
+                "https://gw.example.com/twilio/status?call=c1"
+            ),
             ("StatusCallbackEvent", "initiated"),
             ("StatusCallbackEvent", "ringing"),
             ("StatusCallbackEvent", "answered"),
@@ -125,7 +131,10 @@ async fn optional_parameters_and_async_amd_are_sent() {
             ("Record", "true"),
             ("MachineDetection", "DetectMessageEnd"),
             ("AsyncAmd", "true"),
-            ("AsyncAmdStatusCallback", "https://gw.example.com/twilio/amd"),
+            (
+                "AsyncAmdStatusCallback",
+                "https://gw.example.com/twilio/amd"
+            ),
             ("AsyncAmdStatusCallbackMethod", "POST"),
         ]
     );
@@ -144,18 +153,45 @@ async fn bad_calls_fail_before_any_request() {
     let fake = FakeTwilioRest::start(FakeTwilioConfig::default()).await;
     let client = twilio(&fake.base_url(), Duration::from_secs(5));
     let cases = [
-        CreateCall { to: "4155550123".into(), ..create() },
-        CreateCall { from: CALLEE.into(), ..create() },
-        CreateCall { url: "wss://gw.example.com/voice".into(), ..create() },
-        CreateCall { status_callback: "https://gw_1.example.com/status".into(), ..create() },
-        CreateCall { timeout_secs: Some(601), ..create() },
-        CreateCall { time_limit_secs: Some(0), ..create() },
-        CreateCall { async_amd_callback: Some("https://gw.example.com/amd".into()), ..create() },
-        CreateCall { account_sid: "AC123".into(), ..create() },
+        CreateCall {
+            to: "4155550123".into(),
+            ..create()
+        },
+        CreateCall {
+            from: CALLEE.into(),
+            ..create()
+        },
+        CreateCall {
+            url: "wss://gw.example.com/voice".into(),
+            ..create()
+        },
+        CreateCall {
+            status_callback: "https://gw_1.example.com/status".into(),
+            ..create()
+        },
+        CreateCall {
+            timeout_secs: Some(601),
+            ..create()
+        },
+        CreateCall {
+            time_limit_secs: Some(0),
+            ..create()
+        },
+        CreateCall {
+            async_amd_callback: Some("https://gw.example.com/amd".into()),
+            ..create()
+        },
+        CreateCall {
+            account_sid: "AC123".into(),
+            ..create()
+        },
     ];
     for call in cases {
         let error = client.create_call(&call).await.unwrap_err();
-        assert!(matches!(error, TwilioApiError::Invalid(_)), "{call:?}: {error:?}");
+        assert!(
+            matches!(error, TwilioApiError::Invalid(_)),
+            "{call:?}: {error:?}"
+        );
     }
     assert!(fake.requests().is_empty());
 }
@@ -163,12 +199,20 @@ async fn bad_calls_fail_before_any_request() {
 #[tokio::test]
 async fn a_429_is_retried_and_dials_once() {
     let fake = FakeTwilioRest::start(FakeTwilioConfig::default()).await;
-    fake.push_fault(Fault::TooManyRequests { retry_after: Some("0".into()) });
+    fake.push_fault(Fault::TooManyRequests {
+        retry_after: Some("0".into()),
+    });
     let client = twilio(&fake.base_url(), Duration::from_secs(5));
     let created = client.create_call(&create()).await.unwrap();
     let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [429, 201]);
-    assert_eq!(fake.created_calls().iter().filter(|r| r.status == 201).count(), 1);
+    assert_eq!(
+        fake.created_calls()
+            .iter()
+            .filter(|r| r.status == 201)
+            .count(),
+        1
+    );
     assert!(fake.call(&created.sid).is_some());
 }
 
@@ -183,7 +227,11 @@ async fn a_5xx_after_acting_is_an_unknown_outcome_never_retried() {
         matches!(&error, TwilioApiError::OutcomeUnknown { operation: "calls.create", reason } if reason.contains("500")),
         "{error:?}"
     );
-    assert_eq!(fake.requests().len(), 1, "a call create is never sent twice");
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "a call create is never sent twice"
+    );
     // The fake did place the call: that is why the client must not dial again.
     assert_eq!(fake.created_calls().len(), 1);
     // A plain 500 (before acting) is not retried for a create either.
@@ -222,11 +270,21 @@ async fn refusals_keep_twilios_code_and_are_not_retried() {
     let fake = FakeTwilioRest::start(FakeTwilioConfig::default()).await;
     let client = twilio(&fake.base_url(), Duration::from_secs(5));
     let error = client
-        .create_call(&CreateCall { from: "+18005550000".into(), ..create() })
+        .create_call(&CreateCall {
+            from: "+18005550000".into(),
+            ..create()
+        })
         .await
         .unwrap_err();
     assert!(
-        matches!(error, TwilioApiError::Api { status: 400, code: Some(21210), .. }),
+        matches!(
+            error,
+            TwilioApiError::Api {
+                status: 400,
+                code: Some(21210),
+                ..
+            }
+        ),
         "{error:?}"
     );
     let wrong_token = TwilioRest::new(TwilioRestConfig {
@@ -239,7 +297,14 @@ async fn refusals_keep_twilios_code_and_are_not_retried() {
     .unwrap();
     let error = wrong_token.create_call(&create()).await.unwrap_err();
     assert!(
-        matches!(error, TwilioApiError::Api { status: 401, code: Some(20003), .. }),
+        matches!(
+            error,
+            TwilioApiError::Api {
+                status: 401,
+                code: Some(20003),
+                ..
+            }
+        ),
         "{error:?}"
     );
     assert_eq!(fake.requests().len(), 2, "neither refusal is retried");
@@ -256,15 +321,28 @@ async fn hangup_and_cancel_set_the_status_and_recognise_ended_calls() {
     let last = fake.requests().pop().unwrap();
     assert_eq!(
         last.path,
-        format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{}.json", created.sid)
+        format!(
+            "/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{}.json",
+            created.sid
+        )
     );
     assert_eq!(last.form, [("Status".to_owned(), "canceled".to_owned())]);
 
     let live = client.create_call(&create()).await.unwrap();
     fake.set_call_status(&live.sid, "in-progress");
-    let error = client.cancel_call(ACCOUNT_SID, &live.sid).await.unwrap_err();
+    let error = client
+        .cancel_call(ACCOUNT_SID, &live.sid)
+        .await
+        .unwrap_err();
     assert!(
-        matches!(error, TwilioApiError::CallNotLive { status: 400, code: Some(21220), .. }),
+        matches!(
+            error,
+            TwilioApiError::CallNotLive {
+                status: 400,
+                code: Some(21220),
+                ..
+            }
+        ),
         "an answered call cannot be canceled: {error:?}"
     );
     let ended = client.hangup_call(ACCOUNT_SID, &live.sid).await.unwrap();
@@ -273,17 +351,39 @@ async fn hangup_and_cancel_set_the_status_and_recognise_ended_calls() {
         fake.requests().pop().unwrap().form,
         [("Status".to_owned(), "completed".to_owned())]
     );
-    let again = client.hangup_call(ACCOUNT_SID, &live.sid).await.unwrap_err();
-    assert!(matches!(again, TwilioApiError::CallNotLive { code: Some(21220), .. }), "{again:?}");
+    let again = client
+        .hangup_call(ACCOUNT_SID, &live.sid)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            again,
+            TwilioApiError::CallNotLive {
+                code: Some(21220),
+                ..
+            }
+        ),
+        "{again:?}"
+    );
     let gone = client
         .hangup_call(ACCOUNT_SID, "CA99999999999999999999999999999999")
         .await
         .unwrap_err();
     assert!(
-        matches!(gone, TwilioApiError::CallNotLive { status: 404, code: Some(20404), .. }),
+        matches!(
+            gone,
+            TwilioApiError::CallNotLive {
+                status: 404,
+                code: Some(20404),
+                ..
+            }
+        ),
         "{gone:?}"
     );
-    let bad = client.hangup_call(ACCOUNT_SID, "CA/../x").await.unwrap_err();
+    let bad = client
+        .hangup_call(ACCOUNT_SID, "CA/../x")
+        .await
+        .unwrap_err();
     assert!(matches!(bad, TwilioApiError::Invalid(_)));
 }
 
@@ -373,7 +473,10 @@ async fn exotel_rest_exceptions_are_mapped() {
     let fake = FakeExotelRest::start(false).await;
     let client = exotel(&fake.base_url(), Duration::from_secs(5));
     let error = client
-        .connect(&ExotelConnect { caller_id: "08099999999".into(), ..connect() })
+        .connect(&ExotelConnect {
+            caller_id: "08099999999".into(),
+            ..connect()
+        })
         .await
         .unwrap_err();
     assert_eq!(
@@ -394,7 +497,10 @@ async fn exotel_rest_exceptions_are_mapped() {
     })
     .unwrap();
     let error = wrong.connect(&connect()).await.unwrap_err();
-    assert!(matches!(error, ExotelApiError::Api { status: 401, .. }), "{error:?}");
+    assert!(
+        matches!(error, ExotelApiError::Api { status: 401, .. }),
+        "{error:?}"
+    );
     assert_eq!(fake.requests().len(), 2, "refusals are not retried");
     assert!(fake.placed().is_empty());
 }
@@ -411,7 +517,10 @@ async fn exotel_retries_only_when_no_call_was_placed() {
 
     fake.push_fault(ExotelFault::ServerErrorAfterActing);
     let error = client.connect(&connect()).await.unwrap_err();
-    assert!(matches!(error, ExotelApiError::OutcomeUnknown(_)), "{error:?}");
+    assert!(
+        matches!(error, ExotelApiError::OutcomeUnknown(_)),
+        "{error:?}"
+    );
     assert_eq!(fake.placed().len(), 2);
     assert_eq!(fake.requests().len(), 3, "not retried");
 

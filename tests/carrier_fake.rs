@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
@@ -26,10 +26,10 @@ use voicegw::carrier::signature::twilio_signature;
 use voicegw::carrier::twilio_api::{
     CreateCall, MachineDetection, RetryPolicy, TwilioRest, TwilioRestConfig,
 };
+use voicegw::carrier::twiml;
 use voicegw::carrier::webhook::{
     self, AnsweredBy, TwilioAmdCallback, TwilioCallStatus, TwilioInboundCall, TwilioStatusCallback,
 };
-use voicegw::carrier::twiml;
 
 const CALLEE: &str = "+14155550123";
 const LIMIT: Duration = Duration::from_secs(15);
@@ -64,7 +64,11 @@ struct Gw {
 }
 
 fn signed(gw: &Gw, uri: &Uri, headers: &HeaderMap, pairs: &[(String, String)]) -> bool {
-    let url = format!("{}{}", gw.base, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let url = format!(
+        "{}{}",
+        gw.base,
+        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
     let expected = twilio_signature(&gw.token, &url, &webhook::as_refs(pairs));
     headers
         .get("x-twilio-signature")
@@ -78,9 +82,8 @@ fn webhook_form(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Vec<(String, String)>, Response> {
-    let pairs = webhook::decode_form(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())?;
+) -> Result<Vec<(String, String)>, (StatusCode, String)> {
+    let pairs = webhook::decode_form(body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
     let ok = signed(gw, uri, headers, &pairs);
     gw.seen
         .lock()
@@ -90,14 +93,14 @@ fn webhook_form(
     if ok {
         Ok(pairs)
     } else {
-        Err((StatusCode::FORBIDDEN, "bad signature").into_response())
+        Err((StatusCode::FORBIDDEN, "bad signature".to_owned()))
     }
 }
 
 async fn voice(State(gw): State<Arc<Gw>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let pairs = match webhook_form(&gw, &uri, &headers, &body) {
         Ok(pairs) => pairs,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let call = match TwilioInboundCall::from_pairs(&pairs) {
         Ok(call) => call,
@@ -116,7 +119,7 @@ async fn voice(State(gw): State<Arc<Gw>>, uri: Uri, headers: HeaderMap, body: By
 async fn status(State(gw): State<Arc<Gw>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let pairs = match webhook_form(&gw, &uri, &headers, &body) {
         Ok(pairs) => pairs,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     match TwilioStatusCallback::from_pairs(&pairs) {
         Ok(callback) => {
@@ -130,7 +133,7 @@ async fn status(State(gw): State<Arc<Gw>>, uri: Uri, headers: HeaderMap, body: B
 async fn amd(State(gw): State<Arc<Gw>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let pairs = match webhook_form(&gw, &uri, &headers, &body) {
         Ok(pairs) => pairs,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     match TwilioAmdCallback::from_pairs(&pairs) {
         Ok(callback) => {
@@ -184,8 +187,12 @@ async fn until(gw: &Gw, socket: &mut WebSocket, event: &str) -> Option<Value> {
 }
 
 async fn converse(gw: Arc<Gw>, mut socket: WebSocket) {
-    let Some(_connected) = next_json(&gw, &mut socket).await else { return };
-    let Some(start) = next_json(&gw, &mut socket).await else { return };
+    let Some(_connected) = next_json(&gw, &mut socket).await else {
+        return;
+    };
+    let Some(start) = next_json(&gw, &mut socket).await else {
+        return;
+    };
     let sid = start["streamSid"].as_str().unwrap_or_default().to_owned();
     if gw.mode == Mode::Hold {
         until(&gw, &mut socket, "stop").await;
@@ -197,12 +204,28 @@ async fn converse(gw: Arc<Gw>, mut socket: WebSocket) {
         }
     }
     let clip = |n: usize| B64.encode(vec![0x55u8; n]);
-    send(&mut socket, json!({"event": "media", "streamSid": sid, "media": {"payload": clip(320)}})).await;
-    send(&mut socket, json!({"event": "mark", "streamSid": sid, "mark": {"name": "m1"}})).await;
+    send(
+        &mut socket,
+        json!({"event": "media", "streamSid": sid, "media": {"payload": clip(320)}}),
+    )
+    .await;
+    send(
+        &mut socket,
+        json!({"event": "mark", "streamSid": sid, "mark": {"name": "m1"}}),
+    )
+    .await;
     until(&gw, &mut socket, "mark").await;
     // A long clip, then a clear before it can play: its mark comes back at once.
-    send(&mut socket, json!({"event": "media", "streamSid": sid, "media": {"payload": clip(16_000)}})).await;
-    send(&mut socket, json!({"event": "mark", "streamSid": sid, "mark": {"name": "m2"}})).await;
+    send(
+        &mut socket,
+        json!({"event": "media", "streamSid": sid, "media": {"payload": clip(16_000)}}),
+    )
+    .await;
+    send(
+        &mut socket,
+        json!({"event": "mark", "streamSid": sid, "mark": {"name": "m2"}}),
+    )
+    .await;
     send(&mut socket, json!({"event": "clear", "streamSid": sid})).await;
     until(&gw, &mut socket, "mark").await;
     let _ = socket.send(Message::Close(None)).await;
@@ -282,11 +305,21 @@ async fn an_answered_call_runs_callbacks_twiml_and_the_stream() {
         .filter_map(|c| c.param("SequenceNumber"))
         .collect();
     assert_eq!(sequence, ["0", "1", "2", "3"]);
-    assert!(call.callbacks.iter().all(|c| c.status == Some(200)), "{:?}", call.callbacks);
+    assert!(
+        call.callbacks.iter().all(|c| c.status == Some(200)),
+        "{:?}",
+        call.callbacks
+    );
     assert!(call.callbacks[3].param("CallDuration").is_some());
     assert_eq!(call.twiml_fetches.len(), 1);
-    assert_eq!(call.twiml_fetches[0].param("CallStatus"), Some("in-progress"));
-    assert_eq!(call.twiml_fetches[0].param("Direction"), Some("outbound-api"));
+    assert_eq!(
+        call.twiml_fetches[0].param("CallStatus"),
+        Some("in-progress")
+    );
+    assert_eq!(
+        call.twiml_fetches[0].param("Direction"),
+        Some("outbound-api")
+    );
     assert_eq!(call.twiml_fetches[0].param("AnsweredBy"), None);
 
     let stream = call.stream.clone().unwrap();
@@ -297,11 +330,19 @@ async fn an_answered_call_runs_callbacks_twiml_and_the_stream() {
     assert_eq!(stream.marks_echoed, ["m1", "m2"]);
     assert_eq!(stream.clears, 1);
     assert_eq!(stream.media.len(), 320 + 16_000);
-    assert!(stream.played_bytes >= 320 && stream.played_bytes < 16_320, "{}", stream.played_bytes);
+    assert!(
+        stream.played_bytes >= 320 && stream.played_bytes < 16_320,
+        "{}",
+        stream.played_bytes
+    );
     assert_eq!(stream.dtmf_sent, ['7']);
 
     let seen = gw.seen.lock().unwrap();
-    assert!(seen.webhooks.iter().all(|(_, ok)| *ok), "{:?}", seen.webhooks);
+    assert!(
+        seen.webhooks.iter().all(|(_, ok)| *ok),
+        "{:?}",
+        seen.webhooks
+    );
     assert_eq!(seen.upgrade_signed, [true]);
     let statuses: Vec<TwilioCallStatus> = seen.statuses.iter().map(|s| s.status).collect();
     assert_eq!(
@@ -330,27 +371,39 @@ async fn an_answered_call_runs_callbacks_twiml_and_the_stream() {
     );
     assert_eq!(start["streamSid"], start["start"]["streamSid"]);
     // Every later message numbers on from 2; media chunks count from 1, 20 ms apart.
-    let mut expected_sequence = 2u64;
     let mut chunk = 0u64;
-    for message in &messages[2..] {
-        assert_eq!(message["sequenceNumber"], expected_sequence.to_string(), "{message}");
-        expected_sequence += 1;
+    for (expected_sequence, message) in (2u64..).zip(&messages[2..]) {
+        assert_eq!(
+            message["sequenceNumber"],
+            expected_sequence.to_string(),
+            "{message}"
+        );
         if message["event"] == "media" {
             chunk += 1;
             assert_eq!(message["media"]["chunk"], chunk.to_string());
-            assert_eq!(message["media"]["timestamp"], ((chunk - 1) * 20).to_string());
+            assert_eq!(
+                message["media"]["timestamp"],
+                ((chunk - 1) * 20).to_string()
+            );
             assert_eq!(message["media"]["track"], "inbound");
-            let payload = B64.decode(message["media"]["payload"].as_str().unwrap()).unwrap();
+            let payload = B64
+                .decode(message["media"]["payload"].as_str().unwrap())
+                .unwrap();
             assert_eq!(payload.len(), 160);
         }
     }
     // The caller's audio is the fixture, from its first sample.
-    let first = B64.decode(messages[2]["media"]["payload"].as_str().unwrap()).unwrap();
+    let first = B64
+        .decode(messages[2]["media"]["payload"].as_str().unwrap())
+        .unwrap();
     let hello = Behaviour::wav("caller_hello.wav", 0).audio;
     assert_eq!(first, hello[..160]);
     let dtmf: Vec<&Value> = messages.iter().filter(|m| m["event"] == "dtmf").collect();
     assert_eq!(dtmf.len(), 1);
-    assert_eq!(dtmf[0]["dtmf"], json!({"track": "inbound_track", "digit": "7"}));
+    assert_eq!(
+        dtmf[0]["dtmf"],
+        json!({"track": "inbound_track", "digit": "7"})
+    );
     let marks: Vec<&Value> = messages.iter().filter(|m| m["event"] == "mark").collect();
     assert_eq!(marks[0]["mark"]["name"], "m1");
     assert_eq!(marks[1]["mark"]["name"], "m2");
@@ -368,7 +421,10 @@ async fn unanswered_calls_end_with_their_status_and_fetch_no_twiml() {
     ] {
         carrier.script(number, outcome);
         let created = rest
-            .create_call(&CreateCall { to: number.into(), ..dial(&gw) })
+            .create_call(&CreateCall {
+                to: number.into(),
+                ..dial(&gw)
+            })
             .await
             .unwrap();
         let call = carrier.wait_finished(&created.sid, LIMIT).await.unwrap();
@@ -402,7 +458,10 @@ async fn a_rest_hangup_stops_the_stream_then_completes() {
     rest.hangup_call(ACCOUNT_SID, &created.sid).await.unwrap();
     let call = carrier.wait_finished(&created.sid, LIMIT).await.unwrap();
     assert_eq!(call.ended_by, Some(EndedBy::Api));
-    assert_eq!(call.callback_statuses().last().map(String::as_str), Some("completed"));
+    assert_eq!(
+        call.callback_statuses().last().map(String::as_str),
+        Some("completed")
+    );
     let seen = gw.seen.lock().unwrap();
     let stop = seen.stream.iter().find(|m| m["event"] == "stop").unwrap();
     assert_eq!(stop["stop"]["callSid"], created.sid.as_str());
@@ -448,7 +507,10 @@ async fn machine_detection_reports_in_the_twiml_request_or_the_amd_callback() {
         .await
         .unwrap();
     let call = carrier.wait_finished(&sync.sid, LIMIT).await.unwrap();
-    assert_eq!(call.twiml_fetches[0].param("AnsweredBy"), Some("machine_start"));
+    assert_eq!(
+        call.twiml_fetches[0].param("AnsweredBy"),
+        Some("machine_start")
+    );
     assert_eq!(
         gw.seen.lock().unwrap().voice[0].answered_by,
         Some(AnsweredBy::MachineStart)
@@ -465,7 +527,9 @@ async fn machine_detection_reports_in_the_twiml_request_or_the_amd_callback() {
         .await
         .unwrap();
     let call = carrier
-        .wait_until(&asynchronous.sid, LIMIT, |c| c.finished && !c.amd_callbacks.is_empty())
+        .wait_until(&asynchronous.sid, LIMIT, |c| {
+            c.finished && !c.amd_callbacks.is_empty()
+        })
         .await
         .unwrap();
     assert_eq!(call.twiml_fetches[0].param("AnsweredBy"), None);

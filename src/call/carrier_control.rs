@@ -192,12 +192,10 @@ fn refusal(error: TwilioApiError) -> ControlError {
         error @ (TwilioApiError::Timeout(_)
         | TwilioApiError::Response(_)
         | TwilioApiError::OutcomeUnknown { .. }
-        | TwilioApiError::CallNotLive { .. }) => {
-            ControlError::Unreachable {
-                carrier: CARRIER,
-                message: error.to_string(),
-            }
-        }
+        | TwilioApiError::CallNotLive { .. }) => ControlError::Unreachable {
+            carrier: CARRIER,
+            message: error.to_string(),
+        },
     }
 }
 

@@ -301,7 +301,10 @@ impl ExotelRest {
                 "the account SID is empty or not a plain identifier".into(),
             ));
         }
-        for (what, value) in [("API key", &config.api_key), ("API token", &config.api_token)] {
+        for (what, value) in [
+            ("API key", &config.api_key),
+            ("API token", &config.api_token),
+        ] {
             if value.is_empty() || value.chars().any(|c| c.is_control() || c == ':') {
                 return Err(ExotelApiError::Invalid(format!(
                     "the {what} is empty or has characters Basic auth cannot carry"
@@ -452,8 +455,14 @@ mod tests {
             parse_call(r#"{"Call": {"Status": "queued"}}"#),
             Err(ExotelApiError::Response(m)) if m.contains("Sid")
         ));
-        assert!(matches!(parse_call("<xml/>"), Err(ExotelApiError::Response(_))));
-        assert!(matches!(parse_call(r#"{"Call": "x"}"#), Err(ExotelApiError::Response(_))));
+        assert!(matches!(
+            parse_call("<xml/>"),
+            Err(ExotelApiError::Response(_))
+        ));
+        assert!(matches!(
+            parse_call(r#"{"Call": "x"}"#),
+            Err(ExotelApiError::Response(_))
+        ));
     }
 
     #[test]
@@ -470,14 +479,14 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_error(400, r#"{"restexception":{"code":34001,"message":"Invalid From"}}"#)
-                .to_string(),
+            parse_error(
+                400,
+                r#"{"restexception":{"code":34001,"message":"Invalid From"}}"#
+            )
+            .to_string(),
             "HTTP 400, code 34001: Invalid From"
         );
-        assert_eq!(
-            parse_error(403, "").to_string(),
-            "HTTP 403: Forbidden"
-        );
+        assert_eq!(parse_error(403, "").to_string(), "HTTP 403: Forbidden");
         assert_eq!(
             parse_error(401, "Unauthorized access").to_string(),
             "HTTP 401: Unauthorized access"

@@ -96,7 +96,10 @@ pub fn decode_form(body: &[u8]) -> Result<Vec<(String, String)>, WebhookError> {
 
 /// The pairs as `(&str, &str)`, the shape [`super::signature::verify_twilio`] takes.
 pub fn as_refs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
-    pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 /// The first non-empty value of `name` (exact match, as Twilio names fields).
@@ -287,7 +290,9 @@ impl AnsweredBy {
     pub const fn greeting_ended(self) -> bool {
         matches!(
             self,
-            AnsweredBy::MachineEndBeep | AnsweredBy::MachineEndSilence | AnsweredBy::MachineEndOther
+            AnsweredBy::MachineEndBeep
+                | AnsweredBy::MachineEndSilence
+                | AnsweredBy::MachineEndOther
         )
     }
 }
@@ -909,14 +914,20 @@ mod tests {
     #[test]
     fn status_callback_errors_name_the_field() {
         let without = |name: &str| {
-            let form: Vec<_> = status_form().into_iter().filter(|(k, _)| k != name).collect();
+            let form: Vec<_> = status_form()
+                .into_iter()
+                .filter(|(k, _)| k != name)
+                .collect();
             TwilioStatusCallback::from_pairs(&form).unwrap_err()
         };
         assert_eq!(without("CallSid"), WebhookError::Missing("CallSid"));
         assert_eq!(without("AccountSid"), WebhookError::Missing("AccountSid"));
         assert_eq!(without("CallStatus"), WebhookError::Missing("CallStatus"));
         let with = |name: &str, value: &str| {
-            let mut form: Vec<_> = status_form().into_iter().filter(|(k, _)| k != name).collect();
+            let mut form: Vec<_> = status_form()
+                .into_iter()
+                .filter(|(k, _)| k != name)
+                .collect();
             form.push((name.to_owned(), value.to_owned()));
             TwilioStatusCallback::from_pairs(&form).unwrap_err()
         };
@@ -1121,11 +1132,17 @@ mod tests {
         let bad = |list: &[(&str, &str)]| ExotelStatusCallback::from_pairs(&pairs(list));
         assert!(matches!(
             bad(&[("CallSid", "c1"), ("Status", "exploded")]),
-            Err(WebhookError::Invalid { field: "Status", .. })
+            Err(WebhookError::Invalid {
+                field: "Status",
+                ..
+            })
         ));
         assert!(matches!(
             bad(&[("CallSid", "c1/../x"), ("Status", "busy")]),
-            Err(WebhookError::Invalid { field: "CallSid", .. })
+            Err(WebhookError::Invalid {
+                field: "CallSid",
+                ..
+            })
         ));
         assert!(matches!(
             bad(&[("CallSid", "c1"), ("Status", "busy"), ("EventType", "boom")]),
@@ -1146,8 +1163,14 @@ mod tests {
             ExotelStatusCallback::from_json(b"{"),
             Err(WebhookError::Json(_))
         ));
-        assert_eq!(ExotelCallStatus::parse("No_Answer"), Some(ExotelCallStatus::NoAnswer));
-        assert_eq!(ExotelCallStatus::parse("cancelled"), Some(ExotelCallStatus::Canceled));
+        assert_eq!(
+            ExotelCallStatus::parse("No_Answer"),
+            Some(ExotelCallStatus::NoAnswer)
+        );
+        assert_eq!(
+            ExotelCallStatus::parse("cancelled"),
+            Some(ExotelCallStatus::Canceled)
+        );
     }
 
     #[test]

@@ -160,7 +160,13 @@ async fn handle(
     } else {
         None
     };
-    let (response, delay) = respond(&inner, &method, uri.path(), basic.as_deref(), form.as_deref());
+    let (response, delay) = respond(
+        &inner,
+        &method,
+        uri.path(),
+        basic.as_deref(),
+        form.as_deref(),
+    );
     inner.log.lock().unwrap().push(ExotelRequest {
         path: uri.path().to_owned(),
         basic,
@@ -204,7 +210,11 @@ fn respond(
         return (response, None);
     }
     let Some(form) = form else {
-        return refuse(400, "BAD_REQUEST", "fake: the body must be a urlencoded form");
+        return refuse(
+            400,
+            "BAD_REQUEST",
+            "fake: the body must be a urlencoded form",
+        );
     };
     const ALLOWED: &[&str] = &[
         "From",
@@ -229,32 +239,57 @@ fn respond(
                 return refuse(400, "BAD_REQUEST", &format!("fake: bad {name}={value}"));
             }
         } else if !ALLOWED.contains(&name.as_str()) {
-            return refuse(400, "BAD_REQUEST", &format!("fake: unknown parameter {name:?}"));
+            return refuse(
+                400,
+                "BAD_REQUEST",
+                &format!("fake: unknown parameter {name:?}"),
+            );
         }
         if form[..i].iter().any(|(n, _)| n == name) {
             return refuse(400, "BAD_REQUEST", &format!("fake: {name} given twice"));
         }
     }
-    let get = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let get = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let Some(from) = get("From").filter(|f| phone(f)) else {
-        return refuse(400, "INVALID_PARAMETER", "From is missing or not a phone number");
+        return refuse(
+            400,
+            "INVALID_PARAMETER",
+            "From is missing or not a phone number",
+        );
     };
     if get("CallerId") != Some(EXOPHONE) {
-        return refuse(400, "INVALID_PARAMETER", "CallerId is not an ExoPhone of this account");
+        return refuse(
+            400,
+            "INVALID_PARAMETER",
+            "CallerId is not an ExoPhone of this account",
+        );
     }
     let stream_url = get("StreamUrl").unwrap_or_default();
     if !(stream_url.starts_with("ws://") || stream_url.starts_with("wss://"))
         || stream_url.chars().count() >= 600
     {
-        return refuse(400, "INVALID_PARAMETER", "StreamUrl must be a ws(s) URL under 600 characters");
+        return refuse(
+            400,
+            "INVALID_PARAMETER",
+            "StreamUrl must be a ws(s) URL under 600 characters",
+        );
     }
     if get("StreamType") != Some("bidirectional") {
         return refuse(400, "INVALID_PARAMETER", "StreamType must be bidirectional");
     }
     if get("CustomField").is_some_and(|c| c.chars().count() > 128) {
-        return refuse(400, "INVALID_PARAMETER", "CustomField is over 128 characters");
+        return refuse(
+            400,
+            "INVALID_PARAMETER",
+            "CustomField is over 128 characters",
+        );
     }
-    if get("TimeLimit").is_some_and(|t| !t.parse::<u32>().is_ok_and(|t| (1..=14_400).contains(&t))) {
+    if get("TimeLimit").is_some_and(|t| !t.parse::<u32>().is_ok_and(|t| (1..=14_400).contains(&t)))
+    {
         return refuse(400, "INVALID_PARAMETER", "TimeLimit must be 1–14400");
     }
     if let Some(callback) = get("StatusCallback")
@@ -277,9 +312,10 @@ fn respond(
         Some(ExotelFault::ServerErrorAfterActing) => {
             refuse(500, "INTERNAL_ERROR", "Internal server error")
         }
-        Some(ExotelFault::StallAfterActing(delay)) => {
-            ((StatusCode::OK, axum::Json(call)).into_response(), Some(delay))
-        }
+        Some(ExotelFault::StallAfterActing(delay)) => (
+            (StatusCode::OK, axum::Json(call)).into_response(),
+            Some(delay),
+        ),
         _ => ((StatusCode::OK, axum::Json(call)).into_response(), None),
     }
 }

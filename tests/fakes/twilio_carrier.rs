@@ -351,7 +351,10 @@ impl Shared {
 
     /// POSTs `params` to `url`, signed with the auth token.
     async fn post(&self, url: &str, params: &[(String, String)]) -> Posted {
-        let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let refs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let signature = twilio_signature(&self.config.rest.auth_token, url, &refs);
         let result = self
             .http
@@ -430,7 +433,8 @@ impl FakeCarrier {
                             .cloned()
                             .unwrap_or_else(|| dispatch.config.default_outcome.clone());
                         let control = dispatch.add(&call);
-                        let task = tokio::spawn(run_outbound(dispatch.clone(), call, outcome, control));
+                        let task =
+                            tokio::spawn(run_outbound(dispatch.clone(), call, outcome, control));
                         dispatch.tasks.lock().unwrap().push(task);
                     }
                     RestEvent::StatusSet { sid, status } => {
@@ -503,7 +507,10 @@ impl FakeCarrier {
     pub fn calls(&self) -> Vec<CallRecord> {
         let order = self.shared.order.lock().unwrap().clone();
         let calls = self.shared.calls.lock().unwrap();
-        order.iter().filter_map(|sid| calls.get(sid).cloned()).collect()
+        order
+            .iter()
+            .filter_map(|sid| calls.get(sid).cloned())
+            .collect()
     }
 
     /// One call.
@@ -639,23 +646,51 @@ async fn run_outbound(
     let step = shared.config.step_delay;
     callbacks.post(&shared, &call, "initiated", &[]).await;
     if let Some(status) = pause(step, &mut control).await {
-        return finish_unanswered(&shared, &call, &mut callbacks, &canceled(&status), EndedBy::Api).await;
+        return finish_unanswered(
+            &shared,
+            &call,
+            &mut callbacks,
+            &canceled(&status),
+            EndedBy::Api,
+        )
+        .await;
     }
     shared.rest.set_call_status(&call.sid, "ringing");
     callbacks.post(&shared, &call, "ringing", &[]).await;
     if let Some(status) = pause(step, &mut control).await {
-        return finish_unanswered(&shared, &call, &mut callbacks, &canceled(&status), EndedBy::Api).await;
+        return finish_unanswered(
+            &shared,
+            &call,
+            &mut callbacks,
+            &canceled(&status),
+            EndedBy::Api,
+        )
+        .await;
     }
     let (behaviour, machine) = match outcome {
         Outcome::Busy => {
-            return finish_unanswered(&shared, &call, &mut callbacks, "busy", EndedBy::NotAnswered).await;
-        }
-        Outcome::NoAnswer => {
-            return finish_unanswered(&shared, &call, &mut callbacks, "no-answer", EndedBy::NotAnswered)
+            return finish_unanswered(&shared, &call, &mut callbacks, "busy", EndedBy::NotAnswered)
                 .await;
         }
+        Outcome::NoAnswer => {
+            return finish_unanswered(
+                &shared,
+                &call,
+                &mut callbacks,
+                "no-answer",
+                EndedBy::NotAnswered,
+            )
+            .await;
+        }
         Outcome::Failed => {
-            return finish_unanswered(&shared, &call, &mut callbacks, "failed", EndedBy::NotAnswered).await;
+            return finish_unanswered(
+                &shared,
+                &call,
+                &mut callbacks,
+                "failed",
+                EndedBy::NotAnswered,
+            )
+            .await;
         }
         Outcome::Answer(behaviour) => (behaviour, None),
         Outcome::Machine {
@@ -673,8 +708,12 @@ async fn run_outbound(
     if let (Some(verdict), false) = (&answered_by, async_amd) {
         params.push(("AnsweredBy".into(), verdict.clone()));
     }
-    if let (Some(verdict), true) = (answered_by, async_amd) {
-        if let Some(url) = record.form_value("AsyncAmdStatusCallback").map(str::to_owned) {
+    if let (Some(verdict), true) = (answered_by, async_amd)
+        && let Some(url) = record
+            .form_value("AsyncAmdStatusCallback")
+            .map(str::to_owned)
+    {
+        {
             let amd = shared.clone();
             let sid = call.sid.clone();
             let task = tokio::spawn(async move {
@@ -696,7 +735,12 @@ async fn run_outbound(
     let duration = answered_at.elapsed().as_secs_f64().ceil() as u64;
     shared.rest.set_call_status(&call.sid, "completed");
     callbacks
-        .post(&shared, &call, "completed", &[("CallDuration", duration.to_string())])
+        .post(
+            &shared,
+            &call,
+            "completed",
+            &[("CallDuration", duration.to_string())],
+        )
         .await;
     shared.update(&call.sid, |c| {
         c.final_status = Some("completed".into());
@@ -754,7 +798,12 @@ async fn run_inbound(
         sequence: 0,
     };
     callbacks
-        .post(&shared, &call, "completed", &[("CallDuration", duration.to_string())])
+        .post(
+            &shared,
+            &call,
+            "completed",
+            &[("CallDuration", duration.to_string())],
+        )
         .await;
     shared.update(&call.sid, |c| {
         c.final_status = Some("completed".into());
@@ -778,7 +827,10 @@ async fn fetch_and_run(
     if answer.status != Some(200) {
         shared.violation(
             &call.sid,
-            format!("the TwiML request answered {:?}: {}", answer.status, answer.body),
+            format!(
+                "the TwiML request answered {:?}: {}",
+                answer.status, answer.body
+            ),
         );
         return EndedBy::Error;
     }
@@ -850,9 +902,8 @@ enum Queued {
     Mark(String),
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Stream<'a> {
     shared: &'a Shared,
@@ -876,7 +927,8 @@ impl Stream<'_> {
     }
 
     async fn echo_mark(&mut self, name: String) -> bool {
-        let message = json!({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}});
+        let message =
+            json!({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}});
         self.shared.update(&self.sid, |c| {
             if let Some(s) = c.stream.as_mut() {
                 s.marks_echoed.push(name.clone());
@@ -938,8 +990,10 @@ impl Stream<'_> {
             }
         });
         if value["streamSid"] != json!(self.stream_sid) {
-            self.shared
-                .violation(&self.sid, format!("wrong or missing streamSid (31951): {text}"));
+            self.shared.violation(
+                &self.sid,
+                format!("wrong or missing streamSid (31951): {text}"),
+            );
         }
         let allowed: &[&str] = match value["event"].as_str() {
             Some("media") => &["event", "streamSid", "media"],
@@ -1035,9 +1089,17 @@ async fn run_stream(
     let url = element.attribute("url").unwrap_or_default().to_owned();
     let parameters: BTreeMap<String, String> = element
         .children_named("Parameter")
-        .filter_map(|p| Some((p.attribute("name")?.to_owned(), p.attribute("value")?.to_owned())))
+        .filter_map(|p| {
+            Some((
+                p.attribute("name")?.to_owned(),
+                p.attribute("value")?.to_owned(),
+            ))
+        })
         .collect();
-    let stream_sid = format!("MZ{:032x}", u128::from_str_radix(&call.sid[2..], 16).unwrap_or(0) ^ 0x5a5a);
+    let stream_sid = format!(
+        "MZ{:032x}",
+        u128::from_str_radix(&call.sid[2..], 16).unwrap_or(0) ^ 0x5a5a
+    );
     shared.update(&call.sid, |c| {
         c.stream = Some(StreamRecord {
             url: url.clone(),
@@ -1047,10 +1109,16 @@ async fn run_stream(
         });
     });
     if !url.starts_with("wss://") {
-        shared.violation(&call.sid, format!("the stream URL {url:?} is not wss:// (31910)"));
+        shared.violation(
+            &call.sid,
+            format!("the stream URL {url:?} is not wss:// (31910)"),
+        );
     }
     if url.contains('?') {
-        shared.violation(&call.sid, format!("the stream URL {url:?} has a query string"));
+        shared.violation(
+            &call.sid,
+            format!("the stream URL {url:?} has a query string"),
+        );
     }
     // Twilio signs the wss:// URL; locally the gateway speaks plain ws://.
     let signed = url.replacen("ws://", "wss://", 1);
@@ -1085,7 +1153,10 @@ async fn run_stream(
         queue: VecDeque::new(),
     };
     stream
-        .send(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}), false)
+        .send(
+            json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+            false,
+        )
         .await;
     stream
         .send(

@@ -301,7 +301,7 @@ impl FakeTwilioRest {
     pub fn next_call_sid(&self) -> String {
         let mut model = self.inner.model.lock().unwrap();
         model.next_call += 1;
-        format!("CA{:032x}", 0xc0ffee_0000_u64 + model.next_call)
+        format!("CA{:032x}", 0x00c0_ffee_0000_u64 + model.next_call)
     }
 
     /// Created calls and status updates, from now on (one subscriber; a new one replaces it).
@@ -791,11 +791,17 @@ fn create_call(inner: &Inner, account: &str, form: &[(String, String)]) -> Answe
         return err(
             400,
             21210,
-            &format!("The source phone number provided, {from}, is not yet verified for your account."),
+            &format!(
+                "The source phone number provided, {from}, is not yet verified for your account."
+            ),
         );
     }
     if to == from {
-        return err(400, 21211, "The 'To' number cannot be the same as the 'From' number.");
+        return err(
+            400,
+            21211,
+            "The 'To' number cannot be the same as the 'From' number.",
+        );
     }
     let sources = ["Url", "Twiml", "ApplicationSid"]
         .iter()
@@ -808,7 +814,12 @@ fn create_call(inner: &Inner, account: &str, form: &[(String, String)]) -> Answe
             "fake: exactly one of Url, Twiml and ApplicationSid is required",
         );
     }
-    for name in ["Url", "StatusCallback", "AsyncAmdStatusCallback", "FallbackUrl"] {
+    for name in [
+        "Url",
+        "StatusCallback",
+        "AsyncAmdStatusCallback",
+        "FallbackUrl",
+    ] {
         if let Some(url) = param(form, name)
             && !valid_callback_url(url)
         {
@@ -829,7 +840,10 @@ fn create_call(inner: &Inner, account: &str, form: &[(String, String)]) -> Answe
     }
     for (name, value) in form {
         if name == "StatusCallbackEvent"
-            && !matches!(value.as_str(), "initiated" | "ringing" | "answered" | "completed")
+            && !matches!(
+                value.as_str(),
+                "initiated" | "ringing" | "answered" | "completed"
+            )
         {
             return err(
                 400,
@@ -858,7 +872,11 @@ fn create_call(inner: &Inner, account: &str, form: &[(String, String)]) -> Answe
     if let Some(amd) = param(form, "MachineDetection")
         && !matches!(amd, "Enable" | "DetectMessageEnd")
     {
-        return err(400, 20001, "fake: MachineDetection must be Enable or DetectMessageEnd");
+        return err(
+            400,
+            20001,
+            "fake: MachineDetection must be Enable or DetectMessageEnd",
+        );
     }
     if param(form, "AsyncAmd") == Some("true") && param(form, "MachineDetection").is_none() {
         return err(400, 20001, "fake: AsyncAmd without MachineDetection");

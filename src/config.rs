@@ -61,6 +61,50 @@ pub struct Config {
     pub twilio: TwilioSettings,
     /// Exotel call control.
     pub exotel: ExotelSettings,
+    /// The durable store of tenants, calls and CallEvents.
+    pub store: StoreSettings,
+    /// The control plane's REST API.
+    pub api: ApiSettings,
+}
+
+/// Where tenants, calls and CallEvents are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://PATH` (embedded, created on first run) or `postgres://…`
+    /// (`VOICEGW_DATABASE_URL`).
+    pub url: String,
+    /// Where CallEvents wait while the database is unreachable (replayed in order).
+    pub spool_path: PathBuf,
+    /// Most database connections.
+    pub max_connections: u32,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: crate::store::DEFAULT_URL.to_owned(),
+            spool_path: PathBuf::from("data/events.spool"),
+            max_connections: 8,
+        }
+    }
+}
+
+/// The REST API's settings.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// A SUPERADMIN key secret (`vgw_…`) stored at start-up (`VOICEGW_ADMIN_KEY`); without it,
+    /// an empty database gets a generated key, printed once.
+    pub admin_key: Option<String>,
+}
+
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 /// Twilio's REST API, used to transfer live Twilio calls and to text from their numbers. The
@@ -307,6 +351,8 @@ impl Default for Config {
             check_credentials: true,
             twilio: TwilioSettings::default(),
             exotel: ExotelSettings::default(),
+            store: StoreSettings::default(),
+            api: ApiSettings::default(),
         }
     }
 }
@@ -469,6 +515,10 @@ pub struct Overrides {
     pub elevenlabs_base_url: Option<String>,
     /// `VOICEGW_TTS_PROVIDER`.
     pub tts_provider: Option<String>,
+    /// `VOICEGW_DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// `VOICEGW_ADMIN_KEY`.
+    pub admin_key: Option<String>,
 }
 
 impl Config {
@@ -580,6 +630,12 @@ impl Config {
         if let Some(provider) = given(&overrides.tts_provider) {
             config.tts.provider = provider;
         }
+        if let Some(url) = given(&overrides.database_url) {
+            config.store.url = url;
+        }
+        if let Some(key) = given(&overrides.admin_key) {
+            config.api.admin_key = Some(key);
+        }
         if let Some(sid) = given(&overrides.twilio_account_sid) {
             config.twilio.account_sid = Some(sid);
         }
@@ -650,6 +706,12 @@ impl Config {
             return Err(invalid("agent", "must name an agent (e.g. `echo`, `llm`)"));
         }
         self.validate_script()?;
+        if let Err(e) = crate::store::Backend::of_url(&self.store.url) {
+            return Err(invalid("store.url", e.to_string()));
+        }
+        if self.store.max_connections == 0 {
+            return Err(invalid("store.max_connections", "must be at least 1"));
+        }
         if !["deepgram", "elevenlabs", "openai"].contains(&self.tts.provider.as_str()) {
             return Err(invalid(
                 "tts.provider",

@@ -13,16 +13,21 @@
 //! - [`script`]: Destiny-Script, the scripted-call DSL: parser, interpreter, prompt cache.
 //! - [`server`]: the HTTP/WebSocket front door, health, metrics and graceful shutdown.
 //! - [`config`]: the one typed configuration, validated at start-up.
+//! - [`proto`]: the protobuf schema of the CallEvent and the control plane's resources.
 //! - [`metrics`]: the Prometheus families.
 //! - [`store`]: the durable store (SQLite or PostgreSQL) and the batching CallEvent writer.
+//! - [`control`]: the control plane's REST API (tenants, keys, numbers, scripts, calls, events)
+//!   and the carriers' webhooks.
 
 pub mod audio;
 pub mod call;
 pub mod carrier;
 pub mod config;
+pub mod control;
 pub mod llm;
 pub mod metrics;
 pub mod pipeline;
+pub mod proto;
 pub mod script;
 pub mod server;
 pub mod store;

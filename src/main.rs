@@ -82,6 +82,12 @@ enum Command {
         /// The base URL carriers use to reach the gateway (for signature checks behind a proxy).
         #[arg(long, env = "VOICEGW_PUBLIC_URL")]
         public_url: Option<String>,
+        /// A SUPERADMIN API key secret (`vgw_…`) to store at start-up.
+        #[arg(long, env = "VOICEGW_ADMIN_KEY", hide_env_values = true)]
+        admin_key: Option<String>,
+        /// The database.
+        #[command(flatten)]
+        store: StoreArgs,
         /// Provider keys and endpoints.
         #[command(flatten)]
         providers: ProviderArgs,
@@ -128,6 +134,14 @@ enum ScriptCommand {
         #[command(flatten)]
         providers: ProviderArgs,
     },
+}
+
+/// The database, shared by the commands that use the store.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// `sqlite://PATH` or `postgres://…` (default: `[store] url`, else sqlite://data/voicegw.db).
+    #[arg(long, env = "VOICEGW_DATABASE_URL")]
+    database_url: Option<String>,
 }
 
 /// Provider keys and endpoints, shared by the commands that reach providers.
@@ -329,6 +343,8 @@ fn main() -> ExitCode {
             exotel_base_url,
             exotel_caller_id,
             public_url,
+            admin_key,
+            store,
             providers,
         } => {
             let overrides = Overrides {
@@ -344,6 +360,8 @@ fn main() -> ExitCode {
                 exotel_base_url,
                 exotel_caller_id,
                 public_url,
+                admin_key,
+                database_url: store.database_url,
                 ..providers.overrides()
             };
             let config = match Config::load(config.as_deref(), &overrides) {

@@ -33,8 +33,12 @@ use crate::call::session::{CallSettings, SessionDeps};
 use crate::call::transport::serve_call;
 use crate::carrier::{CarrierKind, signature};
 use crate::config::{AuthSettings, Config, ConfigError};
+use crate::control::bootstrap::{Bootstrap, ensure_admin_key};
+use crate::control::{ControlDeps, ControlState};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
+use crate::store::events::{WriterConfig, WriterStats, spawn_event_writer};
+use crate::store::{OpenOptions, Store};
 use axum::serve::ListenerExt as _;
 
 /// CallEvents that may wait for the event writer before new ones are dropped and counted.
@@ -56,6 +60,9 @@ pub enum ServeError {
     /// The conversation pipeline cannot start (a missing or refused provider key).
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The database could not be opened or migrated, or the admin key not stored.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// The metric registry could not be built.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -79,6 +86,7 @@ pub struct Gateway {
     max_streams: usize,
     draining: Arc<AtomicBool>,
     tracker: TaskTracker,
+    control: Option<ControlState>,
 }
 
 impl Gateway {
@@ -127,7 +135,14 @@ impl Gateway {
             max_streams: config.limits.max_streams,
             draining: Arc::new(AtomicBool::new(false)),
             tracker: TaskTracker::new(),
+            control: None,
         })
+    }
+
+    /// Serves the control plane's API and webhooks too (see [`crate::control`]).
+    pub fn with_control(mut self, control: ControlState) -> Self {
+        self.control = Some(control);
+        self
     }
 
     /// The agent a stream runs when nothing chooses one (after the config and the loaded
@@ -153,13 +168,17 @@ impl Gateway {
 
     /// The routes.
     pub fn router(&self) -> Router {
-        Router::new()
+        let media = Router::new()
             .route("/stream/twilio", get(stream_twilio))
             .route("/stream/exotel", get(stream_exotel))
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
             .fallback(not_found)
-            .with_state(self.clone())
+            .with_state(self.clone());
+        match &self.control {
+            Some(control) => media.merge(crate::control::router(control.clone())),
+            None => media,
+        }
     }
 
     fn upgrade(&self, carrier: CarrierKind, request: UpgradeRequest) -> Response {
@@ -325,9 +344,52 @@ impl Gateway {
     }
 }
 
+/// Opens the store (creating and migrating it), stores or makes the first SUPERADMIN key, and
+/// starts the CallEvent writer; returns the store, the writer's sink and its task.
+pub async fn open_store(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<(Store, EventSink, tokio::task::JoinHandle<WriterStats>), ServeError> {
+    let options = OpenOptions {
+        max_connections: config.store.max_connections,
+        ..OpenOptions::default()
+    };
+    let store = Store::open_with(&config.store.url, &options).await?;
+    match ensure_admin_key(&store, config.api.admin_key.as_deref()).await? {
+        Bootstrap::Generated(secret) => {
+            // Shown once, on the console of the first start: it is stored only as a hash.
+            eprintln!(
+                "voicegw: the database had no API key; this SUPERADMIN key was created and will \
+                 not be shown again:\n\n    {secret}\n"
+            );
+            tracing::warn!("created the first SUPERADMIN API key (printed on stderr)");
+        }
+        Bootstrap::ConfiguredKeyStored => tracing::info!("stored VOICEGW_ADMIN_KEY"),
+        Bootstrap::ConfiguredKeyPresent | Bootstrap::KeysExist => {}
+    }
+    let writer = WriterConfig {
+        spool_path: config.store.spool_path.clone(),
+        ..WriterConfig::default()
+    };
+    let (events, task) = spawn_event_writer(store.clone(), writer, Some(metrics.clone()));
+    Ok((store, events, task))
+}
+
+/// How long the CallEvent writer gets to store the last events after the server stops.
+const WRITER_FLUSH_WAIT: Duration = Duration::from_secs(10);
+
 /// Binds `config.listen` and serves until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
-    let gateway = Gateway::new(&config)?;
+    let metrics = Metrics::new()?;
+    let (store, events, writer) = open_store(&config, &metrics).await?;
+    let gateway = Gateway::with_events(&config, metrics, events)?;
+    let control = ControlState::new(ControlDeps {
+        store: store.clone(),
+        registry: gateway.registry(),
+        public_url: config.auth.public_url.clone(),
+        twilio_auth_token: config.auth.twilio_auth_token.clone(),
+    });
+    let gateway = gateway.with_control(control);
     if config.check_credentials {
         gateway.check_credentials().await?;
     }
@@ -340,11 +402,19 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracing::info!(
         listen = %config.listen,
         agent = %gateway.pipeline.agents.default_name(),
+        store = ?store.backend(),
         "voicegw serving"
     );
-    gateway
+    let result = gateway
         .run(listener, config.shutdown_grace(), shutdown_signal())
-        .await
+        .await;
+    match tokio::time::timeout(WRITER_FLUSH_WAIT, writer).await {
+        Ok(Ok(stats)) => tracing::info!(?stats, "CallEvent writer stopped"),
+        Ok(Err(error)) => tracing::error!(%error, "CallEvent writer failed"),
+        Err(_) => tracing::warn!("CallEvent writer still busy; unstored events stay in the spool"),
+    }
+    store.close().await;
+    result
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -2,7 +2,7 @@
 
 use sqlx::{AssertSqlSafe, Row};
 
-use super::keys::{display_prefix, generate_secret, hash_secret};
+use super::keys::{KEY_PREFIX, display_prefix, generate_secret, hash_secret};
 use super::{Scope, Store, StoreError, TenantId, now_us, parse_uuid};
 
 /// What a tenant may do with calls.
@@ -260,15 +260,48 @@ impl Store {
         role: Role,
         name: &str,
     ) -> Result<(ApiKey, String), StoreError> {
-        check_role(role, tenant)?;
         let secret = generate_secret()
             .map_err(|e| StoreError::Invalid(format!("no random source for a key: {e}")))?;
+        let key = self.insert_api_key(tenant, role, name, &secret).await?;
+        Ok((key, secret))
+    }
+
+    /// Stores a key whose secret the operator chose (e.g. `VOICEGW_ADMIN_KEY`); it must start
+    /// with `vgw_` and hold at least 24 more characters.
+    pub async fn create_api_key_with_secret(
+        &self,
+        tenant: Option<TenantId>,
+        role: Role,
+        name: &str,
+        secret: &str,
+    ) -> Result<ApiKey, StoreError> {
+        let body = secret.strip_prefix(KEY_PREFIX).unwrap_or("");
+        if body.len() < 24
+            || !body
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(StoreError::Invalid(format!(
+                "an API key must be `{KEY_PREFIX}` followed by at least 24 letters, digits, `_` or `-`"
+            )));
+        }
+        self.insert_api_key(tenant, role, name, secret).await
+    }
+
+    async fn insert_api_key(
+        &self,
+        tenant: Option<TenantId>,
+        role: Role,
+        name: &str,
+        secret: &str,
+    ) -> Result<ApiKey, StoreError> {
+        check_role(role, tenant)?;
         let key = ApiKey {
             id: uuid::Uuid::now_v7(),
             tenant_id: tenant,
             role,
             name: name.to_string(),
-            prefix: display_prefix(&secret).to_string(),
+            prefix: display_prefix(secret).to_string(),
             created_us: now_us(),
             revoked_us: None,
         };
@@ -281,12 +314,12 @@ impl Store {
         .bind(role.as_str())
         .bind(name)
         .bind(&key.prefix)
-        .bind(hash_secret(&secret))
+        .bind(hash_secret(secret))
         .bind(key.created_us)
         .execute(self.pool())
         .await
-        .map_err(StoreError::db("creating an API key"))?;
-        Ok((key, secret))
+        .map_err(StoreError::db("API key"))?;
+        Ok(key)
     }
 
     /// The live (not revoked) key whose secret is `secret`, if any.

@@ -4,6 +4,9 @@
 //! returning the bot's audio attenuated and delayed like a speakerphone.
 #![allow(dead_code)]
 
+pub mod control;
+pub mod db;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -52,19 +55,35 @@ impl TestGateway {
         config: Config,
         customize: impl FnOnce(&mut Pipeline, &Metrics),
     ) -> TestGateway {
+        let (events_tx, events) = tokio::sync::mpsc::channel(100_000);
+        Self::start_full(
+            config,
+            customize,
+            |metrics| EventSink::new(events_tx, Some(metrics.clone())),
+            events,
+            |gateway| gateway,
+        )
+        .await
+    }
+
+    /// Starts a gateway whose CallEvents go to the sink `sink` makes (`events` then receives
+    /// nothing unless that sink feeds it), and which `finish` may extend (e.g. with the
+    /// control plane) before it serves.
+    pub async fn start_full(
+        config: Config,
+        customize: impl FnOnce(&mut Pipeline, &Metrics),
+        sink: impl FnOnce(&Metrics) -> EventSink,
+        events: tokio::sync::mpsc::Receiver<CallEvent>,
+        finish: impl FnOnce(Gateway) -> Gateway,
+    ) -> TestGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (events_tx, events) = tokio::sync::mpsc::channel(100_000);
         let metrics = Metrics::new().unwrap();
         let mut pipeline = Pipeline::build(&config, &metrics).unwrap();
         customize(&mut pipeline, &metrics);
-        let gateway = Gateway::with_pipeline(
-            &config,
-            metrics.clone(),
-            EventSink::new(events_tx, Some(metrics)),
-            pipeline,
-        )
-        .unwrap();
+        let events_sink = sink(&metrics);
+        let gateway = Gateway::with_pipeline(&config, metrics, events_sink, pipeline).unwrap();
+        let gateway = finish(gateway);
         let (stop, stopped) = oneshot::channel::<()>();
         let runner = gateway.clone();
         let grace = config.shutdown_grace();

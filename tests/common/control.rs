@@ -1,0 +1,117 @@
+//! A gateway with its control plane on a test store, and a small JSON client for the API.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use voicegw::config::Config;
+use voicegw::control::bootstrap::ensure_admin_key;
+use voicegw::control::{ControlDeps, ControlState};
+use voicegw::store::events::{WriterConfig, spawn_event_writer};
+
+use super::TestGateway;
+use super::db::TestDb;
+
+/// The SUPERADMIN key every control-plane test gateway starts with.
+pub const ADMIN_KEY: &str = "vgw_test_superadmin_key_0123456789abcdef";
+
+/// A gateway serving the control plane on a test database, with its CallEvents going through
+/// the real writer into that database.
+pub struct TestControl {
+    pub gw: TestGateway,
+    pub db: TestDb,
+    pub http: reqwest::Client,
+}
+
+impl TestControl {
+    /// Starts on `db` with `config` (see [`super::test_config`]).
+    pub async fn start(db: TestDb, config: Config) -> TestControl {
+        ensure_admin_key(&db.store, Some(ADMIN_KEY)).await.unwrap();
+        let store = db.store.clone();
+        let spool = db.spool();
+        let (_unused, events) = tokio::sync::mpsc::channel(1);
+        let public_url = config.auth.public_url.clone();
+        let twilio_auth_token = config.auth.twilio_auth_token.clone();
+        let control_store = store.clone();
+        let gw = TestGateway::start_full(
+            config,
+            |_, _| {},
+            move |metrics| {
+                let writer = WriterConfig {
+                    spool_path: spool,
+                    max_delay: std::time::Duration::from_millis(5),
+                    ..WriterConfig::default()
+                };
+                spawn_event_writer(store, writer, Some(metrics.clone())).0
+            },
+            events,
+            move |gateway| {
+                let control = ControlState::new(ControlDeps {
+                    store: control_store,
+                    registry: gateway.registry(),
+                    public_url,
+                    twilio_auth_token,
+                });
+                gateway.with_control(control)
+            },
+        )
+        .await;
+        TestControl {
+            gw,
+            db,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        self.gw.http_url(path)
+    }
+
+    /// Sends `method path` with `key` as bearer (none when `None`) and `body` as JSON;
+    /// returns the status and the JSON body (`Value::Null` when the body is not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// `GET path` as `key`.
+    pub async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, Some(key), None).await
+    }
+
+    /// `POST path` as `key` with a JSON body.
+    pub async fn post(&self, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, Some(key), Some(body))
+            .await
+    }
+
+    /// `DELETE path` as `key`.
+    pub async fn delete(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::DELETE, path, Some(key), None)
+            .await
+    }
+}
+
+/// Asserts an API error's status and code, returning its message.
+pub fn assert_error(got: &(StatusCode, Value), status: u16, code: &str) -> String {
+    assert_eq!(got.0.as_u16(), status, "{:?}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "{:?}", got.1);
+    got.1["error"]["message"]
+        .as_str()
+        .expect("error message")
+        .to_owned()
+}

@@ -285,6 +285,6 @@ impl Writer {
 
 /// Inserts rows, then applies their lifecycle events to the calls' status.
 async fn store_rows(store: &Store, rows: &[EventRow]) -> Result<LifecycleApplied, StoreError> {
-    store.append_events(rows).await?;
+    store.insert_events(rows).await?;
     store.apply_lifecycle(rows).await
 }

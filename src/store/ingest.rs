@@ -26,9 +26,9 @@ pub const PG_INSERT_EVENTS: &str = "INSERT INTO call_events (call_id, seq, at_us
     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[]) \
     ON CONFLICT (call_id, seq) DO NOTHING";
 
-/// Connections the PostgreSQL ingestion pool opens at most (the writer has one insert in
-/// flight; replays and direct callers may add one).
-pub const PG_INGEST_CONNECTIONS: u32 = 2;
+/// Connections the PostgreSQL ingestion pool opens at most: one per part of the writer's batch
+/// in flight (see [`super::events::PG_PARTS`]), and one for replays and direct callers.
+pub const PG_INGEST_CONNECTIONS: u32 = super::events::PG_PARTS as u32 + 1;
 
 /// The typed PostgreSQL pool the event inserts use, beside the store's `Any` pool.
 #[derive(Debug, Clone)]

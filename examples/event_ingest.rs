@@ -176,10 +176,20 @@ async fn stages(store: &Store, async_commit: Option<&Store>, args: &Args) -> Res
     if let Some(store) = async_commit {
         let took =
             time_inserts(args, |rows| async move { store.insert_events(&rows).await }).await?;
-        report("insert: fast path, async commit", args.events, args.batch, took);
+        report(
+            "insert: fast path, async commit",
+            args.events,
+            args.batch,
+            took,
+        );
         let took =
             time_inserts(args, |rows| async move { store.append_events(&rows).await }).await?;
-        report("insert: VALUES via Any, async commit", args.events, args.batch, took);
+        report(
+            "insert: VALUES via Any, async commit",
+            args.events,
+            args.batch,
+            took,
+        );
     }
     Ok(())
 }
@@ -217,10 +227,12 @@ async fn postgres(args: &Args, dir: &std::path::Path) -> Result<(f64, u64), Stri
         if figures.is_ok() && args.stages {
             println!("  postgres stages:");
             // New connections to the database pick the setting up; the store's are open.
-            sql(format!("ALTER DATABASE {name} SET synchronous_commit = off"))
-                .execute(&mut admin)
-                .await
-                .map_err(|e| e.to_string())?;
+            sql(format!(
+                "ALTER DATABASE {name} SET synchronous_commit = off"
+            ))
+            .execute(&mut admin)
+            .await
+            .map_err(|e| e.to_string())?;
             let async_commit = Store::open(&url).await.map_err(|e| e.to_string())?;
             let staged = stages(&store, Some(&async_commit), args).await;
             async_commit.close().await;

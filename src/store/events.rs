@@ -306,7 +306,11 @@ impl Writer {
 /// in their order).
 pub fn split_by_call(rows: Vec<EventRow>, parts: usize) -> Vec<Vec<EventRow>> {
     if parts <= 1 || rows.is_empty() {
-        return if rows.is_empty() { Vec::new() } else { vec![rows] };
+        return if rows.is_empty() {
+            Vec::new()
+        } else {
+            vec![rows]
+        };
     }
     let mut split: Vec<Vec<EventRow>> = (0..parts)
         .map(|_| Vec::with_capacity(rows.len() / parts + 1))

@@ -204,11 +204,10 @@ impl Gateway {
         match &self.control {
             Some(control) => {
                 let readiness = self.store_readiness.clone();
-                let api = crate::control::router(control.clone()).route_layer(
-                    axum::middleware::from_fn(move |request, next| {
-                        refuse_until_ready(readiness.clone(), request, next)
-                    }),
-                );
+                let api =
+                    crate::control::router(control.clone()).route_layer(axum::middleware::from_fn(
+                        move |request, next| refuse_until_ready(readiness.clone(), request, next),
+                    ));
                 media.merge(api)
             }
             None => media,
@@ -398,7 +397,7 @@ pub async fn open_store(
 
 /// Stores `VOICEGW_ADMIN_KEY`, or makes the first SUPERADMIN key when the store has none.
 async fn bootstrap_admin_key(store: &Store, config: &Config) -> Result<(), ServeError> {
-    match ensure_admin_key(&store, config.api.admin_key.as_deref()).await? {
+    match ensure_admin_key(store, config.api.admin_key.as_deref()).await? {
         Bootstrap::Generated(secret) => {
             // Shown once, on the console of the first start: it is stored only as a hash.
             eprintln!(

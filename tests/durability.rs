@@ -309,7 +309,10 @@ async fn stored(url: &str) -> Vec<Stored> {
 fn by_call(rows: &[Stored]) -> BTreeMap<String, Vec<Stored>> {
     let mut calls: BTreeMap<String, Vec<Stored>> = BTreeMap::new();
     for row in rows {
-        calls.entry(row.call_id.clone()).or_default().push(row.clone());
+        calls
+            .entry(row.call_id.clone())
+            .or_default()
+            .push(row.clone());
     }
     calls
 }
@@ -423,7 +426,11 @@ async fn graceful_restart_keeps_every_event(db: TestDb) {
     server.stop().await;
     let calls = by_call(&stored(&db.url).await);
     assert_eq!(calls.len(), 3);
-    assert!(calls.values().all(|events| events.last().unwrap().kind == "call_ended"));
+    assert!(
+        calls
+            .values()
+            .all(|events| events.last().unwrap().kind == "call_ended")
+    );
 }
 
 mod graceful_restart {
@@ -538,7 +545,8 @@ async fn sigkill_loses_at_most_the_queued_events() {
         .values()
         .map(|events| events.iter().filter(|e| e.kind == "dtmf").count())
         .sum();
-    eprintln!("after SIGKILL: {kept} of {sent} DTMF events stored");
+    // The rest were still in the sockets, the sessions or the writer's queue.
+    eprintln!("after SIGKILL: {kept} of {sent} DTMF events sent were stored");
     for events in killed.values() {
         assert_gap_free_prefix(events);
         assert!(events.iter().all(|e| e.kind != "call_ended"));
@@ -557,8 +565,11 @@ async fn sigkill_loses_at_most_the_queued_events() {
         .append(true)
         .open(&spool)
         .unwrap();
-    std::io::Write::write_all(&mut file, format!("{row}\n{}", &row[..row.len() / 2]).as_bytes())
-        .unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        format!("{row}\n{}", &row[..row.len() / 2]).as_bytes(),
+    )
+    .unwrap();
     drop(file);
 
     let mut server = Server::start(db.dir.path(), &db.url, &spool, "after-kill").await;

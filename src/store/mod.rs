@@ -16,6 +16,7 @@ pub mod hub;
 pub mod ingest;
 pub mod keys;
 pub mod lifecycle;
+pub mod readiness;
 pub mod spool;
 pub mod tenants;
 

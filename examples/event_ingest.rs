@@ -4,7 +4,8 @@
 //! `--events` events spread over `--calls` calls are recorded as fast as the media path would
 //! (`try_send`, never waiting), and the clock stops when the writer has stored the last one.
 //! SQLite writes a fresh file in a temporary folder; PostgreSQL (`--postgres`, an admin URL)
-//! gets a fresh database, dropped at the end. `--batch` sets the writer's rows per insert;
+//! gets a fresh database, dropped at the end. `--batch` sets the writer's rows per insert (by
+//! default the writer's default, 5 000);
 //! `--only sqlite|postgres` runs one backend.
 //!
 //! `--stages` then times each step of a batch on its own, over the same number of events:
@@ -48,7 +49,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         events: 200_000,
         calls: 200,
-        batch: 1000,
+        batch: WriterConfig::default().max_batch,
         postgres: "postgres://postgres@127.0.0.1:5432/test".into(),
         only: None,
         stages: false,

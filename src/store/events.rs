@@ -56,7 +56,9 @@ pub const PG_PARTS: usize = 2;
 pub struct WriterConfig {
     /// Events the queue holds before the sink drops (and counts) new ones.
     pub capacity: usize,
-    /// Most events per insert (at most [`MAX_BATCH`]).
+    /// Most events per insert (at most [`MAX_BATCH`], the default). A batch only fills past
+    /// what arrives within `max_delay` when events queue up behind a slow insert; then larger
+    /// batches catch up faster (fewer commits and round trips).
     pub max_batch: usize,
     /// Longest an event waits for its batch to fill.
     pub max_delay: Duration,
@@ -70,7 +72,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             capacity: 65_536,
-            max_batch: 1000,
+            max_batch: MAX_BATCH,
             max_delay: Duration::from_millis(50),
             retry_every: Duration::from_secs(2),
             spool_path: PathBuf::from("data/events.spool"),

@@ -14,6 +14,8 @@ pub mod events;
 pub mod keys;
 pub mod spool;
 pub mod tenants;
+pub mod call_records;
+pub mod control_events;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

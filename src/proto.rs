@@ -17,6 +17,7 @@ mod tests {
     use prost::Message;
 
     #[test]
+    #[allow(deprecated)]
     fn call_events_round_trip_through_protobuf() {
         let mut data = prost_types::Struct::default();
         data.fields.insert(
@@ -33,7 +34,8 @@ mod tests {
                 r#type: "dtmf".into(),
                 data: Some(data),
             }],
-            next_after: Some(3),
+            next_after: None,
+            next_cursor: Some("1700000000000000.3".into()),
         };
         let bytes = list.encode_to_vec();
         assert_eq!(v1::CallEventList::decode(bytes.as_slice()).unwrap(), list);

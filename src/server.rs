@@ -156,6 +156,11 @@ impl Gateway {
         Ok(self.pipeline.check_credentials().await?)
     }
 
+    /// The conversation pipeline (agents, tenants' scripts), for the control plane.
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        self.pipeline.clone()
+    }
+
     /// The registry of live calls (for the control plane).
     pub fn registry(&self) -> Arc<Registry> {
         self.deps.registry.clone()
@@ -388,6 +393,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         registry: gateway.registry(),
         public_url: config.auth.public_url.clone(),
         twilio_auth_token: config.auth.twilio_auth_token.clone(),
+        calls: Some(Arc::new(crate::control::call_plane::CallPlane::new(
+            gateway.pipeline(),
+            crate::control::dial::carriers_from_config(&config)?,
+            config.auth.exotel_credentials.clone(),
+        ))),
     });
     let gateway = gateway.with_control(control);
     if config.check_credentials {

@@ -8,10 +8,17 @@
 //! - [`error`]: the JSON error every route answers with.
 //! - [`extract`]: body, query and path extractors whose rejections are those errors.
 //! - [`bootstrap`]: the first SUPERADMIN key of an empty database.
+//! - [`calls`], [`events`]: `/v1/calls` and their CallEvents (list and live stream);
+//!   [`dial`] and [`call_plane`]: the carriers and agents behind them; [`webhooks`]: the
+//!   carriers' callbacks.
 
 pub mod auth;
 pub mod bootstrap;
+pub mod call_plane;
+pub mod calls;
+pub mod dial;
 pub mod error;
+pub mod events;
 pub mod extract;
 
 use std::ops::Deref;
@@ -37,6 +44,8 @@ pub struct ControlDeps {
     pub public_url: Option<String>,
     /// The Twilio auth token: webhooks must be signed with it when set.
     pub twilio_auth_token: Option<String>,
+    /// What placing and routing calls needs; `None`: the call routes answer 503.
+    pub calls: Option<Arc<call_plane::CallPlane>>,
 }
 
 /// The routes' state (cheap to clone).
@@ -50,6 +59,23 @@ impl ControlState {
     }
 }
 
+impl ControlState {
+    /// Records a control-plane CallEvent on call `id` (numbered from 2^40; an identical one
+    /// already recorded is skipped).
+    pub async fn record_event(
+        &self,
+        scope: crate::store::Scope,
+        id: crate::call::CallId,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), crate::store::StoreError> {
+        self.store
+            .record_control_event(scope, id, kind, data)
+            .await
+            .map(|_| ())
+    }
+}
+
 impl Deref for ControlState {
     type Target = ControlDeps;
 
@@ -60,7 +86,19 @@ impl Deref for ControlState {
 
 /// The control plane's routes, to merge into the gateway's router.
 pub fn router(state: ControlState) -> Router {
-    Router::new().route("/v1/me", get(whoami)).with_state(state)
+    Router::new()
+        .route("/v1/me", get(whoami))
+        .route(
+            "/v1/calls",
+            get(calls::list_calls).post(calls::create_call),
+        )
+        .route(
+            "/v1/calls/{id}",
+            get(calls::get_call).delete(calls::delete_call),
+        )
+        .route("/v1/calls/{id}/events", get(events::list_events))
+        .route("/v1/calls/{id}/events/stream", get(events::stream_events))
+        .with_state(state)
 }
 
 /// The caller's own key, as `GET /v1/me` answers it.

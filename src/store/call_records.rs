@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::AssertSqlSafe;
+use sqlx::{AssertSqlSafe, Row};
 
+use super::catalog::PhoneNumber;
 use super::calls::{CALL_COLUMNS, Call, CallStatus, Direction, NewCall, call_row};
 use super::{Scope, Store, StoreError, TenantId, now_us};
 use crate::call::CallId;
@@ -179,26 +180,10 @@ impl Store {
         new: &NewCall,
         setup: &CallSetup,
     ) -> Result<Option<Created>, StoreError> {
-        if let Some(key) = &setup.idempotency_key {
-            let row = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {CALL_COLUMNS}, request_hash FROM calls \
-                 WHERE tenant_id = $1 AND idempotency_key = $2"
-            )))
-            .bind(tenant.to_string())
-            .bind(key.clone())
-            .fetch_optional(self.pool())
-            .await
-            .map_err(StoreError::db("looking up an idempotency key"))?;
-            if let Some(row) = row {
-                use sqlx::Row;
-                let request_hash: Option<String> = row
-                    .try_get(20)
-                    .map_err(StoreError::db("reading a call"))?;
-                return Ok(Some(Created::Existing {
-                    call: call_row(&row)?,
-                    request_hash,
-                }));
-            }
+        if let Some(key) = &setup.idempotency_key
+            && let Some((call, request_hash)) = self.call_by_idempotency_key(tenant, key).await?
+        {
+            return Ok(Some(Created::Existing { call, request_hash }));
         }
         if let Some(sid) = &new.carrier_sid
             && let Some(call) = self.find_call_by_sid(&new.carrier, sid).await?
@@ -209,6 +194,56 @@ impl Store {
             }));
         }
         Ok(None)
+    }
+
+    /// `tenant`'s call created with idempotency key `key`, with its request hash.
+    pub async fn call_by_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<(Call, Option<String>)>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CALL_COLUMNS}, request_hash FROM calls \
+             WHERE tenant_id = $1 AND idempotency_key = $2"
+        )))
+        .bind(tenant.to_string())
+        .bind(key.to_owned())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::db("looking up an idempotency key"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let request_hash: Option<String> = row
+            .try_get(20)
+            .map_err(StoreError::db("reading a call"))?;
+        Ok(Some((call_row(&row)?, request_hash)))
+    }
+
+    /// The number `id` in `scope`.
+    pub async fn phone_number_by_id(
+        &self,
+        scope: Scope,
+        id: uuid::Uuid,
+    ) -> Result<Option<PhoneNumber>, StoreError> {
+        let sql = format!(
+            "SELECT e164 FROM phone_numbers WHERE id = $1{}",
+            scope.filter("tenant_id", 2)
+        );
+        let row = scope
+            .bind(sqlx::query(AssertSqlSafe(sql)).bind(id.to_string()))
+            .fetch_optional(self.pool())
+            .await
+            .map_err(StoreError::db("looking up a phone number"))?;
+        match row {
+            Some(row) => {
+                let e164: String = row
+                    .try_get(0)
+                    .map_err(StoreError::db("reading a phone number"))?;
+                self.find_phone_number(scope, &e164).await
+            }
+            None => Ok(None),
+        }
     }
 
     /// The call a carrier knows as `sid`, in any tenant (for the carrier's webhooks).

@@ -4,6 +4,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use voicegw::config::Config;
 use voicegw::control::bootstrap::ensure_admin_key;
+use std::sync::Arc;
+use voicegw::control::call_plane::CallPlane;
+use voicegw::control::dial::{Carriers, NoCarriers};
 use voicegw::control::{ControlDeps, ControlState};
 use voicegw::store::events::{WriterConfig, spawn_event_writer};
 
@@ -22,8 +25,18 @@ pub struct TestControl {
 }
 
 impl TestControl {
-    /// Starts on `db` with `config` (see [`super::test_config`]).
+    /// Starts on `db` with `config` (see [`super::test_config`]), with no carrier.
     pub async fn start(db: TestDb, config: Config) -> TestControl {
+        TestControl::start_with_carriers(db, config, Arc::new(NoCarriers)).await
+    }
+
+    /// Starts on `db` with `config`, placing calls through `carriers`.
+    pub async fn start_with_carriers(
+        db: TestDb,
+        config: Config,
+        carriers: Arc<dyn Carriers>,
+    ) -> TestControl {
+        let exotel_credentials = config.auth.exotel_credentials.clone();
         ensure_admin_key(&db.store, Some(ADMIN_KEY)).await.unwrap();
         let store = db.store.clone();
         let spool = db.spool();
@@ -49,6 +62,11 @@ impl TestControl {
                     registry: gateway.registry(),
                     public_url,
                     twilio_auth_token,
+                    calls: Some(Arc::new(CallPlane::new(
+                        gateway.pipeline(),
+                        carriers,
+                        exotel_credentials,
+                    ))),
                 });
                 gateway.with_control(control)
             },

@@ -6,6 +6,7 @@
 
 pub mod control;
 pub mod db;
+pub mod calls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -9,6 +9,7 @@ use voicegw::control::call_plane::CallPlane;
 use voicegw::control::dial::{Carriers, NoCarriers};
 use voicegw::control::{ControlDeps, ControlState};
 use voicegw::store::events::{WriterConfig, spawn_event_writer};
+use voicegw::store::hub::EventHub;
 
 use super::TestGateway;
 use super::db::TestDb;
@@ -53,7 +54,7 @@ impl TestControl {
                     max_delay: std::time::Duration::from_millis(5),
                     ..WriterConfig::default()
                 };
-                spawn_event_writer(store, writer, Some(metrics.clone())).0
+                spawn_event_writer(store, writer, Some(metrics.clone()), EventHub::default()).0
             },
             events,
             move |gateway| {

@@ -148,13 +148,65 @@ const TWILIO_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// Exotel call control. Exotel's Voicebot applet hands the call on to the next applet of the
 /// flow when the stream closes (`specs/telephony.md` §3.5); that is the only transfer the
 /// gateway can make on an Exotel call, and the flow, not the gateway, picks the destination.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+///
+/// With `account_sid`, `api_key` and `api_token` the gateway can also place Connect Voice AI
+/// calls (§3.6 B) from `caller_id`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExotelSettings {
     /// The flow has a transfer (Connect) applet after the Voicebot applet: a transfer ends the
     /// stream and the flow goes on. Leave off for Connect Voice AI calls (no flow: closing the
     /// stream hangs up).
     pub flow_transfer: bool,
+    /// Account SID (`EXOTEL_ACCOUNT_SID`); unset: no outbound Exotel calls.
+    pub account_sid: Option<String>,
+    /// API key, Basic auth user (`EXOTEL_API_KEY`).
+    pub api_key: Option<String>,
+    /// API token, Basic auth password (`EXOTEL_API_TOKEN`).
+    pub api_token: Option<String>,
+    /// API base URL, the account's cluster (`EXOTEL_BASE_URL`).
+    pub base_url: String,
+    /// The ExoPhone outbound calls show (`EXOTEL_CALLER_ID`).
+    pub caller_id: Option<String>,
+    /// Longest one REST request may take (ms).
+    pub request_timeout_ms: u64,
+    /// Attempts per request in all (1 = no retry); only requests Exotel did not act on are
+    /// retried.
+    pub max_attempts: u32,
+    /// Most time spent waiting between attempts of one request, summed (ms).
+    pub retry_budget_ms: u64,
+}
+
+impl Default for ExotelSettings {
+    fn default() -> Self {
+        ExotelSettings {
+            flow_transfer: false,
+            account_sid: None,
+            api_key: None,
+            api_token: None,
+            base_url: crate::carrier::exotel_api::DEFAULT_BASE_URL.to_owned(),
+            caller_id: None,
+            request_timeout_ms: 5_000,
+            max_attempts: 3,
+            retry_budget_ms: 500,
+        }
+    }
+}
+
+impl std::fmt::Debug for ExotelSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExotelSettings")
+            .field("flow_transfer", &self.flow_transfer)
+            .field("account_sid", &self.account_sid)
+            .field("api_key", &self.api_key)
+            .field("api_token", &self.api_token.as_deref().map(redacted))
+            .field("base_url", &self.base_url)
+            .field("caller_id", &self.caller_id)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_budget_ms", &self.retry_budget_ms)
+            .finish()
+    }
 }
 
 /// Text-to-speech settings.
@@ -435,6 +487,16 @@ pub struct Overrides {
     pub twilio_base_url: Option<String>,
     /// `VOICEGW_EXOTEL_CREDENTIALS`.
     pub exotel_credentials: Option<String>,
+    /// `EXOTEL_ACCOUNT_SID`.
+    pub exotel_account_sid: Option<String>,
+    /// `EXOTEL_API_KEY`.
+    pub exotel_api_key: Option<String>,
+    /// `EXOTEL_API_TOKEN`.
+    pub exotel_api_token: Option<String>,
+    /// `EXOTEL_BASE_URL`.
+    pub exotel_base_url: Option<String>,
+    /// `EXOTEL_CALLER_ID`.
+    pub exotel_caller_id: Option<String>,
     /// `VOICEGW_PUBLIC_URL`.
     pub public_url: Option<String>,
     /// `DEEPGRAM_API_KEY` (speech-to-text and Aura).
@@ -509,6 +571,24 @@ impl Config {
         })
     }
 
+    /// The Exotel REST client settings, when an account is configured (`exotel.account_sid`,
+    /// `api_key` and `api_token`).
+    pub fn exotel_rest(&self) -> Option<crate::carrier::exotel_api::ExotelRestConfig> {
+        let e = &self.exotel;
+        Some(crate::carrier::exotel_api::ExotelRestConfig {
+            account_sid: e.account_sid.clone()?,
+            api_key: e.api_key.clone()?,
+            api_token: e.api_token.clone()?,
+            base_url: e.base_url.trim_end_matches('/').to_owned(),
+            request_timeout: Duration::from_millis(e.request_timeout_ms),
+            retry: crate::carrier::twilio_api::RetryPolicy {
+                max_attempts: e.max_attempts,
+                initial_backoff: TWILIO_INITIAL_BACKOFF,
+                budget: Duration::from_millis(e.retry_budget_ms),
+            },
+        })
+    }
+
     /// Builds the config: defaults, then `file` (if any), then `overrides`; then validates.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut config = match file {
@@ -561,6 +641,22 @@ impl Config {
         }
         if let Some(url) = given(&overrides.twilio_base_url) {
             config.twilio.base_url = url;
+        }
+        for (value, slot) in [
+            (
+                &overrides.exotel_account_sid,
+                &mut config.exotel.account_sid,
+            ),
+            (&overrides.exotel_api_key, &mut config.exotel.api_key),
+            (&overrides.exotel_api_token, &mut config.exotel.api_token),
+            (&overrides.exotel_caller_id, &mut config.exotel.caller_id),
+        ] {
+            if let Some(value) = given(value) {
+                *slot = Some(value);
+            }
+        }
+        if let Some(url) = given(&overrides.exotel_base_url) {
+            config.exotel.base_url = url;
         }
         for (value, slot) in [
             (
@@ -744,7 +840,85 @@ impl Config {
                 format!("must start with https:// (or http://, wss://, ws://): {url:?}"),
             ));
         }
-        self.validate_twilio()
+        self.validate_twilio()?;
+        self.validate_exotel()
+    }
+
+    /// Checks `[exotel]`.
+    fn validate_exotel(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
+        let e = &self.exotel;
+        let set = [
+            e.account_sid.is_some(),
+            e.api_key.is_some(),
+            e.api_token.is_some(),
+        ];
+        if set.contains(&true) && set.contains(&false) {
+            return Err(invalid(
+                "exotel.account_sid",
+                "account_sid, api_key and api_token go together (EXOTEL_ACCOUNT_SID, \
+                 EXOTEL_API_KEY, EXOTEL_API_TOKEN)"
+                    .into(),
+            ));
+        }
+        if let Some(sid) = &e.account_sid
+            && (sid.is_empty()
+                || sid.len() > 128
+                || !sid
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return Err(invalid(
+                "exotel.account_sid",
+                format!("{sid:?} is not an account SID (letters, digits, - and _)"),
+            ));
+        }
+        for (key, value) in [
+            ("exotel.api_key", &e.api_key),
+            ("exotel.api_token", &e.api_token),
+        ] {
+            if let Some(value) = value
+                && (value.is_empty() || value.chars().any(|c| c.is_control() || c == ':'))
+            {
+                return Err(invalid(
+                    key,
+                    "is empty or has a colon or a control character".into(),
+                ));
+            }
+        }
+        if !reqwest::Url::parse(&e.base_url)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        {
+            return Err(invalid(
+                "exotel.base_url",
+                format!("{:?} is not an http(s) URL", e.base_url),
+            ));
+        }
+        if let Some(id) = &e.caller_id {
+            let digits = id.strip_prefix('+').unwrap_or(id);
+            if !((7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())) {
+                return Err(invalid(
+                    "exotel.caller_id",
+                    format!("{id:?} is not a phone number"),
+                ));
+            }
+        }
+        if !(100..=30_000).contains(&e.request_timeout_ms) {
+            return Err(invalid(
+                "exotel.request_timeout_ms",
+                "must be 100–30000 ms".into(),
+            ));
+        }
+        if !(1..=5).contains(&e.max_attempts) {
+            return Err(invalid("exotel.max_attempts", "must be 1–5".into()));
+        }
+        if e.retry_budget_ms > 5_000 {
+            return Err(invalid(
+                "exotel.retry_budget_ms",
+                "must be at most 5000 ms".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks `[twilio]`.
@@ -1146,6 +1320,83 @@ mod tests {
         assert_eq!(rest.retry.max_attempts, 3);
         assert_eq!(rest.request_timeout, Duration::from_secs(5));
         assert!(!format!("{rest:?}").contains("tok3n"));
+    }
+
+    #[test]
+    fn exotel_rest_comes_from_the_exotel_variables() {
+        assert!(Config::default().exotel_rest().is_none(), "off by default");
+        let err = Config::load(
+            None,
+            &Overrides {
+                exotel_account_sid: Some("acme1".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("exotel.account_sid") && err.contains("EXOTEL_API_TOKEN"),
+            "{err}"
+        );
+        let config = Config::load(
+            None,
+            &Overrides {
+                exotel_account_sid: Some("acme1".into()),
+                exotel_api_key: Some("key".into()),
+                exotel_api_token: Some("t0ken".into()),
+                exotel_base_url: Some("http://127.0.0.1:9/".into()),
+                exotel_caller_id: Some("08012345678".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.exotel.caller_id.as_deref(), Some("08012345678"));
+        let rest = config.exotel_rest().unwrap();
+        assert_eq!(
+            (
+                rest.account_sid.as_str(),
+                rest.api_key.as_str(),
+                rest.api_token.as_str()
+            ),
+            ("acme1", "key", "t0ken")
+        );
+        assert_eq!(rest.base_url, "http://127.0.0.1:9");
+        assert!(!format!("{rest:?}").contains("t0ken"));
+        assert!(!format!("{:?}", config.exotel).contains("t0ken"));
+        assert_eq!(
+            Config::default().exotel.base_url,
+            "https://api.exotel.com",
+            "the default cluster"
+        );
+    }
+
+    #[test]
+    fn bad_exotel_values_name_their_key() {
+        let with = |f: fn(&mut ExotelSettings)| {
+            let mut config = Config::default();
+            config.exotel.account_sid = Some("acme1".into());
+            config.exotel.api_key = Some("key".into());
+            config.exotel.api_token = Some("tok".into());
+            f(&mut config.exotel);
+            config.validate().map_err(|e| e.to_string())
+        };
+        assert!(with(|_| {}).is_ok());
+        type Change = fn(&mut ExotelSettings);
+        let cases: [(&str, Change); 7] = [
+            ("exotel.account_sid", |e| e.account_sid = Some("a/b".into())),
+            ("exotel.api_token", |e| e.api_token = Some("a:b".into())),
+            ("exotel.base_url", |e| e.base_url = "api.exotel.com".into()),
+            ("exotel.caller_id", |e| {
+                e.caller_id = Some("080-1234".into())
+            }),
+            ("exotel.request_timeout_ms", |e| e.request_timeout_ms = 10),
+            ("exotel.max_attempts", |e| e.max_attempts = 9),
+            ("exotel.retry_budget_ms", |e| e.retry_budget_ms = 9_000),
+        ];
+        for (key, change) in cases {
+            let err = with(change).unwrap_err();
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

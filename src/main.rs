@@ -64,6 +64,21 @@ enum Command {
         /// KEY:TOKEN: require these Basic credentials on /stream/exotel.
         #[arg(long, env = "VOICEGW_EXOTEL_CREDENTIALS", hide_env_values = true)]
         exotel_credentials: Option<String>,
+        /// Exotel account SID: with the API key and token, outbound Connect Voice AI calls.
+        #[arg(long, env = "EXOTEL_ACCOUNT_SID")]
+        exotel_account_sid: Option<String>,
+        /// Exotel API key (Basic auth user).
+        #[arg(long, env = "EXOTEL_API_KEY")]
+        exotel_api_key: Option<String>,
+        /// Exotel API token (Basic auth password).
+        #[arg(long, env = "EXOTEL_API_TOKEN", hide_env_values = true)]
+        exotel_api_token: Option<String>,
+        /// Exotel REST API base URL (the account's cluster).
+        #[arg(long, env = "EXOTEL_BASE_URL")]
+        exotel_base_url: Option<String>,
+        /// The ExoPhone outbound Exotel calls show.
+        #[arg(long, env = "EXOTEL_CALLER_ID")]
+        exotel_caller_id: Option<String>,
         /// The base URL carriers use to reach the gateway (for signature checks behind a proxy).
         #[arg(long, env = "VOICEGW_PUBLIC_URL")]
         public_url: Option<String>,
@@ -322,6 +337,11 @@ fn main() -> ExitCode {
             twilio_account_sid,
             twilio_base_url,
             exotel_credentials,
+            exotel_account_sid,
+            exotel_api_key,
+            exotel_api_token,
+            exotel_base_url,
+            exotel_caller_id,
             public_url,
             admin_key,
             store,
@@ -334,6 +354,11 @@ fn main() -> ExitCode {
                 twilio_account_sid,
                 twilio_base_url,
                 exotel_credentials,
+                exotel_account_sid,
+                exotel_api_key,
+                exotel_api_token,
+                exotel_base_url,
+                exotel_caller_id,
                 public_url,
                 admin_key,
                 database_url: store.database_url,

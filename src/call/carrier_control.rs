@@ -189,12 +189,13 @@ fn refusal(error: TwilioApiError) -> ControlError {
             carrier: CARRIER,
             message,
         },
-        error @ (TwilioApiError::Timeout(_) | TwilioApiError::Response(_)) => {
-            ControlError::Unreachable {
-                carrier: CARRIER,
-                message: error.to_string(),
-            }
-        }
+        error @ (TwilioApiError::Timeout(_)
+        | TwilioApiError::Response(_)
+        | TwilioApiError::OutcomeUnknown { .. }
+        | TwilioApiError::CallNotLive { .. }) => ControlError::Unreachable {
+            carrier: CARRIER,
+            message: error.to_string(),
+        },
     }
 }
 

@@ -7,14 +7,17 @@
 //!
 //! Wire facts (field names, casing, codecs, chunk rules) are in `specs/telephony.md` §1 and §3.
 //!
-//! Beside the stream cores: [`twilio_api`], Twilio's REST API for live-call control (redirect,
-//! SMS), and [`twiml`], the TwiML it sends.
+//! Beside the stream cores: [`twilio_api`] and [`exotel_api`], the carriers' REST APIs for
+//! dialing and live-call control; [`twiml`], the TwiML the gateway answers with; and
+//! [`webhook`], the carriers' webhooks parsed into typed values.
 
 pub mod exotel;
+pub mod exotel_api;
 pub mod signature;
 pub mod twilio;
 pub mod twilio_api;
 pub mod twiml;
+pub mod webhook;
 mod wire;
 
 use std::collections::BTreeMap;

@@ -1,12 +1,17 @@
-//! Twilio's REST API for live-call control (`specs/telephony.md` §2): redirect a call to new
-//! TwiML (Calls update, §2.3) and send a text message (Messages, §2.4).
+//! Twilio's REST API for dialing and live-call control (`specs/telephony.md` §2): place a call
+//! (Calls create, §2.2), hang up or cancel it and redirect it to new TwiML (Calls update, §2.3),
+//! and send a text message (Messages, §2.4).
 //!
 //! Requests are form-encoded with HTTP Basic auth (Account SID : Auth Token) and ask for JSON.
 //! A Twilio error body (`code`, `message`, `more_info`, `status`, §2.5) becomes
 //! [`TwilioApiError::Api`]. Retries are bounded by [`RetryPolicy`]: a request Twilio did not
 //! process (connect failure, 429 / 20429) is retried; a 5xx only when repeating the request
 //! is harmless (a redirect to the same TwiML), never for a text message, which could be sent
-//! twice. The auth token never appears in `Debug` output or errors.
+//! twice. Placing a call is never repeated once Twilio may have acted on it: a timeout, a
+//! broken exchange or a 5xx after the request went out is [`TwilioApiError::OutcomeUnknown`],
+//! so a caller can look the call up rather than dial the person twice. Hanging up a call that
+//! has already ended (404 / 20404, or 21220 "not in a state that allows this update") is
+//! [`TwilioApiError::CallNotLive`]. The auth token never appears in `Debug` output or errors.
 
 use std::time::Duration;
 
@@ -50,6 +55,25 @@ pub enum TwilioApiError {
     /// Twilio answered success with a body that is not the documented resource.
     #[error("unexpected response: {0}")]
     Response(String),
+    /// The request went out but no answer says whether Twilio acted on it (a timeout, a broken
+    /// exchange, a 5xx). For a call create, the call may or may not have been placed.
+    #[error("{operation}: the outcome is unknown ({reason})")]
+    OutcomeUnknown {
+        /// `calls.create`.
+        operation: &'static str,
+        /// What happened to the exchange.
+        reason: String,
+    },
+    /// The call is gone or already over (404 / 20404, or 21220): nothing left to end.
+    #[error("the call is not live: HTTP {status}{}: {message}", code_text(*.code))]
+    CallNotLive {
+        /// HTTP status.
+        status: u16,
+        /// Twilio's error code.
+        code: Option<u32>,
+        /// Twilio's message.
+        message: String,
+    },
 }
 
 impl TwilioApiError {
@@ -63,7 +87,19 @@ impl TwilioApiError {
             TwilioApiError::Transport(message) => message.clone(),
             TwilioApiError::Timeout(ms) => format!("no answer within {ms} ms"),
             TwilioApiError::Response(_) => "unexpected response body".to_owned(),
+            TwilioApiError::OutcomeUnknown { operation, .. } => {
+                format!("{operation}: outcome unknown")
+            }
+            TwilioApiError::CallNotLive { status, code, .. } => {
+                format!("call not live: HTTP {status}{}", code_text(*code))
+            }
         }
+    }
+
+    /// Whether Twilio may have acted on the request although it failed (see
+    /// [`TwilioApiError::OutcomeUnknown`]).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, TwilioApiError::OutcomeUnknown { .. })
     }
 }
 
@@ -265,6 +301,179 @@ pub struct MessageResource {
     pub num_segments: Option<String>,
 }
 
+/// How Twilio should tell a person from an answering machine (`MachineDetection`, §2.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineDetection {
+    /// `Enable`: the verdict as soon as Twilio knows (machines report `machine_start`).
+    Enable,
+    /// `DetectMessageEnd`: for a machine, wait for the end of the greeting (`machine_end_*`).
+    DetectMessageEnd,
+}
+
+impl MachineDetection {
+    /// The parameter value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MachineDetection::Enable => "Enable",
+            MachineDetection::DetectMessageEnd => "DetectMessageEnd",
+        }
+    }
+}
+
+/// Longest ring time Twilio takes (`Timeout`, seconds).
+pub const MAX_RING_SECS: u32 = 600;
+/// Longest call Twilio allows (`TimeLimit`, seconds: 24 hours).
+pub const MAX_TIME_LIMIT_SECS: u32 = 86_400;
+
+/// An outbound call to place (Calls create, §2.2). When answered, Twilio POSTs to `url` for
+/// TwiML; progress (`initiated`, `ringing`, `answered`, `completed`) is POSTed to
+/// `status_callback`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateCall {
+    /// The account placing the call: the configured one or a subaccount.
+    pub account_sid: String,
+    /// The person called, E.164.
+    pub to: String,
+    /// One of the account's numbers, E.164.
+    pub from: String,
+    /// Where Twilio fetches the call's TwiML on answer (POST), http(s).
+    pub url: String,
+    /// Where Twilio POSTs call progress, http(s).
+    pub status_callback: String,
+    /// Ring time in seconds (1–600); `None`: Twilio's 60.
+    pub timeout_secs: Option<u32>,
+    /// Longest the call may last in seconds (1–86400); `None`: Twilio's default (4 h).
+    pub time_limit_secs: Option<u32>,
+    /// Record the call.
+    pub record: bool,
+    /// Answering machine detection; `None`: off.
+    pub machine_detection: Option<MachineDetection>,
+    /// With machine detection: run it in the background and POST the verdict here (`AsyncAmd`)
+    /// instead of holding the TwiML request until it is known.
+    pub async_amd_callback: Option<String>,
+}
+
+impl CreateCall {
+    /// The form Twilio receives, in order; `StatusCallbackEvent` is repeated once per event.
+    pub fn form(&self) -> Vec<(&'static str, String)> {
+        let mut form: Vec<(&'static str, String)> = vec![
+            ("To", self.to.clone()),
+            ("From", self.from.clone()),
+            ("Url", self.url.clone()),
+            ("Method", "POST".to_owned()),
+            ("StatusCallback", self.status_callback.clone()),
+        ];
+        for event in ["initiated", "ringing", "answered", "completed"] {
+            form.push(("StatusCallbackEvent", event.to_owned()));
+        }
+        form.push(("StatusCallbackMethod", "POST".to_owned()));
+        if let Some(secs) = self.timeout_secs {
+            form.push(("Timeout", secs.to_string()));
+        }
+        if let Some(secs) = self.time_limit_secs {
+            form.push(("TimeLimit", secs.to_string()));
+        }
+        if self.record {
+            form.push(("Record", "true".to_owned()));
+        }
+        if let Some(detection) = self.machine_detection {
+            form.push(("MachineDetection", detection.as_str().to_owned()));
+            if let Some(callback) = &self.async_amd_callback {
+                form.push(("AsyncAmd", "true".to_owned()));
+                form.push(("AsyncAmdStatusCallback", callback.clone()));
+                form.push(("AsyncAmdStatusCallbackMethod", "POST".to_owned()));
+            }
+        }
+        form
+    }
+
+    /// Why Twilio would refuse it, checked before any request.
+    fn check(&self) -> Result<(), TwilioApiError> {
+        check_sid("account", "AC", &self.account_sid)?;
+        if !is_e164(&self.to) {
+            return Err(TwilioApiError::Invalid(
+                "the number to call is not an E.164 number".into(),
+            ));
+        }
+        if !is_e164(&self.from) {
+            return Err(TwilioApiError::Invalid(
+                "the calling number is not an E.164 number".into(),
+            ));
+        }
+        if self.to == self.from {
+            return Err(TwilioApiError::Invalid(
+                "the number to call is the calling number".into(),
+            ));
+        }
+        check_url("Url", &self.url)?;
+        check_url("StatusCallback", &self.status_callback)?;
+        if let Some(callback) = &self.async_amd_callback {
+            if self.machine_detection.is_none() {
+                return Err(TwilioApiError::Invalid(
+                    "an AMD callback needs machine detection".into(),
+                ));
+            }
+            check_url("AsyncAmdStatusCallback", callback)?;
+        }
+        if let Some(secs) = self.timeout_secs
+            && !(1..=MAX_RING_SECS).contains(&secs)
+        {
+            return Err(TwilioApiError::Invalid(format!(
+                "ring timeout {secs} s is not 1–{MAX_RING_SECS} s"
+            )));
+        }
+        if let Some(secs) = self.time_limit_secs
+            && !(1..=MAX_TIME_LIMIT_SECS).contains(&secs)
+        {
+            return Err(TwilioApiError::Invalid(format!(
+                "time limit {secs} s is not 1–{MAX_TIME_LIMIT_SECS} s"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `url` is an absolute http(s) URL with a host Twilio accepts (no underscore).
+fn check_url(name: &str, url: &str) -> Result<(), TwilioApiError> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed)
+            if matches!(parsed.scheme(), "http" | "https")
+                && parsed.host_str().is_some_and(|h| !h.contains('_')) =>
+        {
+            Ok(())
+        }
+        _ => Err(TwilioApiError::Invalid(format!(
+            "{name} {:?} is not an http(s) URL with a valid host",
+            clip(url, 80)
+        ))),
+    }
+}
+
+/// A call as Twilio reports it once created (the 201 body of §2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CreatedCall {
+    /// `CA…`.
+    pub sid: String,
+    /// The account it belongs to.
+    #[serde(default)]
+    pub account_sid: String,
+    /// `queued` (usually), `ringing`, ….
+    #[serde(default)]
+    pub status: String,
+    /// The called number.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// The calling number.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// `outbound-api`.
+    #[serde(default)]
+    pub direction: Option<String>,
+    /// Milliseconds the call waited for the account's calls-per-second limit (a string).
+    #[serde(default)]
+    pub queue_time: Option<String>,
+}
+
 /// A Twilio REST client: one connection pool, shared by every call.
 #[derive(Clone)]
 pub struct TwilioRest {
@@ -290,6 +499,9 @@ struct Request<'a> {
     form: String,
     /// Whether repeating it after Twilio may have acted on it is harmless.
     idempotent: bool,
+    /// Whether a failure after the request went out is [`TwilioApiError::OutcomeUnknown`]
+    /// (rather than the timeout, transport or HTTP error itself).
+    unknown_outcome: bool,
     /// The account in the path (for logs).
     account_sid: &'a str,
 }
@@ -367,6 +579,7 @@ impl TwilioRest {
                 path: format!("/{API_VERSION}/Accounts/{account_sid}/Calls/{call_sid}.json"),
                 form: encode_form(&[("Twiml", twiml)]),
                 idempotent: true,
+                unknown_outcome: false,
                 account_sid,
             })
             .await?;
@@ -409,11 +622,99 @@ impl TwilioRest {
                 path: format!("/{API_VERSION}/Accounts/{account_sid}/Messages.json"),
                 form: encode_form(&[("To", to), ("From", from), ("Body", body)]),
                 idempotent: false,
+                unknown_outcome: false,
                 account_sid,
             })
             .await?;
         serde_json::from_str(&response)
             .map_err(|e| TwilioApiError::Response(format!("message resource: {e}")))
+    }
+
+    /// Places an outbound call (Calls create, §2.2). It is never sent twice once Twilio may
+    /// have acted on it: only a refused connection and 429 / 20429 are retried; a timeout, a
+    /// broken exchange or a 5xx is [`TwilioApiError::OutcomeUnknown`].
+    pub async fn create_call(&self, call: &CreateCall) -> Result<CreatedCall, TwilioApiError> {
+        call.check()?;
+        let form = call.form();
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let account_sid = call.account_sid.as_str();
+        let body = self
+            .post(Request {
+                operation: "calls.create",
+                path: format!("/{API_VERSION}/Accounts/{account_sid}/Calls.json"),
+                form: encode_form(&pairs),
+                idempotent: false,
+                unknown_outcome: true,
+                account_sid,
+            })
+            .await?;
+        let created: CreatedCall = serde_json::from_str(&body)
+            .map_err(|e| TwilioApiError::Response(format!("call resource: {e}")))?;
+        if !is_sid("CA", &created.sid) {
+            return Err(TwilioApiError::Response(format!(
+                "call SID {:?} is not CA followed by 32 hex digits",
+                clip(&created.sid, 40)
+            )));
+        }
+        Ok(created)
+    }
+
+    /// Ends a call in any state (Calls update with `Status=completed`, §2.3). A call that is
+    /// gone or already over is [`TwilioApiError::CallNotLive`].
+    pub async fn hangup_call(
+        &self,
+        account_sid: &str,
+        call_sid: &str,
+    ) -> Result<CallResource, TwilioApiError> {
+        self.set_status(account_sid, call_sid, "completed").await
+    }
+
+    /// Cancels a call that is still queued or ringing (Calls update with `Status=canceled`,
+    /// §2.3). A call that was answered, is gone or is over is [`TwilioApiError::CallNotLive`]
+    /// (an answered call needs [`TwilioRest::hangup_call`]).
+    pub async fn cancel_call(
+        &self,
+        account_sid: &str,
+        call_sid: &str,
+    ) -> Result<CallResource, TwilioApiError> {
+        self.set_status(account_sid, call_sid, "canceled").await
+    }
+
+    async fn set_status(
+        &self,
+        account_sid: &str,
+        call_sid: &str,
+        status: &str,
+    ) -> Result<CallResource, TwilioApiError> {
+        check_sid("account", "AC", account_sid)?;
+        check_sid("call", "CA", call_sid)?;
+        let result = self
+            .post(Request {
+                operation: "calls.update",
+                path: format!("/{API_VERSION}/Accounts/{account_sid}/Calls/{call_sid}.json"),
+                form: encode_form(&[("Status", status)]),
+                idempotent: true,
+                unknown_outcome: false,
+                account_sid,
+            })
+            .await;
+        let body = result.map_err(|error| match error {
+            TwilioApiError::Api {
+                status,
+                code,
+                message,
+                ..
+            } if status == 404 || code == Some(20404) || code == Some(21220) => {
+                TwilioApiError::CallNotLive {
+                    status,
+                    code,
+                    message,
+                }
+            }
+            other => other,
+        })?;
+        serde_json::from_str(&body)
+            .map_err(|e| TwilioApiError::Response(format!("call resource: {e}")))
     }
 
     /// POSTs the form, retrying as [`RetryPolicy`] allows; the success body.
@@ -462,8 +763,23 @@ impl TwilioRest {
 
     async fn attempt(&self, url: &str, request: &Request<'_>) -> Result<String, Failure> {
         let timeout_ms = self.config.request_timeout.as_millis() as u64;
+        let unknown = |reason: String| Failure {
+            error: TwilioApiError::OutcomeUnknown {
+                operation: request.operation,
+                reason,
+            },
+            retryable: false,
+            retry_after: None,
+        };
         let transport = |e: reqwest::Error| {
-            if e.is_timeout() {
+            if request.unknown_outcome && !e.is_connect() {
+                // The request may have reached Twilio: only a refused connection is certain.
+                if e.is_timeout() {
+                    unknown(format!("no answer within {timeout_ms} ms"))
+                } else {
+                    unknown(error_chain(&e))
+                }
+            } else if e.is_timeout() {
                 Failure {
                     error: TwilioApiError::Timeout(timeout_ms),
                     retryable: false,
@@ -507,6 +823,9 @@ impl TwilioRest {
             return Ok(body);
         }
         let error = parse_error(status, &body);
+        if request.unknown_outcome && status >= 500 {
+            return Err(unknown(error.to_string()));
+        }
         let too_many = status == 429
             || matches!(
                 error,

@@ -10,9 +10,11 @@
 pub mod deepgram_listen;
 pub mod deepgram_speak;
 pub mod elevenlabs;
+pub mod exotel_rest;
 pub mod openai_chat;
 pub mod openai_speech;
 pub mod speech;
+pub mod twilio_carrier;
 pub mod twilio_rest;
 
 /// Points a gateway config's recognizer and synthesizer (Deepgram) and its language model at

@@ -1,4 +1,5 @@
-//! Fake Twilio REST API on 127.0.0.1: live-call updates
+//! Fake Twilio REST API on 127.0.0.1: call creation
+//! (`POST /2010-04-01/Accounts/{AccountSid}/Calls.json`), live-call updates
 //! (`POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`) and text messages
 //! (`POST /2010-04-01/Accounts/{AccountSid}/Messages.json`), as `specs/telephony.md` §2.1–2.5
 //! describe them.
@@ -17,7 +18,10 @@
 //! The fake keeps a model of the account — live calls (added by the test), what each was
 //! redirected to and dialled, the messages sent — so that it can later play the carrier's
 //! side of a call (dial, status callbacks). Every request is recorded. Faults: the next
-//! requests answer 429 (code 20429, `Retry-After`), 500, or a given status and code.
+//! requests answer 429 (code 20429, `Retry-After`), 500, or a given status and code — all
+//! before acting — or act and then answer 500 or stall (the client cannot know the outcome).
+//! Created calls and status updates are reported to a subscriber ([`FakeTwilioRest::subscribe`]),
+//! which is how the carrier fake (`twilio_carrier.rs`) learns what to dial.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -89,6 +93,29 @@ pub struct FakeCall {
     pub dialed: Vec<String>,
     /// Every `Url` it was redirected to.
     pub redirect_urls: Vec<String>,
+    /// The called number.
+    pub to: String,
+    /// The calling number.
+    pub from: String,
+    /// `inbound` or `outbound-api`.
+    pub direction: String,
+    /// The create request's form, for a call placed through the API.
+    pub create_form: Vec<(String, String)>,
+}
+
+/// What the fake tells its subscriber.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RestEvent {
+    /// A call was created through `Calls.json` (the fake answered 201, or acted before a
+    /// fault).
+    Created(FakeCall),
+    /// A call's `Status` was set (`completed` or `canceled`) through a call update.
+    StatusSet {
+        /// `CA…`.
+        sid: String,
+        /// The new status.
+        status: String,
+    },
 }
 
 /// A message the fake accepted.
@@ -152,6 +179,10 @@ pub enum Fault {
     },
     /// 500 with Twilio's error JSON.
     ServerError,
+    /// Acts on the request, then answers 500 (the client cannot tell it acted).
+    ServerErrorAfterActing,
+    /// Acts on the request, then waits this long before answering (past a client's timeout).
+    StallAfterActing(Duration),
     /// Any status with any code and message.
     Error {
         /// HTTP status.
@@ -168,6 +199,7 @@ struct Model {
     calls: HashMap<String, FakeCall>,
     messages: Vec<FakeMessage>,
     next_message: u64,
+    next_call: u64,
 }
 
 struct Inner {
@@ -175,6 +207,15 @@ struct Inner {
     model: Mutex<Model>,
     faults: Mutex<VecDeque<Fault>>,
     log: Mutex<Vec<RestRequest>>,
+    events: Mutex<Option<tokio::sync::mpsc::UnboundedSender<RestEvent>>>,
+}
+
+impl Inner {
+    fn notify(&self, event: RestEvent) {
+        if let Some(tx) = self.events.lock().unwrap().as_ref() {
+            let _ = tx.send(event);
+        }
+    }
 }
 
 /// A running fake; stops when dropped.
@@ -199,6 +240,7 @@ impl FakeTwilioRest {
             model: Mutex::new(Model::default()),
             faults: Mutex::new(VecDeque::new()),
             log: Mutex::new(Vec::new()),
+            events: Mutex::new(None),
         });
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -237,8 +279,44 @@ impl FakeTwilioRest {
                 redirects: Vec::new(),
                 dialed: Vec::new(),
                 redirect_urls: Vec::new(),
+                to: OUR_NUMBER.to_owned(),
+                from: "+14155550100".to_owned(),
+                direction: "inbound".to_owned(),
+                create_form: Vec::new(),
             },
         );
+    }
+
+    /// Adds a call with its numbers and direction, in `status`.
+    pub fn insert_call(&self, call: FakeCall) {
+        self.inner
+            .model
+            .lock()
+            .unwrap()
+            .calls
+            .insert(call.sid.clone(), call);
+    }
+
+    /// A new call SID, unused so far.
+    pub fn next_call_sid(&self) -> String {
+        let mut model = self.inner.model.lock().unwrap();
+        model.next_call += 1;
+        format!("CA{:032x}", 0x00c0_ffee_0000_u64 + model.next_call)
+    }
+
+    /// Created calls and status updates, from now on (one subscriber; a new one replaces it).
+    pub fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<RestEvent> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.inner.events.lock().unwrap() = Some(tx);
+        rx
+    }
+
+    /// The calls created through the API, in order.
+    pub fn created_calls(&self) -> Vec<RestRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/Calls.json"))
+            .collect()
     }
 
     /// Sets a call's status (`completed` makes redirects fail with 21220).
@@ -305,12 +383,15 @@ fn twilio_error(status: u16, code: u32, message: &str) -> Response {
 struct Answer {
     response: Response,
     code: Option<u32>,
+    /// Wait this long before answering.
+    delay: Option<Duration>,
 }
 
 fn err(status: u16, code: u32, message: &str) -> Answer {
     Answer {
         response: twilio_error(status, code, message),
         code: Some(code),
+        delay: None,
     }
 }
 
@@ -318,6 +399,7 @@ fn ok(status: StatusCode, body: Value) -> Answer {
     Answer {
         response: (status, axum::Json(body)).into_response(),
         code: None,
+        delay: None,
     }
 }
 
@@ -342,7 +424,7 @@ async fn handle(
     };
     let (basic_user, password) = basic_auth(&headers);
     let password_ok = password.as_deref() == Some(inner.config.auth_token.as_str());
-    let answer = respond(
+    let mut answer = respond(
         &inner,
         &method,
         uri.path(),
@@ -361,6 +443,9 @@ async fn handle(
         status: answer.response.status().as_u16(),
         code: answer.code,
     });
+    if let Some(delay) = answer.delay.take() {
+        tokio::time::sleep(delay).await;
+    }
     answer.response
 }
 
@@ -402,9 +487,32 @@ fn respond(
     if method != Method::POST {
         return err(405, 20004, "Method not allowed");
     }
-    if let Some(fault) = inner.faults.lock().unwrap().pop_front() {
-        return fault_answer(fault);
+    let fault = inner.faults.lock().unwrap().pop_front();
+    let after = match fault {
+        Some(Fault::ServerErrorAfterActing) => Some(None),
+        Some(Fault::StallAfterActing(delay)) => Some(Some(delay)),
+        Some(fault) => return fault_answer(fault),
+        None => None,
+    };
+    let mut answer = act(inner, account, path, resource, is_form, form);
+    match after {
+        Some(None) => err(500, 20500, "Internal Server Error"),
+        Some(Some(delay)) => {
+            answer.delay = Some(delay);
+            answer
+        }
+        None => answer,
     }
+}
+
+fn act(
+    inner: &Inner,
+    account: &str,
+    path: &str,
+    resource: &[&str],
+    is_form: bool,
+    form: Option<&[(String, String)]>,
+) -> Answer {
     if !is_form {
         return err(
             400,
@@ -416,6 +524,7 @@ fn respond(
         return err(400, 20001, "fake: the form body is not valid urlencoding");
     };
     match resource {
+        ["Calls.json"] => create_call(inner, account, form),
         ["Calls", file] if file.ends_with(".json") => {
             update_call(inner, account, path, &file[..file.len() - 5], form)
         }
@@ -444,7 +553,9 @@ fn fault_answer(fault: Fault) -> Answer {
             }
             answer
         }
-        Fault::ServerError => err(500, 20500, "Internal Server Error"),
+        Fault::ServerError | Fault::ServerErrorAfterActing | Fault::StallAfterActing(_) => {
+            err(500, 20500, "Internal Server Error")
+        }
         Fault::Error {
             status,
             code,
@@ -522,9 +633,19 @@ fn update_call(
     let live = matches!(call.status.as_str(), "queued" | "ringing" | "in-progress");
     if let Some(status) = param(form, "Status") {
         match status {
-            "completed" if live => call.status = "completed".to_owned(),
+            "completed" if live => {
+                call.status = "completed".to_owned();
+                inner.notify(RestEvent::StatusSet {
+                    sid: call.sid.clone(),
+                    status: "completed".to_owned(),
+                });
+            }
             "canceled" if matches!(call.status.as_str(), "queued" | "ringing") => {
                 call.status = "canceled".to_owned();
+                inner.notify(RestEvent::StatusSet {
+                    sid: call.sid.clone(),
+                    status: "canceled".to_owned(),
+                });
             }
             "completed" | "canceled" => {
                 return err(
@@ -613,13 +734,194 @@ fn update_call(
     ok(StatusCode::OK, call_json(call))
 }
 
+/// Calls create (§2.2), with the checks Twilio makes.
+fn create_call(inner: &Inner, account: &str, form: &[(String, String)]) -> Answer {
+    const ALLOWED: &[&str] = &[
+        "To",
+        "From",
+        "Url",
+        "Method",
+        "Twiml",
+        "ApplicationSid",
+        "FallbackUrl",
+        "FallbackMethod",
+        "StatusCallback",
+        "StatusCallbackEvent",
+        "StatusCallbackMethod",
+        "Timeout",
+        "TimeLimit",
+        "Record",
+        "SendDigits",
+        "MachineDetection",
+        "MachineDetectionTimeout",
+        "AsyncAmd",
+        "AsyncAmdStatusCallback",
+        "AsyncAmdStatusCallbackMethod",
+        "CallerId",
+    ];
+    for (i, (name, _)) in form.iter().enumerate() {
+        if !ALLOWED.contains(&name.as_str()) {
+            return err(400, 20001, &format!("fake: unknown parameter {name:?}"));
+        }
+        if name != "StatusCallbackEvent" && form[..i].iter().any(|(n, _)| n == name) {
+            return err(400, 20001, &format!("fake: {name} given twice"));
+        }
+    }
+    let Some(to) = param(form, "To") else {
+        return err(400, 21201, "No 'To' number is specified");
+    };
+    if !is_e164(to) {
+        return err(
+            400,
+            21211,
+            &format!("The 'To' number {to} is not a valid phone number."),
+        );
+    }
+    let Some(from) = param(form, "From") else {
+        return err(400, 21213, "No 'From' number is specified");
+    };
+    if !is_e164(from) {
+        return err(
+            400,
+            21212,
+            &format!("The 'From' number {from} is not a valid phone number."),
+        );
+    }
+    if !inner.config.numbers.iter().any(|n| n == from) {
+        return err(
+            400,
+            21210,
+            &format!(
+                "The source phone number provided, {from}, is not yet verified for your account."
+            ),
+        );
+    }
+    if to == from {
+        return err(
+            400,
+            21211,
+            "The 'To' number cannot be the same as the 'From' number.",
+        );
+    }
+    let sources = ["Url", "Twiml", "ApplicationSid"]
+        .iter()
+        .filter(|n| param(form, n).is_some())
+        .count();
+    if sources != 1 {
+        return err(
+            400,
+            21205,
+            "fake: exactly one of Url, Twiml and ApplicationSid is required",
+        );
+    }
+    for name in [
+        "Url",
+        "StatusCallback",
+        "AsyncAmdStatusCallback",
+        "FallbackUrl",
+    ] {
+        if let Some(url) = param(form, name)
+            && !valid_callback_url(url)
+        {
+            return err(400, 21205, &format!("{name} is not a valid URL: {url}"));
+        }
+    }
+    for name in [
+        "Method",
+        "StatusCallbackMethod",
+        "AsyncAmdStatusCallbackMethod",
+        "FallbackMethod",
+    ] {
+        if let Some(method) = param(form, name)
+            && !matches!(method, "GET" | "POST")
+        {
+            return err(400, 20001, &format!("fake: {name} must be GET or POST"));
+        }
+    }
+    for (name, value) in form {
+        if name == "StatusCallbackEvent"
+            && !matches!(
+                value.as_str(),
+                "initiated" | "ringing" | "answered" | "completed"
+            )
+        {
+            return err(
+                400,
+                20001,
+                &format!("fake: StatusCallbackEvent {value:?} is not a call progress event"),
+            );
+        }
+    }
+    if let Some(timeout) = param(form, "Timeout")
+        && !timeout.parse::<u32>().is_ok_and(|t| (1..=600).contains(&t))
+    {
+        return err(400, 20001, "fake: Timeout must be 1–600");
+    }
+    if let Some(limit) = param(form, "TimeLimit")
+        && !limit.parse::<u32>().is_ok_and(|t| t >= 1)
+    {
+        return err(400, 20001, "fake: TimeLimit must be a positive number");
+    }
+    for name in ["Record", "AsyncAmd"] {
+        if let Some(flag) = param(form, name)
+            && !matches!(flag, "true" | "false")
+        {
+            return err(400, 20001, &format!("fake: {name} must be true or false"));
+        }
+    }
+    if let Some(amd) = param(form, "MachineDetection")
+        && !matches!(amd, "Enable" | "DetectMessageEnd")
+    {
+        return err(
+            400,
+            20001,
+            "fake: MachineDetection must be Enable or DetectMessageEnd",
+        );
+    }
+    if param(form, "AsyncAmd") == Some("true") && param(form, "MachineDetection").is_none() {
+        return err(400, 20001, "fake: AsyncAmd without MachineDetection");
+    }
+    let mut model = inner.model.lock().unwrap();
+    model.next_call += 1;
+    let sid = format!("CA{:032x}", model.next_call);
+    let call = FakeCall {
+        sid: sid.clone(),
+        account_sid: account.to_owned(),
+        status: "queued".to_owned(),
+        redirects: Vec::new(),
+        dialed: Vec::new(),
+        redirect_urls: Vec::new(),
+        to: to.to_owned(),
+        from: from.to_owned(),
+        direction: "outbound-api".to_owned(),
+        create_form: form.to_vec(),
+    };
+    model.calls.insert(sid, call.clone());
+    drop(model);
+    let body = call_json(&call);
+    inner.notify(RestEvent::Created(call));
+    ok(StatusCode::CREATED, body)
+}
+
+/// An absolute http(s) URL whose host has no underscore.
+fn valid_callback_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    !host.is_empty() && !host.contains('_') && !host.contains(' ')
+}
+
 fn call_json(call: &FakeCall) -> Value {
     json!({
         "sid": call.sid, "account_sid": call.account_sid, "parent_call_sid": null,
-        "to": "+14155550100", "to_formatted": "(415) 555-0100",
-        "from": OUR_NUMBER, "from_formatted": "(800) 555-1212",
+        "to": call.to, "to_formatted": call.to,
+        "from": call.from, "from_formatted": call.from,
         "phone_number_sid": "PN0123456789abcdef0123456789abcdef",
-        "status": call.status, "direction": "inbound", "answered_by": null,
+        "status": call.status, "direction": call.direction, "answered_by": null,
         "api_version": "2010-04-01", "caller_name": null, "forwarded_from": null,
         "group_sid": null, "trunk_sid": null, "queue_time": "0",
         "start_time": "Fri, 18 Oct 2019 17:00:00 +0000", "end_time": null, "duration": null,

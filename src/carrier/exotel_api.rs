@@ -1,0 +1,565 @@
+//! Exotel's Connect Voice AI API (`specs/telephony.md` §3.6 B): places an outbound call whose
+//! audio Exotel streams straight to the gateway's WebSocket, no call flow in between.
+//!
+//! `POST {base}/v1/Accounts/{sid}/Calls/connect.json`, form-encoded, HTTP Basic auth (API key :
+//! API token). The answer's keys come capitalised or lowercase (`Call`/`call`, `Sid`/`sid`), so
+//! they are read case-insensitively; an error body is `{"RestException":{…}}`. A call is never
+//! placed twice: only a refused connection and 429 (Exotel did not act) are retried; a timeout,
+//! a broken exchange or a 5xx after the request went out is [`ExotelApiError::OutcomeUnknown`].
+//! The API token never appears in `Debug` output or errors.
+
+use std::time::Duration;
+
+use super::twilio_api::{RetryPolicy, encode_form, parse_retry_after};
+
+/// Exotel's API host (Singapore cluster; Mumbai is `https://api.in.exotel.com`).
+pub const DEFAULT_BASE_URL: &str = "https://api.exotel.com";
+/// Longest `StreamUrl` Exotel takes (characters, query included).
+pub const MAX_STREAM_URL_CHARS: usize = 599;
+/// Longest `CustomField` (characters).
+pub const MAX_CUSTOM_FIELD_CHARS: usize = 128;
+/// Longest call Exotel allows (`TimeLimit`, seconds: 4 hours).
+pub const MAX_TIME_LIMIT_SECS: u32 = 14_400;
+/// Most of a response body kept (bytes).
+const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Most of Exotel's message kept in an error (characters).
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Why an Exotel request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExotelApiError {
+    /// The request was not sent: an argument is unusable.
+    #[error("{0}")]
+    Invalid(String),
+    /// Exotel refused the request (4xx, or a 5xx it certainly did not act on).
+    #[error("HTTP {status}{}: {message}", code.as_ref().map(|c| format!(", code {c}")).unwrap_or_default())]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Exotel's code (a number or a name such as `RATE_LIMIT_EXCEEDED`), where given.
+        code: Option<String>,
+        /// Exotel's message (or the start of the body).
+        message: String,
+    },
+    /// Exotel could not be reached; the request was not sent.
+    #[error("{0}")]
+    Transport(String),
+    /// The request went out but no answer says whether Exotel placed the call.
+    #[error("the outcome is unknown ({0})")]
+    OutcomeUnknown(String),
+    /// Exotel answered success with a body that is not a call.
+    #[error("unexpected response: {0}")]
+    Response(String),
+}
+
+/// Everything the client needs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExotelRestConfig {
+    /// The account SID (in the path).
+    pub account_sid: String,
+    /// API key, Basic auth user.
+    pub api_key: String,
+    /// API token, Basic auth password.
+    pub api_token: String,
+    /// `https://api.exotel.com`, or a test server.
+    pub base_url: String,
+    /// Longest one request may take.
+    pub request_timeout: Duration,
+    /// How requests Exotel did not act on are retried.
+    pub retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for ExotelRestConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExotelRestConfig")
+            .field("account_sid", &self.account_sid)
+            .field("api_key", &self.api_key)
+            .field("api_token", &crate::config::redacted(&self.api_token))
+            .field("base_url", &self.base_url)
+            .field("request_timeout", &self.request_timeout)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+/// A Connect Voice AI call to place: Exotel calls `from` showing `caller_id`, and on answer
+/// streams the call to `stream_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExotelConnect {
+    /// The person called (E.164, or an Indian number with its STD code).
+    pub from: String,
+    /// The account's ExoPhone shown to them.
+    pub caller_id: String,
+    /// `ws://` or `wss://` URL of the gateway's stream (query included, under 600 chars).
+    pub stream_url: String,
+    /// Where Exotel POSTs the call's progress (`answered`, `terminal`), http(s).
+    pub status_callback: Option<String>,
+    /// Echoed in the status callback (≤ 128 chars).
+    pub custom_field: Option<String>,
+    /// Longest the call may last (1–14400 s).
+    pub time_limit_secs: Option<u32>,
+    /// Ring time (s).
+    pub timeout_secs: Option<u32>,
+}
+
+impl ExotelConnect {
+    /// The form Exotel receives, in order.
+    pub fn form(&self) -> Vec<(&'static str, String)> {
+        let mut form: Vec<(&'static str, String)> = vec![
+            ("From", self.from.clone()),
+            ("CallerId", self.caller_id.clone()),
+            ("StreamUrl", self.stream_url.clone()),
+            ("StreamType", "bidirectional".to_owned()),
+        ];
+        if let Some(callback) = &self.status_callback {
+            form.push(("StatusCallback", callback.clone()));
+            form.push(("StatusCallbackEvents[0]", "answered".to_owned()));
+            form.push(("StatusCallbackEvents[1]", "terminal".to_owned()));
+        }
+        if let Some(custom) = &self.custom_field {
+            form.push(("CustomField", custom.clone()));
+        }
+        if let Some(secs) = self.time_limit_secs {
+            form.push(("TimeLimit", secs.to_string()));
+        }
+        if let Some(secs) = self.timeout_secs {
+            form.push(("TimeOut", secs.to_string()));
+        }
+        form
+    }
+
+    fn check(&self) -> Result<(), ExotelApiError> {
+        let phone = |what: &str, n: &str| {
+            let digits = n.strip_prefix('+').unwrap_or(n);
+            if (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+                Ok(())
+            } else {
+                Err(ExotelApiError::Invalid(format!(
+                    "{what} is not a phone number"
+                )))
+            }
+        };
+        phone("the number to call", &self.from)?;
+        phone("the caller id", &self.caller_id)?;
+        let stream = reqwest::Url::parse(&self.stream_url).ok();
+        if !stream
+            .as_ref()
+            .is_some_and(|u| matches!(u.scheme(), "ws" | "wss") && u.host_str().is_some())
+        {
+            return Err(ExotelApiError::Invalid(
+                "the stream URL is not a ws(s) URL".into(),
+            ));
+        }
+        if self.stream_url.chars().count() > MAX_STREAM_URL_CHARS {
+            return Err(ExotelApiError::Invalid(format!(
+                "the stream URL is over {MAX_STREAM_URL_CHARS} characters"
+            )));
+        }
+        if let Some(callback) = &self.status_callback
+            && !reqwest::Url::parse(callback)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        {
+            return Err(ExotelApiError::Invalid(
+                "the status callback is not an http(s) URL".into(),
+            ));
+        }
+        if let Some(custom) = &self.custom_field
+            && custom.chars().count() > MAX_CUSTOM_FIELD_CHARS
+        {
+            return Err(ExotelApiError::Invalid(format!(
+                "the custom field is over {MAX_CUSTOM_FIELD_CHARS} characters"
+            )));
+        }
+        if let Some(secs) = self.time_limit_secs
+            && !(1..=MAX_TIME_LIMIT_SECS).contains(&secs)
+        {
+            return Err(ExotelApiError::Invalid(format!(
+                "time limit {secs} s is not 1–{MAX_TIME_LIMIT_SECS} s"
+            )));
+        }
+        if let Some(secs) = self.timeout_secs
+            && !(1..=600).contains(&secs)
+        {
+            return Err(ExotelApiError::Invalid(format!(
+                "ring timeout {secs} s is not 1–600 s"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A call as Exotel reports it once accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExotelCall {
+    /// Exotel's call id.
+    pub sid: String,
+    /// `queued`, `in-progress`, … as sent.
+    pub status: Option<String>,
+    /// The number called, as Exotel formats it.
+    pub from: Option<String>,
+    /// `outbound-api`.
+    pub direction: Option<String>,
+}
+
+/// The value of `key` in `object`, the key matched case-insensitively.
+fn get_ci<'a>(object: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    object
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
+}
+
+fn text_ci(object: &serde_json::Value, key: &str) -> Option<String> {
+    match get_ci(object, key)? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Reads a success body: `{"Call":{"Sid":…}}` in any key case.
+pub fn parse_call(body: &str) -> Result<ExotelCall, ExotelApiError> {
+    let value: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| ExotelApiError::Response(format!("not JSON: {e}")))?;
+    let call = get_ci(&value, "Call")
+        .filter(|c| c.is_object())
+        .ok_or_else(|| ExotelApiError::Response("no Call object".into()))?;
+    let sid = text_ci(call, "Sid").ok_or_else(|| ExotelApiError::Response("no call Sid".into()))?;
+    Ok(ExotelCall {
+        sid,
+        status: text_ci(call, "Status"),
+        from: text_ci(call, "From"),
+        direction: text_ci(call, "Direction"),
+    })
+}
+
+/// The error for an HTTP error status and its body (`{"RestException":{Status,Message,Code}}`,
+/// in any key case; other bodies give their start or the reason phrase).
+pub fn parse_error(status: u16, body: &str) -> ExotelApiError {
+    let value = serde_json::from_str::<serde_json::Value>(body).ok();
+    let exception = value.as_ref().and_then(|v| get_ci(v, "RestException"));
+    let code = exception.and_then(|e| text_ci(e, "Code"));
+    let message = exception
+        .and_then(|e| text_ci(e, "Message"))
+        .unwrap_or_else(|| {
+            let text = body.trim();
+            if text.is_empty() || text.starts_with('{') {
+                reqwest::StatusCode::from_u16(status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("error")
+                    .to_owned()
+            } else {
+                text.to_owned()
+            }
+        });
+    let message = match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((at, _)) => format!("{}…", &message[..at]),
+        None => message,
+    };
+    ExotelApiError::Api {
+        status,
+        code,
+        message,
+    }
+}
+
+/// An Exotel REST client: one connection pool, shared by every call.
+#[derive(Clone)]
+pub struct ExotelRest {
+    config: ExotelRestConfig,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for ExotelRest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExotelRest")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one attempt failed.
+struct Failure {
+    error: ExotelApiError,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+impl ExotelRest {
+    /// A client for `config` (checked here: SID, key and token, base URL).
+    pub fn new(config: ExotelRestConfig) -> Result<ExotelRest, ExotelApiError> {
+        let id_like = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !id_like(&config.account_sid) {
+            return Err(ExotelApiError::Invalid(
+                "the account SID is empty or not a plain identifier".into(),
+            ));
+        }
+        for (what, value) in [
+            ("API key", &config.api_key),
+            ("API token", &config.api_token),
+        ] {
+            if value.is_empty() || value.chars().any(|c| c.is_control() || c == ':') {
+                return Err(ExotelApiError::Invalid(format!(
+                    "the {what} is empty or has characters Basic auth cannot carry"
+                )));
+            }
+        }
+        if !reqwest::Url::parse(&config.base_url)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        {
+            return Err(ExotelApiError::Invalid(format!(
+                "base URL {:?} is not an http(s) URL",
+                config.base_url
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.request_timeout)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ExotelApiError::Invalid(format!("HTTP client: {e}")))?;
+        Ok(ExotelRest { config, http })
+    }
+
+    /// Places a Connect Voice AI call (§3.6 B). Retried only when Exotel certainly did not act
+    /// (a refused connection, 429); a timeout, broken exchange or 5xx is
+    /// [`ExotelApiError::OutcomeUnknown`].
+    pub async fn connect(&self, call: &ExotelConnect) -> Result<ExotelCall, ExotelApiError> {
+        call.check()?;
+        let form = call.form();
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = encode_form(&pairs);
+        let url = format!(
+            "{}/v1/Accounts/{}/Calls/connect.json",
+            self.config.base_url.trim_end_matches('/'),
+            self.config.account_sid
+        );
+        let mut attempts = 0;
+        let mut waited = Duration::ZERO;
+        loop {
+            attempts += 1;
+            let failure = match self.attempt(&url, &body).await {
+                Ok(text) => return parse_call(&text),
+                Err(failure) => failure,
+            };
+            let delay = failure
+                .retryable
+                .then(|| {
+                    self.config
+                        .retry
+                        .delay(attempts, waited, failure.retry_after)
+                })
+                .flatten();
+            let Some(delay) = delay else {
+                tracing::warn!(attempts, error = %failure.error, "exotel connect failed");
+                return Err(failure.error);
+            };
+            tracing::info!(attempts, delay_ms = delay.as_millis() as u64, error = %failure.error, "exotel connect failed; retrying");
+            tokio::time::sleep(delay).await;
+            waited += delay;
+        }
+    }
+
+    async fn attempt(&self, url: &str, body: &str) -> Result<String, Failure> {
+        let timeout_ms = self.config.request_timeout.as_millis() as u64;
+        let transport = |e: reqwest::Error| {
+            if e.is_connect() {
+                Failure {
+                    error: ExotelApiError::Transport(e.to_string()),
+                    retryable: true,
+                    retry_after: None,
+                }
+            } else {
+                let reason = if e.is_timeout() {
+                    format!("no answer within {timeout_ms} ms")
+                } else {
+                    e.to_string()
+                };
+                Failure {
+                    error: ExotelApiError::OutcomeUnknown(reason),
+                    retryable: false,
+                    retry_after: None,
+                }
+            }
+        };
+        let mut response = self
+            .http
+            .post(url)
+            .basic_auth(&self.config.api_key, Some(&self.config.api_token))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(self.config.request_timeout)
+            .body(body.to_owned())
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            let room = MAX_BODY_BYTES.saturating_sub(bytes.len());
+            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if (200..300).contains(&status) {
+            return Ok(text);
+        }
+        let error = parse_error(status, &text);
+        if status >= 500 {
+            return Err(Failure {
+                error: ExotelApiError::OutcomeUnknown(error.to_string()),
+                retryable: false,
+                retry_after: None,
+            });
+        }
+        Err(Failure {
+            retryable: status == 429,
+            error,
+            retry_after,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_parse_in_either_key_case() {
+        let upper = r#"{"Call": {"Sid": "a1b2", "Status": "in-progress", "From": "09876543210", "Direction": "outbound-api", "AnsweredBy": null}}"#;
+        assert_eq!(
+            parse_call(upper).unwrap(),
+            ExotelCall {
+                sid: "a1b2".into(),
+                status: Some("in-progress".into()),
+                from: Some("09876543210".into()),
+                direction: Some("outbound-api".into()),
+            }
+        );
+        let lower = r#"{"call": {"sid": "c3", "status": "queued"}}"#;
+        assert_eq!(parse_call(lower).unwrap().sid, "c3");
+        assert!(matches!(
+            parse_call(r#"{"Call": {"Status": "queued"}}"#),
+            Err(ExotelApiError::Response(m)) if m.contains("Sid")
+        ));
+        assert!(matches!(
+            parse_call("<xml/>"),
+            Err(ExotelApiError::Response(_))
+        ));
+        assert!(matches!(
+            parse_call(r#"{"Call": "x"}"#),
+            Err(ExotelApiError::Response(_))
+        ));
+    }
+
+    #[test]
+    fn rest_exceptions_keep_code_and_message() {
+        assert_eq!(
+            parse_error(
+                429,
+                r#"{"RestException":{"Status":429,"Message":"Rate limit exceeded","Code":"RATE_LIMIT_EXCEEDED"}}"#
+            ),
+            ExotelApiError::Api {
+                status: 429,
+                code: Some("RATE_LIMIT_EXCEEDED".into()),
+                message: "Rate limit exceeded".into(),
+            }
+        );
+        assert_eq!(
+            parse_error(
+                400,
+                r#"{"restexception":{"code":34001,"message":"Invalid From"}}"#
+            )
+            .to_string(),
+            "HTTP 400, code 34001: Invalid From"
+        );
+        assert_eq!(parse_error(403, "").to_string(), "HTTP 403: Forbidden");
+        assert_eq!(
+            parse_error(401, "Unauthorized access").to_string(),
+            "HTTP 401: Unauthorized access"
+        );
+    }
+
+    fn connect() -> ExotelConnect {
+        ExotelConnect {
+            from: "+919876543210".into(),
+            caller_id: "08012345678".into(),
+            stream_url: "wss://gw.example.com/stream/exotel?call=1".into(),
+            status_callback: Some("https://gw.example.com/exotel/status".into()),
+            custom_field: Some("call=1".into()),
+            time_limit_secs: Some(600),
+            timeout_secs: Some(30),
+        }
+    }
+
+    #[test]
+    fn the_form_names_every_parameter() {
+        let form = connect().form();
+        let names: Vec<&str> = form.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            names,
+            [
+                "From",
+                "CallerId",
+                "StreamUrl",
+                "StreamType",
+                "StatusCallback",
+                "StatusCallbackEvents[0]",
+                "StatusCallbackEvents[1]",
+                "CustomField",
+                "TimeLimit",
+                "TimeOut"
+            ]
+        );
+        assert_eq!(form[3].1, "bidirectional");
+    }
+
+    #[test]
+    fn bad_calls_are_refused_before_sending() {
+        let bad = |edit: fn(&mut ExotelConnect)| {
+            let mut c = connect();
+            edit(&mut c);
+            c.check().unwrap_err()
+        };
+        bad(|c| c.from = "not a number".into());
+        bad(|c| c.caller_id = String::new());
+        bad(|c| c.stream_url = "https://gw/stream".into());
+        bad(|c| c.stream_url = format!("wss://gw/{}", "a".repeat(600)));
+        bad(|c| c.status_callback = Some("ftp://x".into()));
+        bad(|c| c.custom_field = Some("x".repeat(129)));
+        bad(|c| c.time_limit_secs = Some(14_401));
+        bad(|c| c.timeout_secs = Some(0));
+        assert!(connect().check().is_ok());
+    }
+
+    #[test]
+    fn the_token_stays_out_of_debug_output() {
+        let client = ExotelRest::new(ExotelRestConfig {
+            account_sid: "acme1".into(),
+            api_key: "key".into(),
+            api_token: "s3cret".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            request_timeout: Duration::from_secs(1),
+            retry: RetryPolicy {
+                max_attempts: 1,
+                initial_backoff: Duration::from_millis(10),
+                budget: Duration::ZERO,
+            },
+        })
+        .unwrap();
+        assert!(!format!("{client:?}").contains("s3cret"));
+    }
+}

@@ -21,6 +21,7 @@ use voicegw::call::events::{CallEventKind, CallRecorder};
 use voicegw::metrics::Metrics;
 use voicegw::store::Store;
 use voicegw::store::events::{WriterConfig, spawn_event_writer};
+use voicegw::store::hub::EventHub;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -63,7 +64,8 @@ async fn run(store: Store, args: &Args, spool: std::path::PathBuf) -> Result<(f6
         retry_every: Duration::from_secs(1),
         spool_path: spool,
     };
-    let (sink, handle) = spawn_event_writer(store, config, Some(metrics.clone()));
+    let (sink, handle) =
+        spawn_event_writer(store, config, Some(metrics.clone()), EventHub::default());
     let started = Instant::now();
     let mut recorders: Vec<CallRecorder> = (0..args.calls)
         .map(|_| CallRecorder::new(CallId::new(), sink.clone()))

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::call::agent::AgentError;
+use crate::call::directory::CallDirectory;
 use crate::call::events::EventSink;
 use crate::call::registry::Registry;
 use crate::call::session::{CallSettings, SessionDeps};
@@ -38,6 +39,7 @@ use crate::control::{ControlDeps, ControlState};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::store::events::{WriterConfig, WriterStats, spawn_event_writer};
+use crate::store::hub::EventHub;
 use crate::store::{OpenOptions, Store};
 use axum::serve::ListenerExt as _;
 
@@ -126,6 +128,7 @@ impl Gateway {
             hangup_all: CancellationToken::new(),
             stt: pipeline.stt.clone(),
             control: crate::call::carrier_control::from_config(config)?,
+            directory: None,
         };
         Ok(Gateway {
             pipeline: Arc::new(pipeline),
@@ -159,6 +162,13 @@ impl Gateway {
     /// The conversation pipeline (agents, tenants' scripts), for the control plane.
     pub fn pipeline(&self) -> Arc<Pipeline> {
         self.pipeline.clone()
+    }
+
+    /// The same gateway, looking calls created on other instances up in `directory`
+    /// (call before serving).
+    pub fn with_call_directory(mut self, directory: Arc<dyn CallDirectory>) -> Self {
+        Arc::make_mut(&mut self.deps).directory = Some(directory);
+        self
     }
 
     /// The registry of live calls (for the control plane).
@@ -350,10 +360,11 @@ impl Gateway {
 }
 
 /// Opens the store (creating and migrating it), stores or makes the first SUPERADMIN key, and
-/// starts the CallEvent writer; returns the store, the writer's sink and its task.
+/// starts the CallEvent writer (publishing to `hub`); returns the store, the writer's sink and its task.
 pub async fn open_store(
     config: &Config,
     metrics: &Metrics,
+    hub: &EventHub,
 ) -> Result<(Store, EventSink, tokio::task::JoinHandle<WriterStats>), ServeError> {
     let options = OpenOptions {
         max_connections: config.store.max_connections,
@@ -376,7 +387,7 @@ pub async fn open_store(
         spool_path: config.store.spool_path.clone(),
         ..WriterConfig::default()
     };
-    let (events, task) = spawn_event_writer(store.clone(), writer, Some(metrics.clone()));
+    let (events, task) = spawn_event_writer(store.clone(), writer, Some(metrics.clone()), hub.clone());
     Ok((store, events, task))
 }
 
@@ -386,7 +397,8 @@ const WRITER_FLUSH_WAIT: Duration = Duration::from_secs(10);
 /// Binds `config.listen` and serves until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let metrics = Metrics::new()?;
-    let (store, events, writer) = open_store(&config, &metrics).await?;
+    let hub = EventHub::default();
+    let (store, events, writer) = open_store(&config, &metrics, &hub).await?;
     let gateway = Gateway::with_events(&config, metrics, events)?;
     let control = ControlState::new(ControlDeps {
         store: store.clone(),
@@ -397,6 +409,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             gateway.pipeline(),
             crate::control::dial::carriers_from_config(&config)?,
             config.auth.exotel_credentials.clone(),
+            hub,
         ))),
     });
     let gateway = gateway.with_control(control);

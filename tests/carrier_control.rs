@@ -725,6 +725,7 @@ impl Harness {
             hangup_all: CancellationToken::new(),
             stt: None,
             control: carrier_control::from_config(config).unwrap(),
+            directory: None,
         });
         let app = Router::new()
             .route("/stream/{carrier}", get(upgrade))

@@ -10,6 +10,7 @@ use voicegw::call::agent::DtmfSource;
 use voicegw::call::events::{CallEventKind, CallRecorder};
 use voicegw::store::calls::{CallStatus, Direction, EventRow, NewCall};
 use voicegw::store::events::{WriterConfig, spawn_event_writer};
+use voicegw::store::hub::EventHub;
 use voicegw::store::tenants::{Plan, Role};
 use voicegw::store::{OpenOptions, Scope, Store, StoreError};
 
@@ -425,7 +426,12 @@ fn assert_complete(rows: &[EventRow], n: i64) {
 
 both!(writer_batches_events, writer_body);
 async fn writer_body(db: TestDb) {
-    let (sink, handle) = spawn_event_writer(db.store.clone(), config(&db, 100), None);
+    let (sink, handle) = spawn_event_writer(
+        db.store.clone(),
+        config(&db, 100),
+        None,
+        EventHub::default(),
+    );
     let calls: Vec<CallId> = (0..3).map(|_| CallId::new()).collect();
     for call in &calls {
         let mut recorder = CallRecorder::new(*call, sink.clone());
@@ -467,7 +473,7 @@ async fn restart_body(db: TestDb) {
     )
     .await
     .unwrap();
-    let (sink, handle) = spawn_event_writer(down, config(&db, 100), None);
+    let (sink, handle) = spawn_event_writer(down, config(&db, 100), None, EventHub::default());
     let call = CallId::new();
     let mut recorder = CallRecorder::new(call, sink);
     record_keys(&mut recorder, 500);
@@ -490,7 +496,12 @@ async fn restart_body(db: TestDb) {
     db.store.append_events(&spooled[..100]).await.unwrap();
 
     // Restart on the reachable database: the spool is replayed first, then new events follow.
-    let (sink, handle) = spawn_event_writer(db.store.clone(), config(&db, 100), None);
+    let (sink, handle) = spawn_event_writer(
+        db.store.clone(),
+        config(&db, 100),
+        None,
+        EventHub::default(),
+    );
     let mut later = CallRecorder::new(CallId::new(), sink);
     record_keys(&mut later, 50);
     drop(later);
@@ -526,7 +537,7 @@ async fn outage_mid_run_spools_then_replays_in_order() {
     )
     .await
     .unwrap();
-    let (sink, handle) = spawn_event_writer(store, config(&db, 50), None);
+    let (sink, handle) = spawn_event_writer(store, config(&db, 50), None, EventHub::default());
     let call = CallId::new();
     let mut recorder = CallRecorder::new(call, sink);
     record_keys(&mut recorder, 100);
@@ -566,4 +577,218 @@ async fn outage_mid_run_spools_then_replays_in_order() {
         .await
         .unwrap();
     assert_complete(&rows, 400);
+}
+
+fn stream_started() -> CallEventKind {
+    CallEventKind::StreamStarted {
+        carrier: "twilio",
+        stream_sid: "MZ1".into(),
+        call_sid: "CA1".into(),
+        encoding: "audio/x-mulaw",
+        sample_rate: 8000,
+        agent: "echo".into(),
+    }
+}
+
+fn call_ended(reason: &str) -> CallEventKind {
+    CallEventKind::CallEnded {
+        reason: reason.into(),
+        duration_ms: 1500,
+    }
+}
+
+both!(call_status_follows_the_event_stream, stream_status_body);
+async fn stream_status_body(db: TestDb) {
+    let s = &db.store;
+    let tenant = s.create_tenant("acme", Plan::Full).await.unwrap();
+    let answered = s.create_call(tenant.id, &outbound()).await.unwrap();
+    let canceled = s.create_call(tenant.id, &outbound()).await.unwrap();
+    s.set_call_status(Scope::Super, canceled.id, CallStatus::Canceled)
+        .await
+        .unwrap();
+    let booked = s.create_call(tenant.id, &outbound()).await.unwrap();
+    s.set_call_details(Scope::Super, booked.id, None, Some("booked"), None)
+        .await
+        .unwrap();
+    let stranger = CallId::new();
+
+    let (sink, handle) = spawn_event_writer(s.clone(), config(&db, 100), None, EventHub::default());
+    for call in [answered.id, canceled.id, booked.id, stranger] {
+        let mut recorder = CallRecorder::new(call, sink.clone());
+        recorder.record(stream_started());
+        record_keys(&mut recorder, 3);
+        recorder.record(call_ended("carrier_stop"));
+    }
+    drop(sink);
+    let stats = handle.await.unwrap();
+    assert_eq!(stats.stored, 20);
+    assert_eq!(
+        (stats.status_updates, stats.unknown_calls),
+        (6, 2),
+        "{stats:?}"
+    );
+
+    let get = |id| async move { s.get_call(Scope::Super, id).await.unwrap().unwrap() };
+    let events = |id| async move { s.call_events(Scope::Super, id, 0, 100).await.unwrap() };
+    let a = get(answered.id).await;
+    let a_events = events(answered.id).await;
+    assert_eq!(a.status, CallStatus::Completed);
+    assert_eq!(a.outcome.as_deref(), Some("carrier_stop"));
+    assert_eq!(a.answered_us, Some(a_events[0].at_us));
+    assert_eq!(a.ended_us, Some(a_events[4].at_us));
+    assert!(a.updated_us >= a.created_us);
+
+    // Already final: the status stays, the empty outcome is filled, no answer time appears.
+    let c = get(canceled.id).await;
+    assert_eq!(c.status, CallStatus::Canceled);
+    assert_eq!(c.outcome.as_deref(), Some("carrier_stop"));
+    assert_eq!(c.answered_us, None);
+    let canceled_end = c.ended_us;
+    assert!(canceled_end.is_some());
+
+    // An outcome set by the control plane is kept.
+    let b = get(booked.id).await;
+    assert_eq!(b.status, CallStatus::Completed);
+    assert_eq!(b.outcome.as_deref(), Some("booked"));
+
+    // The stream nobody created left no call behind, only its events.
+    assert!(s.get_call(Scope::Super, stranger).await.unwrap().is_none());
+    assert_eq!(events(stranger).await.len(), 5);
+
+    // Applying the same events again (a spool replay) changes nothing.
+    let before = vec![
+        get(answered.id).await,
+        get(canceled.id).await,
+        get(booked.id).await,
+    ];
+    let mut all = Vec::new();
+    for id in [answered.id, canceled.id, booked.id, stranger] {
+        all.extend(events(id).await);
+    }
+    let again = s.apply_lifecycle(&all).await.unwrap();
+    assert_eq!((again.applied, again.unknown_calls), (6, 2));
+    let after = vec![
+        get(answered.id).await,
+        get(canceled.id).await,
+        get(booked.id).await,
+    ];
+    assert_eq!(before, after);
+}
+
+both!(
+    a_call_answered_twice_keeps_its_first_answer_time,
+    answered_twice_body
+);
+async fn answered_twice_body(db: TestDb) {
+    let s = &db.store;
+    let tenant = s.create_tenant("acme", Plan::Full).await.unwrap();
+    let call = s.create_call(tenant.id, &outbound()).await.unwrap();
+    s.set_call_status(Scope::Super, call.id, CallStatus::Ringing)
+        .await
+        .unwrap();
+    let started = |seq: i64, at_us: i64| EventRow {
+        call_id: call.id.to_string(),
+        seq,
+        at_us,
+        kind: "stream_started".into(),
+        data: "{}".into(),
+    };
+    s.append_events(&[started(1, 1_000), started(2, 2_000)])
+        .await
+        .unwrap();
+    let applied = s
+        .apply_lifecycle(&[started(1, 1_000), started(2, 2_000)])
+        .await
+        .unwrap();
+    assert_eq!(applied.applied, 2);
+    let now = s.get_call(Scope::Super, call.id).await.unwrap().unwrap();
+    assert_eq!(now.status, CallStatus::InProgress);
+    assert_eq!(now.answered_us, Some(1_000));
+    assert_eq!(now.ended_us, None);
+}
+
+both!(live_viewers_get_events_before_the_database, hub_body);
+async fn hub_body(db: TestDb) {
+    let hub = EventHub::new(1024);
+    let call = CallId::new();
+    let mut watcher = hub.subscribe(&call.to_string());
+    let mut other = hub.subscribe(&CallId::new().to_string());
+    let (sink, handle) = spawn_event_writer(db.store.clone(), config(&db, 100), None, hub.clone());
+    let mut recorder = CallRecorder::new(call, sink);
+    record_keys(&mut recorder, 250);
+    recorder.record(call_ended("hangup"));
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), watcher.recv()).await {
+            Ok(Ok(row)) => seen.push(row.seq),
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, (1..=251).collect::<Vec<i64>>());
+    assert!(
+        other.try_recv().is_err(),
+        "another call's viewer saw nothing"
+    );
+    drop(recorder);
+    let stats = handle.await.unwrap();
+    assert_eq!(stats.stored, 251);
+    assert_complete(
+        &db.store
+            .call_events(Scope::Super, call, 0, 1000)
+            .await
+            .unwrap(),
+        251,
+    );
+
+    // A database that never answers: viewers still get every event at once.
+    let down = Store::open_with(
+        "postgres://postgres@127.0.0.1:9/none",
+        &OpenOptions {
+            max_connections: 1,
+            acquire_timeout: Duration::from_millis(300),
+            migrate: false,
+        },
+    )
+    .await
+    .unwrap();
+    let call = CallId::new();
+    let mut watcher = hub.subscribe(&call.to_string());
+    let (sink, handle) = spawn_event_writer(down, config(&db, 100), None, hub.clone());
+    let mut recorder = CallRecorder::new(call, sink);
+    record_keys(&mut recorder, 20);
+    for seq in 1..=20 {
+        let row = tokio::time::timeout(Duration::from_secs(5), watcher.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.seq, seq);
+    }
+    drop(recorder);
+    let stats = handle.await.unwrap();
+    assert_eq!((stats.stored, stats.spooled), (0, 20));
+}
+
+both!(a_slow_viewer_lags_without_slowing_the_writer, lagging_body);
+async fn lagging_body(db: TestDb) {
+    let hub = EventHub::new(16);
+    let call = CallId::new();
+    let mut slow = hub.subscribe(&call.to_string());
+    let (sink, handle) = spawn_event_writer(db.store.clone(), config(&db, 100), None, hub.clone());
+    let mut recorder = CallRecorder::new(call, sink);
+    record_keys(&mut recorder, 500);
+    drop(recorder);
+    // The writer finishes while the viewer has read nothing.
+    let stats = handle.await.unwrap();
+    assert_eq!(stats.stored, 500);
+    let skipped = match slow.recv().await {
+        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => n,
+        other => panic!("expected a lag, got {other:?}"),
+    };
+    assert_eq!(skipped, 484);
+    let mut rest = Vec::new();
+    while let Ok(row) = slow.try_recv() {
+        rest.push(row.seq);
+    }
+    assert_eq!(rest, (485..=500).collect::<Vec<i64>>());
 }

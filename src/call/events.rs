@@ -343,6 +343,14 @@ pub enum CallEventKind {
         #[serde(skip_serializing_if = "Vec::is_empty")]
         missing: Vec<String>,
     },
+    /// The stream named a `call_id` that is not an expected call; it runs as a call of its
+    /// own with the default agent.
+    CallNotLinked {
+        /// The `call_id` the stream carried (the event itself is under the stream's own id).
+        requested_id: String,
+        /// Why (`not_expected`, `not_found`, `directory_timeout`, `already_live`).
+        reason: &'static str,
+    },
     /// The call ended (always the last event).
     CallEnded {
         /// Why (stable label).
@@ -463,6 +471,18 @@ impl CallRecorder {
         });
     }
 
+    /// The call the events are recorded under.
+    pub fn call_id(&self) -> CallId {
+        self.call_id
+    }
+
+    /// Records later events under `call_id` (the store's id of a call the stream turned out
+    /// to be), keeping the sequence: numbering goes on from the events already recorded.
+    /// Clones made before keep the old id.
+    pub fn rekey(&mut self, call_id: CallId) {
+        self.call_id = call_id;
+    }
+
     /// Events recorded so far.
     pub fn count(&self) -> u64 {
         self.seq.load(Ordering::Relaxed)
@@ -490,6 +510,22 @@ mod tests {
         assert_eq!(json["digit"], "#");
         assert_eq!(json["source"], "in_band");
         assert!(json["at_us"].as_u64().unwrap() > 1_600_000_000_000_000);
+    }
+
+    #[tokio::test]
+    async fn a_rekeyed_recorder_keeps_numbering_under_the_new_id() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let first_id = CallId::new();
+        let store_id = CallId::new();
+        let mut recorder = CallRecorder::new(first_id, EventSink::new(tx, None));
+        recorder.record(CallEventKind::StreamStopped { reason: None });
+        recorder.rekey(store_id);
+        assert_eq!(recorder.call_id(), store_id);
+        recorder.record(CallEventKind::StreamStopped { reason: None });
+        let a = rx.recv().await.unwrap();
+        let b = rx.recv().await.unwrap();
+        assert_eq!((a.call_id, a.seq), (first_id, 1));
+        assert_eq!((b.call_id, b.seq), (store_id, 2));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod carrier_control;
 pub mod control;
 pub mod conversation;
+pub mod directory;
 pub mod echo_agent;
 pub mod egress;
 pub mod events;
@@ -22,7 +23,8 @@ pub mod transport;
 pub mod turn;
 
 pub use agent::{Agent, AgentAction, AgentCatalog, AgentContext, AgentEvent, Speech};
-pub use registry::{CallHandle, Registry};
+pub use directory::CallDirectory;
+pub use registry::{CallHandle, ExpectedCall, Registry};
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;

@@ -3,15 +3,22 @@
 //! It holds handles only (a bounded control channel and the call's info), never call state, so
 //! nothing on the media path takes a lock here. It also holds the agent choices of calls the
 //! control plane expects (a stream whose `start` carries a `call_id` custom parameter naming
-//! one is served by that agent; any other stream gets the default agent).
+//! one becomes that call, served by its agent; any other stream gets the default agent).
+//! Expectations expire after [`EXPECTATION_TTL`], so a call that never connects leaks nothing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
-use super::agent::Speech;
+use super::agent::{AgentFactory, Speech};
 use super::{CallId, CallInfo};
+
+/// How long an expected call waits for its stream before it is forgotten.
+pub const EXPECTATION_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// A request from the control plane to a live call.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,34 +51,109 @@ pub enum ControlError {
 pub struct CallHandle {
     /// What the call is.
     pub info: Arc<CallInfo>,
+    /// The tenant the call belongs to, when the control plane created it for one.
+    pub tenant_id: Option<String>,
     control: mpsc::Sender<Control>,
 }
 
 impl CallHandle {
     /// A handle sending to the session's control channel.
     pub fn new(info: Arc<CallInfo>, control: mpsc::Sender<Control>) -> Self {
-        CallHandle { info, control }
+        CallHandle {
+            info,
+            tenant_id: None,
+            control,
+        }
+    }
+
+    /// The same handle, marked as belonging to `tenant_id`.
+    pub fn with_tenant(mut self, tenant_id: Option<String>) -> Self {
+        self.tenant_id = tenant_id;
+        self
     }
 }
 
 /// What the control plane has prepared for a call it is about to connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct ExpectedCall {
-    /// The agent that will serve it.
+    /// The call's id in the store: the live call and its CallEvents take this id.
+    pub call_id: CallId,
+    /// The tenant the call belongs to, if any.
+    pub tenant_id: Option<String>,
+    /// The agent that will serve it (its name in the catalog, and in the record).
     pub agent: String,
+    /// An agent built outside the catalog (e.g. a tenant's script loaded from the database);
+    /// `None` looks `agent` up in the catalog.
+    pub factory: Option<AgentFactory>,
+    /// The call's template variables; they win over the stream's custom parameters (except
+    /// `call_id`).
+    pub variables: BTreeMap<String, String>,
+}
+
+impl ExpectedCall {
+    /// A call served by the catalog's agent `agent`, with no tenant and no variables.
+    pub fn new(call_id: CallId, agent: impl Into<String>) -> Self {
+        ExpectedCall {
+            call_id,
+            tenant_id: None,
+            agent: agent.into(),
+            factory: None,
+            variables: BTreeMap::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ExpectedCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExpectedCall")
+            .field("call_id", &self.call_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("agent", &self.agent)
+            .field("factory", &self.factory.as_ref().map(|_| "custom"))
+            .field("variables", &self.variables.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// An expectation and when it stops counting.
+#[derive(Debug)]
+struct Pending {
+    expected: ExpectedCall,
+    expires: Instant,
 }
 
 /// Live calls by id, and calls expected to connect.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     live: DashMap<CallId, CallHandle>,
-    expected: DashMap<String, ExpectedCall>,
+    expected: DashMap<String, Pending>,
+    ttl: Duration,
+    /// When expired expectations were last swept (ms since `epoch`).
+    last_sweep_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::with_expectation_ttl(EXPECTATION_TTL)
+    }
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
         Registry::default()
+    }
+
+    /// An empty registry whose expectations last `ttl`.
+    pub fn with_expectation_ttl(ttl: Duration) -> Self {
+        Registry {
+            live: DashMap::new(),
+            expected: DashMap::new(),
+            ttl,
+            last_sweep_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
     }
 
     /// Adds a live call.
@@ -87,6 +169,16 @@ impl Registry {
     /// The info of a live call.
     pub fn get(&self, call_id: CallId) -> Option<Arc<CallInfo>> {
         self.live.get(&call_id).map(|h| h.info.clone())
+    }
+
+    /// Whether a call with this id is live.
+    pub fn contains(&self, call_id: CallId) -> bool {
+        self.live.contains_key(&call_id)
+    }
+
+    /// The tenant of a live call (`None` when the call is not live or has no tenant).
+    pub fn tenant_of(&self, call_id: CallId) -> Option<String> {
+        self.live.get(&call_id).and_then(|h| h.tenant_id.clone())
     }
 
     /// How many calls are live.
@@ -134,14 +226,47 @@ impl Registry {
     }
 
     /// Registers a call the control plane expects, under the id its stream will carry in the
-    /// `call_id` custom parameter.
+    /// `call_id` custom parameter (normally `expected.call_id` as text). It is forgotten if no
+    /// stream claims it within the registry's TTL; expired ones are swept here, at most a few
+    /// times per TTL.
     pub fn expect(&self, call_id: &str, expected: ExpectedCall) {
-        self.expected.insert(call_id.to_owned(), expected);
+        let now = Instant::now();
+        self.sweep_expired(now);
+        self.expected.insert(
+            call_id.to_owned(),
+            Pending {
+                expected,
+                expires: now + self.ttl,
+            },
+        );
     }
 
-    /// Takes the expectation for `call_id`, if there is one (each is used once).
+    /// Takes the expectation for `call_id`, if there is one and it has not expired (each is
+    /// used once).
     pub fn take_expected(&self, call_id: &str) -> Option<ExpectedCall> {
-        self.expected.remove(call_id).map(|(_, v)| v)
+        let (_, pending) = self.expected.remove(call_id)?;
+        (pending.expires > Instant::now()).then_some(pending.expected)
+    }
+
+    /// How many expectations are held (expired ones not yet swept included).
+    pub fn expected_len(&self) -> usize {
+        self.expected.len()
+    }
+
+    /// Drops expired expectations, unless a sweep ran less than a tenth of the TTL ago.
+    fn sweep_expired(&self, now: Instant) {
+        let now_ms = now.duration_since(self.epoch).as_millis() as u64;
+        let every_ms = (self.ttl.as_millis() as u64 / 10).max(1);
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        if now_ms < last.saturating_add(every_ms)
+            || self
+                .last_sweep_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.expected.retain(|_, pending| pending.expires > now);
     }
 }
 
@@ -218,18 +343,67 @@ mod tests {
     #[test]
     fn expectations_are_used_once() {
         let registry = Registry::new();
-        registry.expect(
-            "abc",
-            ExpectedCall {
-                agent: "echo".into(),
-            },
-        );
+        let id = CallId::new();
+        let mut expected = ExpectedCall::new(id, "echo");
+        expected.tenant_id = Some("t1".into());
+        expected.variables.insert("name".into(), "Asha".into());
+        registry.expect(&id.to_string(), expected);
+        assert_eq!(registry.expected_len(), 1);
+        let taken = registry.take_expected(&id.to_string()).unwrap();
+        assert_eq!(taken.call_id, id);
+        assert_eq!(taken.agent, "echo");
+        assert_eq!(taken.tenant_id.as_deref(), Some("t1"));
         assert_eq!(
-            registry.take_expected("abc"),
-            Some(ExpectedCall {
-                agent: "echo".into()
-            })
+            taken.variables.get("name").map(String::as_str),
+            Some("Asha")
         );
-        assert_eq!(registry.take_expected("abc"), None);
+        assert!(taken.factory.is_none());
+        assert!(registry.take_expected(&id.to_string()).is_none());
+        assert_eq!(registry.expected_len(), 0);
+        assert!(registry.take_expected("never-expected").is_none());
+    }
+
+    #[test]
+    fn expired_expectations_are_refused_and_swept() {
+        let registry = Registry::with_expectation_ttl(Duration::from_millis(30));
+        registry.expect("old", ExpectedCall::new(CallId::new(), "echo"));
+        registry.expect("older", ExpectedCall::new(CallId::new(), "echo"));
+        assert_eq!(registry.expected_len(), 2);
+        std::thread::sleep(Duration::from_millis(60));
+        // Expired: not handed out, even before any sweep.
+        assert!(registry.take_expected("old").is_none());
+        assert_eq!(registry.expected_len(), 1);
+        // The next expectation sweeps the expired one left.
+        let fresh = CallId::new();
+        registry.expect("fresh", ExpectedCall::new(fresh, "echo"));
+        assert_eq!(registry.expected_len(), 1);
+        assert_eq!(
+            registry.take_expected("fresh").map(|e| e.call_id),
+            Some(fresh)
+        );
+    }
+
+    #[test]
+    fn debug_names_the_call_without_the_variables_values() {
+        let mut expected = ExpectedCall::new(CallId::new(), "script:x");
+        expected.variables.insert("pin".into(), "1234".into());
+        let factory: AgentFactory =
+            Arc::new(|_| Err(crate::call::agent::AgentError::Unknown("x".into())));
+        expected.factory = Some(factory);
+        let text = format!("{expected:?}");
+        assert!(text.contains("script:x") && text.contains("pin") && text.contains("custom"));
+        assert!(!text.contains("1234"));
+    }
+
+    #[test]
+    fn live_handles_carry_their_tenant() {
+        let registry = Registry::new();
+        let info = info();
+        let id = info.call_id;
+        let (tx, _rx) = mpsc::channel(1);
+        registry.insert(CallHandle::new(info, tx).with_tenant(Some("t9".into())));
+        assert!(registry.contains(id));
+        assert_eq!(registry.tenant_of(id).as_deref(), Some("t9"));
+        assert_eq!(registry.tenant_of(CallId::new()), None);
     }
 }

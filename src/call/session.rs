@@ -6,7 +6,8 @@
 //! lock and no wait on anything but its own channels. Everything it notices becomes a
 //! CallEvent (off the hot path, through the event sink) and a metric.
 
-use std::collections::{HashSet, VecDeque};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,9 +21,10 @@ use super::agent::{
     SpeechPart, UserTurn, UtteranceId, UtteranceIds,
 };
 use super::control::{CarrierControl, remote_party};
+use super::directory::{CallDirectory, RESOLVE_TIMEOUT};
 use super::egress::{Egress, EgressConfig, MarkOutcome};
 use super::events::{CallEventKind, CallRecorder, EventSink};
-use super::registry::{CallHandle, Control, Registry};
+use super::registry::{CallHandle, Control, ExpectedCall, Registry};
 use super::transport::{InboundFrame, OutboundFrame};
 use super::turn::{
     JudgedFrame, Judgement, TurnConfig, TurnEvent, TurnJudge, TurnTaker, is_backchannel,
@@ -103,6 +105,9 @@ pub struct SessionDeps {
     pub stt: Option<Arc<dyn SttProvider>>,
     /// Carrier REST actions (transfer, SMS).
     pub control: Arc<dyn CarrierControl>,
+    /// Where calls created on other gateway instances are looked up (`None`: only calls
+    /// expected in this instance's registry are linked).
+    pub directory: Option<Arc<dyn CallDirectory>>,
 }
 
 impl std::fmt::Debug for SessionDeps {
@@ -110,6 +115,7 @@ impl std::fmt::Debug for SessionDeps {
         f.debug_struct("SessionDeps")
             .field("agents", &self.agents)
             .field("stt", &self.stt.as_ref().map(|s| s.name()))
+            .field("directory", &self.directory.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -401,12 +407,15 @@ impl Session {
     /// Runs the call to its end and returns why it ended.
     pub async fn run(mut self) -> EndReason {
         let reason = match self.await_start().await {
-            Ok(start) => match self.go_live(&start) {
-                Ok(mut live) => {
-                    let reason = self.run_live(&mut live).await;
-                    self.finish_live(&mut live, &reason);
-                    reason
-                }
+            Ok(start) => match self.find_expected(&start).await {
+                Ok(expected) => match self.go_live(&start, expected) {
+                    Ok(mut live) => {
+                        let reason = self.run_live(&mut live).await;
+                        self.finish_live(&mut live, &reason);
+                        reason
+                    }
+                    Err(reason) => reason,
+                },
                 Err(reason) => reason,
             },
             Err(reason) => reason,
@@ -500,21 +509,100 @@ impl Session {
         Ok(())
     }
 
-    /// Sets the call up once `start` has arrived.
-    fn go_live(&mut self, start: &StreamStart) -> Result<Live, EndReason> {
+    /// The call the stream's `call_id` custom parameter names: expected in this instance's
+    /// registry, or else found through the directory (bounded by [`RESOLVE_TIMEOUT`]; frames
+    /// arriving meanwhile wait in the reader's queue, and once it is full the reader stops
+    /// reading, so the socket pushes back and nothing is lost). A `call_id` that names no call
+    /// is logged and recorded, and the stream is served as a call of its own; only a shutdown
+    /// meanwhile ends it.
+    async fn find_expected(
+        &mut self,
+        start: &StreamStart,
+    ) -> Result<Option<ExpectedCall>, EndReason> {
+        let Some(wanted) = start.custom_parameters.get("call_id") else {
+            return Ok(None);
+        };
+        let found = match self.deps.registry.take_expected(wanted) {
+            Some(expected) => Ok(expected),
+            None => match self.deps.directory.clone() {
+                None => Err("not_expected"),
+                Some(directory) => {
+                    let hangup_all = self.deps.hangup_all.clone();
+                    tokio::select! {
+                        found = tokio::time::timeout(RESOLVE_TIMEOUT, directory.resolve(wanted)) => {
+                            match found {
+                                Ok(Some(expected)) => Ok(expected),
+                                Ok(None) => Err("not_found"),
+                                Err(_) => Err("directory_timeout"),
+                            }
+                        }
+                        _ = hangup_all.cancelled() => return Err(EndReason::Shutdown),
+                    }
+                }
+            },
+        };
+        let found = found.and_then(|expected| {
+            if self.deps.registry.contains(expected.call_id) {
+                Err("already_live")
+            } else {
+                Ok(expected)
+            }
+        });
+        match found {
+            Ok(expected) => Ok(Some(expected)),
+            Err(reason) => {
+                tracing::warn!(
+                    call_id = %wanted,
+                    reason,
+                    "the stream names a call that is not expected; serving it with the default agent"
+                );
+                self.recorder.record(CallEventKind::CallNotLinked {
+                    requested_id: wanted.clone(),
+                    reason,
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sets the call up once `start` has arrived; an expected call gives it its id, agent,
+    /// tenant and variables.
+    fn go_live(
+        &mut self,
+        start: &StreamStart,
+        expected: Option<ExpectedCall>,
+    ) -> Result<Live, EndReason> {
         let settings = &self.deps.settings;
-        let expected = start
-            .custom_parameters
-            .get("call_id")
-            .and_then(|id| self.deps.registry.take_expected(id));
-        let agent_name = expected
-            .map(|e| e.agent)
-            .unwrap_or_else(|| self.deps.agents.default_name().to_owned());
-        let agent = self
-            .deps
-            .agents
-            .create(&agent_name, start)
-            .map_err(|e| EndReason::Unsupported(e.to_string()))?;
+        let (agent_name, factory, tenant_id, start) = match expected {
+            Some(expected) => {
+                tracing::info!(
+                    stream_call_id = %self.call_id,
+                    call_id = %expected.call_id,
+                    agent = %expected.agent,
+                    "stream linked to its call"
+                );
+                self.call_id = expected.call_id;
+                self.recorder.rekey(expected.call_id);
+                (
+                    expected.agent,
+                    expected.factory,
+                    expected.tenant_id,
+                    with_variables(start, &expected.variables),
+                )
+            }
+            None => (
+                self.deps.agents.default_name().to_owned(),
+                None,
+                None,
+                Cow::Borrowed(start),
+            ),
+        };
+        let start = start.as_ref();
+        let agent = match &factory {
+            Some(factory) => factory(start),
+            None => self.deps.agents.create(&agent_name, start),
+        }
+        .map_err(|e| EndReason::Unsupported(e.to_string()))?;
         let format = start.media_format;
         let rules = self
             .protocol
@@ -559,7 +647,7 @@ impl Session {
         let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
         self.deps
             .registry
-            .insert(CallHandle::new(info.clone(), control_tx));
+            .insert(CallHandle::new(info.clone(), control_tx).with_tenant(tenant_id));
         self.deps.metrics.live_calls.inc();
         tracing::info!(
             stream_sid = %start.stream_sid,
@@ -1359,6 +1447,24 @@ impl Session {
     }
 }
 
+/// The stream's `start` as the call's agent sees it: the call's variables win over the
+/// stream's custom parameters, except `call_id` (the stream's own link to the call).
+fn with_variables<'a>(
+    start: &'a StreamStart,
+    variables: &BTreeMap<String, String>,
+) -> Cow<'a, StreamStart> {
+    if variables.is_empty() {
+        return Cow::Borrowed(start);
+    }
+    let mut merged = start.clone();
+    for (name, value) in variables {
+        if name != "call_id" {
+            merged.custom_parameters.insert(name.clone(), value.clone());
+        }
+    }
+    Cow::Owned(merged)
+}
+
 /// The next recognizer event, or never when the call has no recognizer.
 async fn next_stt(feed: &mut Option<SttFeed>) -> Option<SttEvent> {
     match feed {
@@ -1409,5 +1515,41 @@ mod tests {
         assert_eq!(code(EndReason::Idle), Some(1008));
         let (_, text) = EndReason::NoStart.close_frame(&limits).unwrap();
         assert_eq!(text, "no start event within 10 s");
+    }
+
+    #[test]
+    fn call_variables_win_over_stream_parameters_except_call_id() {
+        let start = StreamStart {
+            stream_sid: "MZ1".into(),
+            call_sid: "CA1".into(),
+            account_sid: "AC1".into(),
+            from: None,
+            to: None,
+            tracks: vec![],
+            custom_parameters: [("call_id", "abc"), ("name", "stream"), ("lang", "en")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            media_format: crate::carrier::MediaFormat {
+                encoding: Encoding::Mulaw,
+                sample_rate: 8000,
+                channels: 1,
+            },
+        };
+        assert!(matches!(
+            with_variables(&start, &BTreeMap::new()),
+            Cow::Borrowed(_)
+        ));
+        let variables: BTreeMap<String, String> =
+            [("call_id", "forged"), ("name", "Asha"), ("slot", "9am")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+        let merged = with_variables(&start, &variables);
+        let params = &merged.custom_parameters;
+        assert_eq!(params["call_id"], "abc");
+        assert_eq!(params["name"], "Asha");
+        assert_eq!(params["slot"], "9am");
+        assert_eq!(params["lang"], "en");
     }
 }

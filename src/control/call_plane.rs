@@ -16,6 +16,7 @@ use crate::call::registry::{ExpectedCall, Registry};
 use crate::pipeline::{Pipeline, TenantScriptError};
 use crate::script::prompts::LoadedScript;
 use crate::store::catalog::ScriptVersion;
+use crate::store::hub::EventHub;
 use crate::store::tenants::Plan;
 use crate::store::{Scope, Store, TenantId};
 
@@ -27,6 +28,8 @@ pub struct CallPlane {
     pub carriers: Arc<dyn Carriers>,
     /// `KEY:TOKEN` Basic credentials Exotel's webhooks must carry; `None` refuses them.
     pub exotel_credentials: Option<String>,
+    /// Live CallEvents by call (the writer publishes the session's; the control plane its own).
+    pub hub: EventHub,
     scripts: DashMap<String, Arc<LoadedScript>>,
 }
 
@@ -47,11 +50,13 @@ impl CallPlane {
         pipeline: Arc<Pipeline>,
         carriers: Arc<dyn Carriers>,
         exotel_credentials: Option<String>,
+        hub: EventHub,
     ) -> Self {
         CallPlane {
             pipeline,
             carriers,
             exotel_credentials,
+            hub,
             scripts: DashMap::new(),
         }
     }
@@ -128,10 +133,10 @@ impl CallPlane {
         agent: &ResolvedAgent,
         variables: &BTreeMap<String, String>,
     ) {
-        let _ = (tenant, variables);
-        let expected = ExpectedCall {
-            agent: agent.agent.clone(),
-        };
+        let mut expected = ExpectedCall::new(call_id, agent.agent.clone());
+        expected.tenant_id = Some(tenant.to_string());
+        expected.factory = agent.factory.clone();
+        expected.variables = variables.clone();
         registry.expect(&call_id.to_string(), expected);
     }
 }

@@ -61,7 +61,7 @@ impl ControlState {
 
 impl ControlState {
     /// Records a control-plane CallEvent on call `id` (numbered from 2^40; an identical one
-    /// already recorded is skipped).
+    /// already recorded is skipped) and publishes it to live viewers.
     pub async fn record_event(
         &self,
         scope: crate::store::Scope,
@@ -69,10 +69,14 @@ impl ControlState {
         kind: &str,
         data: &serde_json::Value,
     ) -> Result<(), crate::store::StoreError> {
-        self.store
+        let recorded = self
+            .store
             .record_control_event(scope, id, kind, data)
-            .await
-            .map(|_| ())
+            .await?;
+        if let (Some(row), Some(calls)) = (recorded, &self.calls) {
+            calls.hub.publish(std::slice::from_ref(&row));
+        }
+        Ok(())
     }
 }
 

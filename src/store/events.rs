@@ -7,6 +7,12 @@
 //! replayed (every [`WriterConfig::retry_every`]), so rows reach the database in the order they
 //! were recorded. A spool left by an earlier run is replayed at start. Replays are idempotent,
 //! so a row both stored and spooled is stored once.
+//!
+//! Each batch is published to the [`EventHub`] as soon as it is gathered, before its insert,
+//! so live viewers never wait on the database. Once a batch (or a replayed chunk) is stored,
+//! its `stream_started` and `call_ended` events update their calls' status (see
+//! [`super::lifecycle`]); a failure there spools the batch like a failed insert, and the
+//! replay applies them again (both steps are idempotent).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +23,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::calls::EventRow;
+use super::hub::EventHub;
+use super::lifecycle::LifecycleApplied;
 use super::spool::Spool;
 use super::{Store, StoreError};
 use crate::call::events::{CallEvent, EventSink};
@@ -69,19 +77,27 @@ pub struct WriterStats {
     pub lost: u64,
     /// Rows still in the spool at the end (replayed by the next start).
     pub left_in_spool: bool,
+    /// Lifecycle events (`stream_started`, `call_ended`) applied to a stored call.
+    pub status_updates: u64,
+    /// Lifecycle events skipped because their call is not in `calls` (a stream nobody
+    /// created).
+    pub unknown_calls: u64,
 }
 
 /// Starts a writer into `store`: returns the sink to hand to calls and the task, which ends
 /// (with its stats) once every clone of the sink is dropped and the last batch is written or
-/// spooled. `metrics` counts the events the sink drops when the queue is full.
+/// spooled. `metrics` counts the events the sink drops when the queue is full; every batch is
+/// published to `hub` before it is inserted.
 pub fn spawn_event_writer(
     store: Store,
     config: WriterConfig,
     metrics: Option<Metrics>,
+    hub: EventHub,
 ) -> (EventSink, JoinHandle<WriterStats>) {
     let (sender, receiver) = mpsc::channel(config.capacity.max(1));
     let writer = Writer {
         store,
+        hub,
         spool: Spool::new(config.spool_path.clone()),
         max_batch: config.max_batch.clamp(1, MAX_BATCH),
         config,
@@ -96,6 +112,7 @@ pub fn spawn_event_writer(
 
 struct Writer {
     store: Store,
+    hub: EventHub,
     spool: Spool,
     config: WriterConfig,
     max_batch: usize,
@@ -111,7 +128,7 @@ struct Writer {
 /// An insert running on its own task, with its rows kept for the spool should it fail.
 struct InFlight {
     rows: Arc<Vec<EventRow>>,
-    task: JoinHandle<Result<u64, StoreError>>,
+    task: JoinHandle<Result<LifecycleApplied, StoreError>>,
 }
 
 impl Writer {
@@ -177,13 +194,14 @@ impl Writer {
         if rows.is_empty() {
             return;
         }
+        self.hub.publish(&rows);
         self.settle().await;
         if !self.pending {
             self.stats.batches += 1;
             let rows = Arc::new(rows);
             let store = self.store.clone();
             let task_rows = Arc::clone(&rows);
-            let task = tokio::spawn(async move { store.append_events(&task_rows).await });
+            let task = tokio::spawn(async move { store_rows(&store, &task_rows).await });
             self.in_flight = Some(InFlight { rows, task });
             return;
         }
@@ -202,8 +220,9 @@ impl Writer {
             return;
         };
         let error = match task.await {
-            Ok(Ok(_)) => {
+            Ok(Ok(lifecycle)) => {
                 self.stats.stored += rows.len() as u64;
+                self.count(lifecycle);
                 return;
             }
             Ok(Err(e)) => e.to_string(),
@@ -227,6 +246,11 @@ impl Writer {
         }
     }
 
+    fn count(&mut self, lifecycle: LifecycleApplied) {
+        self.stats.status_updates += lifecycle.applied;
+        self.stats.unknown_calls += lifecycle.unknown_calls;
+    }
+
     /// Inserts the spool's rows in order; clears it when all are in.
     async fn replay(&mut self) {
         self.settle().await;
@@ -240,9 +264,12 @@ impl Writer {
         };
         for chunk in rows.chunks(self.max_batch) {
             self.stats.batches += 1;
-            if let Err(e) = self.store.append_events(chunk).await {
-                tracing::warn!(target: "voicegw::events", "spool replay deferred: {e}");
-                return;
+            match store_rows(&self.store, chunk).await {
+                Ok(lifecycle) => self.count(lifecycle),
+                Err(e) => {
+                    tracing::warn!(target: "voicegw::events", "spool replay deferred: {e}");
+                    return;
+                }
             }
         }
         match self.spool.clear().await {
@@ -254,4 +281,10 @@ impl Writer {
             Err(e) => tracing::error!(target: "voicegw::events", "cannot clear the spool: {e}"),
         }
     }
+}
+
+/// Inserts rows, then applies their lifecycle events to the calls' status.
+async fn store_rows(store: &Store, rows: &[EventRow]) -> Result<LifecycleApplied, StoreError> {
+    store.append_events(rows).await?;
+    store.apply_lifecycle(rows).await
 }

@@ -11,7 +11,9 @@
 pub mod calls;
 pub mod catalog;
 pub mod events;
+pub mod hub;
 pub mod keys;
+pub mod lifecycle;
 pub mod spool;
 pub mod tenants;
 pub mod call_records;

@@ -9,6 +9,7 @@ use voicegw::control::call_plane::CallPlane;
 use voicegw::control::dial::{Carriers, NoCarriers};
 use voicegw::control::{ControlDeps, ControlState};
 use voicegw::store::events::{WriterConfig, spawn_event_writer};
+use voicegw::store::hub::EventHub;
 
 use super::TestGateway;
 use super::db::TestDb;
@@ -37,6 +38,8 @@ impl TestControl {
         carriers: Arc<dyn Carriers>,
     ) -> TestControl {
         let exotel_credentials = config.auth.exotel_credentials.clone();
+        let hub = EventHub::default();
+        let writer_hub = hub.clone();
         ensure_admin_key(&db.store, Some(ADMIN_KEY)).await.unwrap();
         let store = db.store.clone();
         let spool = db.spool();
@@ -53,7 +56,7 @@ impl TestControl {
                     max_delay: std::time::Duration::from_millis(5),
                     ..WriterConfig::default()
                 };
-                spawn_event_writer(store, writer, Some(metrics.clone())).0
+                spawn_event_writer(store, writer, Some(metrics.clone()), writer_hub).0
             },
             events,
             move |gateway| {
@@ -66,6 +69,7 @@ impl TestControl {
                         gateway.pipeline(),
                         carriers,
                         exotel_credentials,
+                        hub,
                     ))),
                 });
                 gateway.with_control(control)

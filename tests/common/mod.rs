@@ -67,6 +67,24 @@ impl TestGateway {
         .await
     }
 
+    /// Like [`start_with_pipeline`], and `adjust` may change the gateway before it serves
+    /// (e.g. give it a call directory).
+    pub async fn start_with_gateway(
+        config: Config,
+        customize: impl FnOnce(&mut Pipeline, &Metrics),
+        adjust: impl FnOnce(Gateway) -> Gateway,
+    ) -> TestGateway {
+        let (events_tx, events) = tokio::sync::mpsc::channel(100_000);
+        Self::start_full(
+            config,
+            customize,
+            |metrics| EventSink::new(events_tx, Some(metrics.clone())),
+            events,
+            adjust,
+        )
+        .await
+    }
+
     /// Starts a gateway whose CallEvents go to the sink `sink` makes (`events` then receives
     /// nothing unless that sink feeds it), and which `finish` may extend (e.g. with the
     /// control plane) before it serves.

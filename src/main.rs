@@ -1,5 +1,7 @@
 //! The `voicegw` command line.
 
+mod admin_cli;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -96,6 +98,21 @@ enum Command {
     Script {
         #[command(subcommand)]
         command: ScriptCommand,
+    },
+    /// Tenants in the store: create, list.
+    Tenants {
+        #[command(subcommand)]
+        command: admin_cli::TenantsCommand,
+    },
+    /// API keys in the store: create (prints the secret once), list, revoke.
+    Keys {
+        #[command(subcommand)]
+        command: admin_cli::KeysCommand,
+    },
+    /// Tenants' phone numbers in the store: add, list.
+    Numbers {
+        #[command(subcommand)]
+        command: admin_cli::NumbersCommand,
     },
 }
 
@@ -308,6 +325,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
+        Command::Tenants { command } => admin_cli::tenants(command),
+        Command::Keys { command } => admin_cli::keys(command),
+        Command::Numbers { command } => admin_cli::numbers(command),
         Command::Script {
             command:
                 ScriptCommand::Prime {

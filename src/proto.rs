@@ -17,7 +17,6 @@ mod tests {
     use prost::Message;
 
     #[test]
-    #[allow(deprecated)]
     fn call_events_round_trip_through_protobuf() {
         let mut data = prost_types::Struct::default();
         data.fields.insert(
@@ -34,7 +33,6 @@ mod tests {
                 r#type: "dtmf".into(),
                 data: Some(data),
             }],
-            next_after: None,
             next_cursor: Some("1700000000000000.3".into()),
         };
         let bytes = list.encode_to_vec();

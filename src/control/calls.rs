@@ -17,6 +17,8 @@ use super::auth::Principal;
 use super::call_plane::{CallPlane, plan_dials, tenant_plan};
 use super::dial::{CarrierName, DialError, MachineDetection, PlaceCall, call_urls, is_e164};
 use super::error::{ApiError, ApiResult};
+#[allow(unused_imports)]
+use super::model::ErrorBody;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::call::CallId;
 use crate::call::registry::Control;
@@ -34,6 +36,7 @@ pub const MAX_VARIABLE_CHARS: usize = 1000;
 
 /// A call as the API shows it (`voicegw.v1.Call`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Call)]
 pub struct CallView {
     /// The call's id.
     pub id: String,
@@ -119,6 +122,7 @@ impl From<&Call> for CallView {
 
 /// A page of calls (`voicegw.v1.CallList`), newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = CallList)]
 pub struct CallListView {
     /// The calls.
     pub calls: Vec<CallView>,
@@ -270,6 +274,23 @@ fn call_response(status: StatusCode, call: &Call) -> Response {
     (status, Json(CallView::from(call))).into_response()
 }
 
+#[utoipa::path(
+    post, path = "/v1/calls", tag = "calls",
+    request_body = CreateCallRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the same call (200); same key, other body: 422 `idempotency_mismatch`")),
+    responses(
+        (status = 202, description = "Stored `queued` and handed to the carrier", body = CallView),
+        (status = 200, description = "A replay of an earlier request with the same Idempotency-Key", body = CallView),
+        (status = 400, description = "`tenant_required` (SUPERADMIN), `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The tenant's plan has no outbound calls", body = ErrorBody),
+        (status = 404, description = "`tenant_id` names another tenant", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_number`, `unknown_number`, `unknown_agent`, `unknown_script`, `missing_variables`, `script_unusable`, `idempotency_mismatch`", body = ErrorBody),
+        (status = 502, description = "`carrier_refused` (the call is `failed`) or `carrier_unreachable` (the outcome is unknown: the call stays `queued` with its error and is not dialled again)", body = ErrorBody),
+        (status = 503, description = "`public_url_missing`, `carrier_not_configured`, `scripts_unavailable`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 /// `POST /v1/calls`: stores the call `queued`, registers it, dials it, and answers 202 with
 /// it. A replay with the same `Idempotency-Key` and body answers 200 with the stored call.
 pub async fn create_call(
@@ -452,6 +473,17 @@ async fn get_scoped(state: &ControlState, scope: Scope, id: CallId) -> ApiResult
         .ok_or_else(|| ApiError::not_found("call"))
 }
 
+#[utoipa::path(
+    get, path = "/v1/calls/{id}", tag = "calls",
+    params(("id" = uuid::Uuid, Path, description = "Call id")),
+    responses(
+        (status = 200, description = "The call", body = CallView),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 404, description = "No such call in the key's scope", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 /// `GET /v1/calls/{id}`.
 pub async fn get_call(
     principal: Principal,
@@ -549,6 +581,16 @@ impl ListQuery {
     }
 }
 
+#[utoipa::path(
+    get, path = "/v1/calls", tag = "calls",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of calls, newest first", body = CallListView),
+        (status = 400, description = "`invalid_query`: a bad filter, limit or cursor", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 /// `GET /v1/calls`: the caller's calls, newest first.
 pub async fn list_calls(
     principal: Principal,
@@ -570,6 +612,19 @@ pub async fn list_calls(
     }))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/calls/{id}", tag = "calls",
+    params(("id" = uuid::Uuid, Path, description = "Call id")),
+    responses(
+        (status = 200, description = "Cancelled or hung up; the call as it is now", body = CallView),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 404, description = "No such call in the key's scope", body = ErrorBody),
+        (status = 409, description = "`call_ended`; `not_cancellable` (the carrier cannot cancel it)", body = ErrorBody),
+        (status = 502, description = "`carrier_error`: the carrier failed", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 /// `DELETE /v1/calls/{id}`: a queued or ringing call is cancelled at its carrier; a call in
 /// progress is hung up (its live session here, if any, and at the carrier); an ended call is
 /// 409 `call_ended`. Answers the call as it is now.

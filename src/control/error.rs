@@ -1,4 +1,5 @@
-//! The API's error: an HTTP status with a JSON body `{"error": {"code", "message"}}`.
+//! The API's error: an HTTP status with a JSON body `{"error": {"code", "message"}}`, plus
+//! any details a route adds (e.g. a script's `diagnostics`).
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -17,6 +18,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, for a person.
     pub message: String,
+    /// More fields of the `error` object (e.g. `diagnostics`); empty for most errors.
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -26,7 +29,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: serde_json::Map::new(),
         }
+    }
+
+    /// This error with one more field `key` in its `error` object.
+    pub fn with_detail(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.details.insert(key.to_string(), value);
+        self
     }
 
     /// 400: the request is malformed or a value is invalid.
@@ -99,13 +109,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::store::catalog::Rejected> for ApiError {
+    fn from(rejected: crate::store::catalog::Rejected) -> Self {
+        ApiError::bad_request(rejected.code, rejected.message)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        let mut error = self.details;
+        error.insert("code".into(), json!(self.code));
+        error.insert("message".into(), json!(self.message));
+        (self.status, Json(json!({ "error": error }))).into_response()
     }
 }
 

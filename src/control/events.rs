@@ -34,6 +34,8 @@ use tokio::sync::{broadcast, mpsc};
 use super::ControlState;
 use super::auth::Principal;
 use super::error::{ApiError, ApiResult};
+#[allow(unused_imports)]
+use super::model::ErrorBody;
 use super::extract::{ApiPath, ApiQuery};
 use crate::call::CallId;
 use crate::store::Scope;
@@ -60,6 +62,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// One CallEvent as the API shows it (`voicegw.v1.CallEvent`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = CallEvent)]
 pub struct CallEventView {
     /// The call.
     pub call_id: String,
@@ -105,6 +108,7 @@ impl CallEventView {
 
 /// A page of events (`voicegw.v1.CallEventList`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = CallEventList)]
 pub struct CallEventListView {
     /// The events, in time order.
     pub events: Vec<CallEventView>,
@@ -164,6 +168,18 @@ async fn visible(state: &ControlState, scope: Scope, id: CallId) -> ApiResult<()
         .ok_or_else(|| ApiError::not_found("call"))
 }
 
+#[utoipa::path(
+    get, path = "/v1/calls/{id}/events", tag = "calls",
+    description = "A call's CallEvents in time order (`at_us`, then `seq`): the session's are numbered 1, 2, 3 …, the control plane's (carrier callbacks, verdicts, dial failures, cancels) from 2^40. `next_cursor` is opaque: pass it as `after`. With `Accept: application/x-protobuf` the body is a protobuf `voicegw.v1.CallEventList`.",
+    params(("id" = uuid::Uuid, Path, description = "Call id"), EventsQuery),
+    responses(
+        (status = 200, description = "A page of events", body = CallEventListView),
+        (status = 400, description = "`invalid_cursor`, `invalid_query`, malformed id", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 404, description = "No such call in the key's scope", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 /// `GET /v1/calls/{id}/events`.
 pub async fn list_events(
     principal: Principal,
@@ -194,10 +210,8 @@ pub async fn list_events(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains(PROTOBUF));
     if wants_protobuf {
-        #[allow(deprecated)]
         let list = crate::proto::v1::CallEventList {
             events: events.iter().map(CallEventView::proto).collect(),
-            next_after: None,
             next_cursor,
         };
         return Ok(([(header::CONTENT_TYPE, PROTOBUF)], list.encode_to_vec()).into_response());
@@ -209,6 +223,18 @@ pub async fn list_events(
     .into_response())
 }
 
+#[utoipa::path(
+    get, path = "/v1/calls/{id}/events/stream", tag = "calls",
+    description = "Server-Sent Events: the stored events after `Last-Event-ID` (or `after`), then live ones; `id:` is the event's cursor, `event:` its type, `data:` the JSON CallEvent. Ends once the call is over and its last events were sent.",
+    params(("id" = uuid::Uuid, Path, description = "Call id"), EventsQuery),
+    responses(
+        (status = 200, description = "`text/event-stream` of CallEvents", content_type = "text/event-stream", body = CallEventView),
+        (status = 400, description = "`invalid_cursor`, malformed id", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 404, description = "No such call in the key's scope", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 /// `GET /v1/calls/{id}/events/stream`.
 pub async fn stream_events(
     principal: Principal,

@@ -8,6 +8,9 @@
 //! - [`error`]: the JSON error every route answers with.
 //! - [`extract`]: body, query and path extractors whose rejections are those errors.
 //! - [`bootstrap`]: the first SUPERADMIN key of an empty database.
+//! - [`model`]: the JSON resources, request bodies and paging.
+//! - [`tenants`], [`keys`], [`numbers`], [`scripts`]: the catalog's routes.
+//! - [`openapi`]: the OpenAPI document, at `GET /openapi.json`.
 //! - [`calls`], [`events`]: `/v1/calls` and their CallEvents (list and live stream);
 //!   [`dial`] and [`call_plane`]: the carriers and agents behind them; [`webhooks`]: the
 //!   carriers' callbacks.
@@ -20,6 +23,12 @@ pub mod dial;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod keys;
+pub mod model;
+pub mod numbers;
+pub mod openapi;
+pub mod scripts;
+pub mod tenants;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -92,6 +101,11 @@ impl Deref for ControlState {
 pub fn router(state: ControlState) -> Router {
     Router::new()
         .route("/v1/me", get(whoami))
+        .merge(tenants::router())
+        .merge(keys::router())
+        .merge(numbers::router())
+        .merge(scripts::router())
+        .merge(openapi::router())
         .route(
             "/v1/calls",
             get(calls::list_calls).post(calls::create_call),
@@ -106,7 +120,7 @@ pub fn router(state: ControlState) -> Router {
 }
 
 /// The caller's own key, as `GET /v1/me` answers it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Me {
     /// The key's id.
     pub key_id: String,
@@ -114,11 +128,20 @@ pub struct Me {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<String>,
     /// The key's role.
+    #[schema(value_type = String, example = "ADMIN")]
     pub role: crate::store::tenants::Role,
 }
 
 /// `GET /v1/me`: who the bearer key is.
-async fn whoami(principal: Principal) -> Json<Me> {
+#[utoipa::path(
+    get, path = "/v1/me", tag = "keys",
+    responses(
+        (status = 200, description = "The caller's key", body = Me),
+        (status = 401, description = "No valid key", body = model::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn whoami(principal: Principal) -> Json<Me> {
     Json(Me {
         key_id: principal.key_id.to_string(),
         tenant_id: principal.tenant.map(|t| t.to_string()),

@@ -2,8 +2,33 @@
 
 use sqlx::{AssertSqlSafe, Row};
 
+use super::catalog::{MAX_PAGE, Rejected};
 use super::keys::{KEY_PREFIX, display_prefix, generate_secret, hash_secret};
 use super::{Scope, Store, StoreError, TenantId, now_us, parse_uuid};
+
+/// The longest tenant or key name, in characters.
+pub const MAX_NAME: usize = 200;
+
+/// Checks a tenant's or key's display name: 1 to [`MAX_NAME`] characters, not only spaces,
+/// no control characters. `field` names it in the message.
+pub fn display_name(field: &str, name: &str) -> Result<(), Rejected> {
+    let rule = if name.trim().is_empty() {
+        Some("must not be empty")
+    } else if name.chars().count() > MAX_NAME {
+        Some("is longer than 200 characters")
+    } else if name.chars().any(char::is_control) {
+        Some("must not hold control characters")
+    } else {
+        None
+    };
+    match rule {
+        None => Ok(()),
+        Some(rule) => Err(Rejected {
+            code: "invalid_name",
+            message: format!("{field} {rule}"),
+        }),
+    }
+}
 
 /// What a tenant may do with calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,6 +57,14 @@ impl Plan {
         [Plan::Outbound, Plan::Inbound, Plan::Full]
             .into_iter()
             .find(|p| p.as_str() == s)
+    }
+
+    /// Parses a label given by a person (`OUTBOUND`, `INBOUND`, `FULL`; any case).
+    pub fn from_label(s: &str) -> Result<Plan, Rejected> {
+        Plan::parse(&s.to_ascii_uppercase()).ok_or_else(|| Rejected {
+            code: "invalid_plan",
+            message: format!("unknown plan {s:?}: expected OUTBOUND, INBOUND or FULL"),
+        })
     }
 }
 
@@ -64,6 +97,14 @@ impl Role {
         [Role::Agent, Role::Admin, Role::Superadmin]
             .into_iter()
             .find(|r| r.as_str() == s)
+    }
+
+    /// Parses a label given by a person (`AGENT`, `ADMIN`, `SUPERADMIN`; any case).
+    pub fn from_label(s: &str) -> Result<Role, Rejected> {
+        Role::parse(&s.to_ascii_uppercase()).ok_or_else(|| Rejected {
+            code: "invalid_role",
+            message: format!("unknown role {s:?}: expected AGENT, ADMIN or SUPERADMIN"),
+        })
     }
 
     /// The scope a holder of this role in `tenant` gets.
@@ -168,9 +209,27 @@ fn key_row(row: &sqlx::any::AnyRow) -> Result<ApiKey, StoreError> {
     })
 }
 
+fn tenant_row(row: &sqlx::any::AnyRow) -> Result<Tenant, StoreError> {
+    let get = |e| StoreError::db("reading a tenant")(e);
+    let plan: String = row.try_get(2).map_err(get)?;
+    Ok(Tenant {
+        id: TenantId(parse_uuid(
+            "tenants.id",
+            &row.try_get::<String, _>(0).map_err(get)?,
+        )?),
+        name: row.try_get(1).map_err(get)?,
+        plan: Plan::parse(&plan).ok_or(StoreError::Corrupt {
+            column: "tenants.plan",
+            value: plan,
+        })?,
+        created_us: row.try_get(3).map_err(get)?,
+    })
+}
+
 impl Store {
     /// Creates a tenant.
     pub async fn create_tenant(&self, name: &str, plan: Plan) -> Result<Tenant, StoreError> {
+        display_name("name", name)?;
         let tenant = Tenant {
             id: TenantId(uuid::Uuid::now_v7()),
             name: name.to_string(),
@@ -199,24 +258,61 @@ impl Store {
             .fetch_all(self.pool())
             .await
             .map_err(StoreError::db("listing tenants"))?;
-        rows.iter()
-            .map(|row| {
-                let get = |e| StoreError::db("reading a tenant")(e);
-                let plan: String = row.try_get(2).map_err(get)?;
-                Ok(Tenant {
-                    id: TenantId(parse_uuid(
-                        "tenants.id",
-                        &row.try_get::<String, _>(0).map_err(get)?,
-                    )?),
-                    name: row.try_get(1).map_err(get)?,
-                    plan: Plan::parse(&plan).ok_or(StoreError::Corrupt {
-                        column: "tenants.plan",
-                        value: plan,
-                    })?,
-                    created_us: row.try_get(3).map_err(get)?,
-                })
-            })
-            .collect()
+        rows.iter().map(tenant_row).collect()
+    }
+
+    /// Tenant `id`, if `scope` sees it.
+    pub async fn get_tenant(
+        &self,
+        scope: Scope,
+        id: TenantId,
+    ) -> Result<Option<Tenant>, StoreError> {
+        let sql = format!(
+            "SELECT id, name, plan, created_us FROM tenants WHERE id = $1{}",
+            scope.filter("id", 2)
+        );
+        let row = scope
+            .bind(sqlx::query(AssertSqlSafe(sql)).bind(id.to_string()))
+            .fetch_optional(self.pool())
+            .await
+            .map_err(StoreError::db("reading a tenant"))?;
+        row.as_ref().map(tenant_row).transpose()
+    }
+
+    /// Whether tenant `id` exists.
+    pub async fn tenant_exists(&self, id: TenantId) -> Result<bool, StoreError> {
+        Ok(self.get_tenant(Scope::Super, id).await?.is_some())
+    }
+
+    /// Renames tenant `id` and/or changes its plan (`None` keeps a field); returns it.
+    pub async fn update_tenant(
+        &self,
+        scope: Scope,
+        id: TenantId,
+        name: Option<&str>,
+        plan: Option<Plan>,
+    ) -> Result<Tenant, StoreError> {
+        if let Some(name) = name {
+            display_name("name", name)?;
+        }
+        let mut tenant = self
+            .get_tenant(scope, id)
+            .await?
+            .ok_or(StoreError::NotFound("tenant"))?;
+        if let Some(name) = name {
+            tenant.name = name.to_string();
+        }
+        if let Some(plan) = plan {
+            tenant.plan = plan;
+        }
+        sqlx::query("UPDATE tenants SET name = $1, plan = $2 WHERE id = $3")
+            .bind(tenant.name.clone())
+            .bind(tenant.plan.as_str())
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await
+            .map_err(StoreError::db("updating a tenant"))?;
+        Ok(tenant)
     }
 
     /// Creates a user; SUPERADMIN users have no tenant, the others one.
@@ -296,6 +392,12 @@ impl Store {
         secret: &str,
     ) -> Result<ApiKey, StoreError> {
         check_role(role, tenant)?;
+        display_name("name", name)?;
+        if let Some(tenant) = tenant
+            && !self.tenant_exists(tenant).await?
+        {
+            return Err(StoreError::NotFound("tenant"));
+        }
         let key = ApiKey {
             id: uuid::Uuid::now_v7(),
             tenant_id: tenant,
@@ -368,5 +470,65 @@ impl Store {
             return Err(StoreError::NotFound("API key"));
         }
         Ok(())
+    }
+
+    /// Key `id`, if `scope` sees it.
+    pub async fn get_api_key(
+        &self,
+        scope: Scope,
+        id: uuid::Uuid,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1{}",
+            scope.filter("tenant_id", 2)
+        );
+        let row = scope
+            .bind(sqlx::query(AssertSqlSafe(sql)).bind(id.to_string()))
+            .fetch_optional(self.pool())
+            .await
+            .map_err(StoreError::db("reading an API key"))?;
+        row.as_ref().map(key_row).transpose()
+    }
+
+    /// Up to `limit` keys (revoked ones too) `scope` sees, oldest first, after key `after`.
+    pub async fn list_api_keys_page(
+        &self,
+        scope: Scope,
+        after: Option<uuid::Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ApiKey>, StoreError> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id > $1{} ORDER BY id LIMIT {}",
+            scope.filter("tenant_id", 2),
+            i64::from(limit.clamp(1, MAX_PAGE))
+        );
+        let after = after.map(|id| id.to_string()).unwrap_or_default();
+        let rows = scope
+            .bind(sqlx::query(AssertSqlSafe(sql)).bind(after))
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::db("listing API keys"))?;
+        rows.iter().map(key_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_rule() {
+        assert!(display_name("name", "Acme Ltd.").is_ok());
+        assert_eq!(display_name("name", "  ").unwrap_err().code, "invalid_name");
+        assert!(display_name("name", &"x".repeat(201)).is_err());
+        assert!(display_name("name", "a\nb").is_err());
+    }
+
+    #[test]
+    fn labels_parse_in_any_case() {
+        assert_eq!(Plan::from_label("full").unwrap(), Plan::Full);
+        assert_eq!(Plan::from_label("GOLD").unwrap_err().code, "invalid_plan");
+        assert_eq!(Role::from_label("Admin").unwrap(), Role::Admin);
+        assert_eq!(Role::from_label("root").unwrap_err().code, "invalid_role");
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod control;
 pub mod db;
+pub mod tenants;
 pub mod calls;
 
 use std::collections::VecDeque;

@@ -126,11 +126,11 @@ impl Carriers for NoCarriers {
     }
 }
 
-/// The carriers `config` sets up.
+/// The carriers `config` sets up (REST clients for the configured accounts).
 pub fn carriers_from_config(
-    _config: &crate::config::Config,
+    config: &crate::config::Config,
 ) -> Result<std::sync::Arc<dyn Carriers>, crate::config::ConfigError> {
-    Ok(std::sync::Arc::new(NoCarriers))
+    Ok(std::sync::Arc::new(super::carriers::RestCarriers::from_config(config)?))
 }
 
 /// Strict E.164: `+`, a first digit 1–9, 7 to 15 digits in all.

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod call_plane;
 pub mod calls;
+pub mod carriers;
 pub mod dial;
 pub mod error;
 pub mod events;
@@ -29,6 +30,7 @@ pub mod numbers;
 pub mod openapi;
 pub mod scripts;
 pub mod tenants;
+pub mod webhooks;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -116,6 +118,7 @@ pub fn router(state: ControlState) -> Router {
         )
         .route("/v1/calls/{id}/events", get(events::list_events))
         .route("/v1/calls/{id}/events/stream", get(events::stream_events))
+        .merge(webhooks::router())
         .with_state(state)
 }
 

@@ -70,7 +70,8 @@ impl TestControl {
                         carriers,
                         exotel_credentials,
                         hub,
-                    ))),
+                    )
+                    .with_metrics(gateway.metrics().clone()))),
                 });
                 gateway.with_control(control)
             },

@@ -268,7 +268,8 @@ impl Gateway {
                     .and_then(|v| v.to_str().ok())
                     .ok_or("missing X-Twilio-Signature")?;
                 let base = match &self.auth.public_url {
-                    Some(url) => url.trim_end_matches('/').to_owned(),
+                    // Twilio signs the stream's wss:// URL, whatever the public URL's scheme.
+                    Some(url) => crate::control::dial::ws_base(url),
                     None => {
                         let host = headers
                             .get(header::HOST)

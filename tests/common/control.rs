@@ -37,6 +37,18 @@ impl TestControl {
         config: Config,
         carriers: Arc<dyn Carriers>,
     ) -> TestControl {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TestControl::start_on(listener, db, config, carriers).await
+    }
+
+    /// Starts on `listener` (bound beforehand, so `config` may name its address as the
+    /// public URL).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        db: TestDb,
+        config: Config,
+        carriers: Arc<dyn Carriers>,
+    ) -> TestControl {
         let exotel_credentials = config.auth.exotel_credentials.clone();
         let hub = EventHub::default();
         let writer_hub = hub.clone();
@@ -47,7 +59,8 @@ impl TestControl {
         let public_url = config.auth.public_url.clone();
         let twilio_auth_token = config.auth.twilio_auth_token.clone();
         let control_store = store.clone();
-        let gw = TestGateway::start_full(
+        let gw = TestGateway::start_full_on(
+            listener,
             config,
             |_, _| {},
             move |metrics| {

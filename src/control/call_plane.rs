@@ -13,9 +13,11 @@ use super::error::ApiError;
 use crate::call::CallId;
 use crate::call::agent::AgentFactory;
 use crate::call::registry::{ExpectedCall, Registry};
+use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, TenantScriptError};
 use crate::script::prompts::LoadedScript;
 use crate::store::catalog::ScriptVersion;
+use crate::store::hub::EventHub;
 use crate::store::tenants::Plan;
 use crate::store::{Scope, Store, TenantId};
 
@@ -27,6 +29,10 @@ pub struct CallPlane {
     pub carriers: Arc<dyn Carriers>,
     /// `KEY:TOKEN` Basic credentials Exotel's webhooks must carry; `None` refuses them.
     pub exotel_credentials: Option<String>,
+    /// Live CallEvents by call (the writer publishes the session's; the control plane its own).
+    pub hub: EventHub,
+    /// Where webhook outcomes are counted.
+    pub metrics: Option<Metrics>,
     scripts: DashMap<String, Arc<LoadedScript>>,
 }
 
@@ -47,13 +53,22 @@ impl CallPlane {
         pipeline: Arc<Pipeline>,
         carriers: Arc<dyn Carriers>,
         exotel_credentials: Option<String>,
+        hub: EventHub,
     ) -> Self {
         CallPlane {
             pipeline,
             carriers,
             exotel_credentials,
+            hub,
+            metrics: None,
             scripts: DashMap::new(),
         }
+    }
+
+    /// The same plane, counting webhook outcomes in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The catalog agent `name` (`llm`, `echo`, `script:<file>`), or 422 `unknown_agent`.
@@ -128,10 +143,10 @@ impl CallPlane {
         agent: &ResolvedAgent,
         variables: &BTreeMap<String, String>,
     ) {
-        let _ = (tenant, variables);
-        let expected = ExpectedCall {
-            agent: agent.agent.clone(),
-        };
+        let mut expected = ExpectedCall::new(call_id, agent.agent.clone());
+        expected.tenant_id = Some(tenant.to_string());
+        expected.factory = agent.factory.clone();
+        expected.variables = variables.clone();
         registry.expect(&call_id.to_string(), expected);
     }
 }
@@ -155,4 +170,50 @@ pub async fn tenant_plan(store: &Store, tenant: TenantId) -> Result<Plan, ApiErr
         .next()
         .map(|t| t.plan)
         .ok_or_else(|| ApiError::not_found("tenant"))
+}
+
+/// Finds calls created on another gateway instance in the store (see
+/// [`crate::call::directory`]): a call not yet over gets its agent and variables as stored.
+pub struct StoreDirectory {
+    /// The store.
+    pub store: Store,
+    /// The agents and tenants' scripts.
+    pub plane: Arc<CallPlane>,
+}
+
+#[async_trait::async_trait]
+impl crate::call::directory::CallDirectory for StoreDirectory {
+    async fn resolve(&self, call_id: &str) -> Option<ExpectedCall> {
+        let id = CallId(uuid::Uuid::parse_str(call_id).ok()?);
+        let call = match self.store.get_call(Scope::Super, id).await {
+            Ok(Some(call)) if !call.status.is_final() => call,
+            Ok(_) => return None,
+            Err(error) => {
+                tracing::warn!(%call_id, %error, "call directory: reading the call failed");
+                return None;
+            }
+        };
+        let resolved = match call.agent.strip_prefix("script:") {
+            Some(name) if call.script_id.is_some() => {
+                self.plane
+                    .tenant_script(&self.store, call.tenant_id, name, &call.variables)
+                    .await
+            }
+            _ => self.plane.catalog_agent(&call.agent),
+        };
+        match resolved {
+            Ok(agent) => {
+                let mut expected = ExpectedCall::new(id, agent.agent);
+                expected.tenant_id = Some(call.tenant_id.to_string());
+                expected.factory = agent.factory;
+                expected.variables = call.variables;
+                Some(expected)
+            }
+            Err(error) => {
+                tracing::warn!(%call_id, code = error.code, message = %error.message,
+                    "call directory: the call's agent cannot run here");
+                None
+            }
+        }
+    }
 }

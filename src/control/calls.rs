@@ -369,7 +369,7 @@ pub async fn create_call(
     };
     plane.expect(&state.registry, call.id, tenant, &agent, &request.variables);
     let call_id = call.id.to_string();
-    let (answer_url, stream_url, status_callback, amd_callback) =
+    let (answer_url, stream_url, status_callback, _amd_callback) =
         call_urls(&public_url, &call_id);
     let place = PlaceCall {
         to: call.to.clone(),
@@ -380,7 +380,8 @@ pub async fn create_call(
             CarrierName::Twilio => status_callback,
             CarrierName::Exotel => format!("{}/exotel/status", public_url.trim_end_matches('/')),
         },
-        amd_callback: request.machine_detection.map(|_| amd_callback),
+        // Synchronous detection: the verdict comes with the TwiML request on answer.
+        amd_callback: None,
         machine_detection: request.machine_detection,
         timeout_secs: request.timeout_secs,
         time_limit_secs: request.time_limit_secs,

@@ -126,11 +126,11 @@ impl Carriers for NoCarriers {
     }
 }
 
-/// The carriers `config` sets up.
+/// The carriers `config` sets up (REST clients for the configured accounts).
 pub fn carriers_from_config(
-    _config: &crate::config::Config,
+    config: &crate::config::Config,
 ) -> Result<std::sync::Arc<dyn Carriers>, crate::config::ConfigError> {
-    Ok(std::sync::Arc::new(NoCarriers))
+    Ok(std::sync::Arc::new(super::carriers::RestCarriers::from_config(config)?))
 }
 
 /// Strict E.164: `+`, a first digit 1–9, 7 to 15 digits in all.
@@ -154,16 +154,17 @@ pub fn call_urls(public_url: &str, call_id: &str) -> (String, String, String, St
     )
 }
 
-/// The WebSocket form of the public URL (`https` → `wss`, `http` → `ws`).
+/// The WebSocket form of the public URL: `wss://host[/prefix]` (carriers stream over TLS
+/// only; a TLS-terminating proxy in front of the gateway serves it).
 pub fn ws_base(public_url: &str) -> String {
     let base = public_url.trim_end_matches('/');
-    if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else {
-        base.to_owned()
-    }
+    let rest = base
+        .strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"))
+        .or_else(|| base.strip_prefix("wss://"))
+        .or_else(|| base.strip_prefix("ws://"))
+        .unwrap_or(base);
+    format!("wss://{rest}")
 }
 
 #[cfg(test)]
@@ -188,6 +189,6 @@ mod tests {
         assert_eq!(stream, "wss://gw.example.com/stream/exotel?call_id=abc");
         assert_eq!(status, "https://gw.example.com/twilio/status");
         assert_eq!(amd, "https://gw.example.com/twilio/amd");
-        assert_eq!(ws_base("http://127.0.0.1:8080"), "ws://127.0.0.1:8080");
+        assert_eq!(ws_base("http://127.0.0.1:8080"), "wss://127.0.0.1:8080");
     }
 }

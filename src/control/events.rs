@@ -8,10 +8,12 @@
 //!
 //! The stream sends the stored events after `Last-Event-ID` (or `after`), then new ones as
 //! they are stored, each with `id:` its cursor, `event:` its type and `data:` the JSON
-//! CallEvent, with keep-alive comments in between. New events are found by re-reading the
-//! store from a little before the last event sent (events of one call reach the store
-//! slightly out of time order: the session's go through the batch writer), skipping those
-//! already sent. It ends once the call is final and its last events were sent.
+//! CallEvent, with keep-alive comments in between. It subscribes to the live hub before the
+//! first read and sends what the hub publishes as it comes; it also re-reads the store from a
+//! little before the last event sent (events of one call reach the store slightly out of time
+//! order, and events recorded by other gateways reach this one only through the store),
+//! skipping events already sent. A subscriber that lags re-reads the store instead of losing
+//! events. It ends once the call is final and its last events were sent.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -25,7 +27,9 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc};
 
 use super::ControlState;
 use super::auth::Principal;
@@ -44,8 +48,10 @@ pub const PROTOBUF: &str = "application/x-protobuf";
 /// Default and largest page.
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
-/// How often the stream looks for new events.
+/// How often the stream looks for new events in the store with no live feed.
 pub const STREAM_POLL: Duration = Duration::from_millis(100);
+/// How often it looks with a live feed (for events recorded by other gateways).
+pub const LIVE_POLL: Duration = Duration::from_millis(500);
 /// How far back (µs) each re-read starts before the last event sent.
 const REREAD_WINDOW_US: i64 = 2_000_000;
 /// How long the stream stays open after the call is seen final, for its last events (the
@@ -253,7 +259,12 @@ pub async fn stream_events(
     let id = CallId(id);
     visible(&state, scope, id).await?;
     let (sender, receiver) = mpsc::channel(64);
-    tokio::spawn(follow(state, scope, id, after, sender));
+    // Subscribed before the first read: nothing recorded from now on is missed.
+    let live = state
+        .calls
+        .as_ref()
+        .map(|calls| calls.hub.subscribe(&id.to_string()));
+    tokio::spawn(follow(state, scope, id, after, live, sender));
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|event| (Ok(event), receiver))
     });
@@ -277,6 +288,7 @@ async fn follow(
     scope: Scope,
     id: CallId,
     after: Option<EventCursor>,
+    mut live: Option<broadcast::Receiver<Arc<EventRow>>>,
     sender: mpsc::Sender<Event>,
 ) {
     let mut sent: HashSet<i64> = HashSet::new();
@@ -327,9 +339,37 @@ async fn follow(
                 }
             },
         }
-        tokio::select! {
-            () = sender.closed() => return,
-            () = tokio::time::sleep(STREAM_POLL) => {}
+        let poll = if live.is_some() { LIVE_POLL } else { STREAM_POLL };
+        let wait = tokio::time::sleep(poll);
+        tokio::pin!(wait);
+        loop {
+            let received = async {
+                match live.as_mut() {
+                    Some(receiver) => receiver.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = sender.closed() => return,
+                () = &mut wait => break,
+                received = received => match received {
+                    Ok(row) => {
+                        let fresh = !after.is_some_and(|a| EventCursor::of(&row) <= a);
+                        if fresh && sent.insert(row.seq) {
+                            if sender.send(sse_event(&row)).await.is_err() {
+                                return;
+                            }
+                            last = last.max(Some(EventCursor::of(&row)));
+                        }
+                    }
+                    // Fell behind: the store has what was missed.
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        live = None;
+                        break;
+                    }
+                },
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod call_plane;
 pub mod calls;
+pub mod carriers;
 pub mod dial;
 pub mod error;
 pub mod events;
@@ -29,6 +30,7 @@ pub mod numbers;
 pub mod openapi;
 pub mod scripts;
 pub mod tenants;
+pub mod webhooks;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -70,7 +72,7 @@ impl ControlState {
 
 impl ControlState {
     /// Records a control-plane CallEvent on call `id` (numbered from 2^40; an identical one
-    /// already recorded is skipped).
+    /// already recorded is skipped) and publishes it to live viewers.
     pub async fn record_event(
         &self,
         scope: crate::store::Scope,
@@ -78,10 +80,14 @@ impl ControlState {
         kind: &str,
         data: &serde_json::Value,
     ) -> Result<(), crate::store::StoreError> {
-        self.store
+        let recorded = self
+            .store
             .record_control_event(scope, id, kind, data)
-            .await
-            .map(|_| ())
+            .await?;
+        if let (Some(row), Some(calls)) = (recorded, &self.calls) {
+            calls.hub.publish(std::slice::from_ref(&row));
+        }
+        Ok(())
     }
 }
 
@@ -112,6 +118,7 @@ pub fn router(state: ControlState) -> Router {
         )
         .route("/v1/calls/{id}/events", get(events::list_events))
         .route("/v1/calls/{id}/events/stream", get(events::stream_events))
+        .merge(webhooks::router())
         .with_state(state)
 }
 

@@ -37,7 +37,21 @@ impl TestControl {
         config: Config,
         carriers: Arc<dyn Carriers>,
     ) -> TestControl {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TestControl::start_on(listener, db, config, carriers).await
+    }
+
+    /// Starts on `listener` (bound beforehand, so `config` may name its address as the
+    /// public URL).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        db: TestDb,
+        config: Config,
+        carriers: Arc<dyn Carriers>,
+    ) -> TestControl {
         let exotel_credentials = config.auth.exotel_credentials.clone();
+        let hub = EventHub::default();
+        let writer_hub = hub.clone();
         ensure_admin_key(&db.store, Some(ADMIN_KEY)).await.unwrap();
         let store = db.store.clone();
         let spool = db.spool();
@@ -45,7 +59,8 @@ impl TestControl {
         let public_url = config.auth.public_url.clone();
         let twilio_auth_token = config.auth.twilio_auth_token.clone();
         let control_store = store.clone();
-        let gw = TestGateway::start_full(
+        let gw = TestGateway::start_full_on(
+            listener,
             config,
             |_, _| {},
             move |metrics| {
@@ -54,7 +69,7 @@ impl TestControl {
                     max_delay: std::time::Duration::from_millis(5),
                     ..WriterConfig::default()
                 };
-                spawn_event_writer(store, writer, Some(metrics.clone()), EventHub::default()).0
+                spawn_event_writer(store, writer, Some(metrics.clone()), writer_hub).0
             },
             events,
             move |gateway| {
@@ -67,7 +82,9 @@ impl TestControl {
                         gateway.pipeline(),
                         carriers,
                         exotel_credentials,
-                    ))),
+                        hub,
+                    )
+                    .with_metrics(gateway.metrics().clone()))),
                 });
                 gateway.with_control(control)
             },

@@ -7,7 +7,8 @@
 //! (`"{at_us}.{seq}"` of the last event read); pass `next_cursor` as `after`.
 //!
 //! The stream sends the stored events after `Last-Event-ID` (or `after`), then new ones as
-//! they are stored, each with `id:` its cursor, `event:` its type and `data:` the JSON
+//! they are recorded (the session's in their order; the control plane's as they happen, so
+//! live events are not strictly in time order: their ids, the cursors, sort them), each with `id:` its cursor, `event:` its type and `data:` the JSON
 //! CallEvent, with keep-alive comments in between. It subscribes to the live hub before the
 //! first read and sends what the hub publishes as it comes; it also re-reads the store from a
 //! little before the last event sent (events of one call reach the store slightly out of time

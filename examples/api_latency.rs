@@ -9,7 +9,7 @@
 //! a database of its own is created and dropped.
 
 #[path = "../tests/fakes/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod fakes;
 
 use std::process::ExitCode;

@@ -342,12 +342,11 @@ impl Pipeline {
             .as_ref()
             .ok_or(TenantScriptError::NoVoice)?;
         let path = std::path::PathBuf::from(format!("{name}.dsc"));
-        let parsed = crate::script::parse::parse(source).map_err(|diagnostics| {
-            LoadError::Parse {
+        let parsed =
+            crate::script::parse::parse(source).map_err(|diagnostics| LoadError::Parse {
                 path: path.clone(),
                 diagnostics,
-            }
-        })?;
+            })?;
         let hash = crate::script::print::script_hash(&parsed.flow);
         let file = crate::script::loader::ScriptFile {
             path,

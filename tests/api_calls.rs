@@ -68,7 +68,10 @@ async fn places_reads_and_lists(db: TestDb) {
         placed[0].answer_url,
         format!("{PUBLIC_URL}/twilio/outbound?call_id={id}")
     );
-    assert_eq!(placed[0].status_callback, format!("{PUBLIC_URL}/twilio/status"));
+    assert_eq!(
+        placed[0].status_callback,
+        format!("{PUBLIC_URL}/twilio/status")
+    );
     assert_eq!(placed[0].from, a.number);
 
     let read = api.get(&format!("/v1/calls/{id}"), &a.key).await;
@@ -91,7 +94,13 @@ async fn places_reads_and_lists(db: TestDb) {
         .iter()
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, [third.1["id"].as_str().unwrap(), second.1["id"].as_str().unwrap()]);
+    assert_eq!(
+        ids,
+        [
+            third.1["id"].as_str().unwrap(),
+            second.1["id"].as_str().unwrap()
+        ]
+    );
     let cursor = page.1["next_cursor"].as_str().unwrap();
     let rest = api
         .get(&format!("/v1/calls?limit=2&cursor={cursor}"), &a.key)
@@ -104,14 +113,19 @@ async fn places_reads_and_lists(db: TestDb) {
     assert_eq!(to_filter.1["calls"].as_array().unwrap().len(), 1);
     let inbound = api.get("/v1/calls?direction=inbound", &a.key).await;
     assert_eq!(inbound.1["calls"].as_array().unwrap().len(), 0);
-    let queued = api.get("/v1/calls?status=queued&from=%2B14155550199", &a.key).await;
+    let queued = api
+        .get("/v1/calls?status=queued&from=%2B14155550199", &a.key)
+        .await;
     assert_eq!(queued.1["calls"].as_array().unwrap().len(), 3);
     let later = api
         .get("/v1/calls?created_after=2999-01-01T00:00:00Z", &a.key)
         .await;
     assert_eq!(later.1["calls"].as_array().unwrap().len(), 0);
     let earlier = api
-        .get("/v1/calls?created_before=2999-01-01T00:00:00%2B01:00", &a.key)
+        .get(
+            "/v1/calls?created_before=2999-01-01T00:00:00%2B01:00",
+            &a.key,
+        )
         .await;
     assert_eq!(earlier.1["calls"].as_array().unwrap().len(), 3);
 }
@@ -176,7 +190,12 @@ async fn carrier_refusal_and_silence(db: TestDb) {
     assert_error(&unknown, 502, "carrier_unreachable");
     let listed = api.get("/v1/calls?limit=1", &a.key).await;
     assert_eq!(listed.1["calls"][0]["status"], "queued");
-    assert!(listed.1["calls"][0]["error"].as_str().unwrap().contains("timed out"));
+    assert!(
+        listed.1["calls"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out")
+    );
     assert_eq!(carriers.placed().len(), 2, "never dialled twice");
 }
 on_both!(refusal, carrier_refusal_and_silence);
@@ -229,7 +248,9 @@ async fn ending_calls(db: TestDb) {
             .asked()
             .contains(&Asked::HangUp(CarrierName::Twilio, live_sid))
     );
-    let events = api.get(&format!("/v1/calls/{live_id}/events"), &a.key).await;
+    let events = api
+        .get(&format!("/v1/calls/{live_id}/events"), &a.key)
+        .await;
     assert_eq!(events.1["events"][0]["type"], "hangup_requested");
 
     // A carrier failure is a 502 and leaves the call as it was.
@@ -240,7 +261,10 @@ async fn ending_calls(db: TestDb) {
         .unwrap()
         .push_back(Err(DialError::Unreachable("connection refused".into())));
     let failed = api
-        .delete(&format!("/v1/calls/{}", third["id"].as_str().unwrap()), &a.key)
+        .delete(
+            &format!("/v1/calls/{}", third["id"].as_str().unwrap()),
+            &a.key,
+        )
         .await;
     assert_error(&failed, 502, "carrier_error");
 }
@@ -285,7 +309,11 @@ async fn bad_input_gets_precise_errors(db: TestDb) {
     let mut amd = body(&a);
     amd["machine_detection"] = json!("sometimes");
     assert_error(&post(amd).await, 422, "invalid_body");
-    assert_eq!(carriers.placed().len(), 0, "nothing bad reaches the carrier");
+    assert_eq!(
+        carriers.placed().len(),
+        0,
+        "nothing bad reaches the carrier"
+    );
 
     let none = api
         .call(reqwest::Method::POST, "/v1/calls", None, Some(&body(&a)))
@@ -295,11 +323,15 @@ async fn bad_input_gets_precise_errors(db: TestDb) {
     assert_error(&root, 400, "tenant_required");
     let mut for_a = body(&a);
     for_a["tenant_id"] = json!(a.id.to_string());
-    assert_eq!(api.post("/v1/calls", ADMIN_KEY, &for_a).await.0.as_u16(), 202);
+    assert_eq!(
+        api.post("/v1/calls", ADMIN_KEY, &for_a).await.0.as_u16(),
+        202
+    );
 
     let inbound_only = tenant(&api, "inbound", Plan::Inbound, "+14155550197", "twilio").await;
     assert_error(
-        &api.post("/v1/calls", &inbound_only.key, &body(&inbound_only)).await,
+        &api.post("/v1/calls", &inbound_only.key, &body(&inbound_only))
+            .await,
         403,
         "forbidden",
     );
@@ -317,9 +349,14 @@ async fn bad_input_gets_precise_errors(db: TestDb) {
         let got = api.get(&format!("/v1/calls?{query}"), &a.key).await;
         assert_error(&got, 400, code);
     }
-    assert_error(&api.get("/v1/calls/not-a-uuid", &a.key).await, 400, "invalid_id");
     assert_error(
-        &api.get(&format!("/v1/calls/{}", uuid::Uuid::now_v7()), &a.key).await,
+        &api.get("/v1/calls/not-a-uuid", &a.key).await,
+        400,
+        "invalid_id",
+    );
+    assert_error(
+        &api.get(&format!("/v1/calls/{}", uuid::Uuid::now_v7()), &a.key)
+            .await,
         404,
         "not_found",
     );
@@ -362,7 +399,11 @@ async fn tenants_never_see_each_other(db: TestDb) {
     ] {
         assert_error(&api.get(&path, &a.key).await, 404, "not_found");
     }
-    assert_error(&api.delete(&format!("/v1/calls/{id}"), &a.key).await, 404, "not_found");
+    assert_error(
+        &api.delete(&format!("/v1/calls/{id}"), &a.key).await,
+        404,
+        "not_found",
+    );
     assert!(
         !carriers
             .asked()
@@ -374,13 +415,25 @@ async fn tenants_never_see_each_other(db: TestDb) {
     // Naming the other tenant, or dialing from its number, finds nothing.
     let mut as_b = body(&a);
     as_b["tenant_id"] = json!(b.id.to_string());
-    assert_error(&api.post("/v1/calls", &a.key, &as_b).await, 404, "not_found");
+    assert_error(
+        &api.post("/v1/calls", &a.key, &as_b).await,
+        404,
+        "not_found",
+    );
     let mut from_b = body(&a);
     from_b["from"] = json!(b.number);
-    assert_error(&api.post("/v1/calls", &a.key, &from_b).await, 422, "unknown_number");
+    assert_error(
+        &api.post("/v1/calls", &a.key, &from_b).await,
+        422,
+        "unknown_number",
+    );
     let mut number_b = json!({"to": CALLEE, "number_id": b.number_id, "agent": "echo"});
     number_b["variables"] = json!({});
-    assert_error(&api.post("/v1/calls", &a.key, &number_b).await, 422, "unknown_number");
+    assert_error(
+        &api.post("/v1/calls", &a.key, &number_b).await,
+        422,
+        "unknown_number",
+    );
     // B still sees its call, untouched.
     let mine = api.get(&format!("/v1/calls/{id}"), &b.key).await;
     assert_eq!(mine.1["status"], "queued");

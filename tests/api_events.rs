@@ -61,7 +61,12 @@ async fn events_come_in_time_order(db: TestDb) {
         .await
         .unwrap();
     let control = store
-        .record_control_event(Scope::Super, id, "carrier_status", &json!({"status": "in-progress"}))
+        .record_control_event(
+            Scope::Super,
+            id,
+            "carrier_status",
+            &json!({"status": "in-progress"}),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -69,13 +74,24 @@ async fn events_come_in_time_order(db: TestDb) {
     // The same event again (a replayed callback) is not recorded twice.
     assert!(
         store
-            .record_control_event(Scope::Super, id, "carrier_status", &json!({"status": "in-progress"}))
+            .record_control_event(
+                Scope::Super,
+                id,
+                "carrier_status",
+                &json!({"status": "in-progress"})
+            )
             .await
             .unwrap()
             .is_none()
     );
     store
-        .append_events(&[session_event(id, 3, control.at_us + 1, "call_ended", json!({"reason": "hangup"}))])
+        .append_events(&[session_event(
+            id,
+            3,
+            control.at_us + 1,
+            "call_ended",
+            json!({"reason": "hangup"}),
+        )])
         .await
         .unwrap();
 
@@ -87,15 +103,23 @@ async fn events_come_in_time_order(db: TestDb) {
         .iter()
         .map(|e| e["type"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["stream_started", "dtmf", "carrier_status", "call_ended"]);
+    assert_eq!(
+        kinds,
+        ["stream_started", "dtmf", "carrier_status", "call_ended"]
+    );
     assert_eq!(all.1["events"][1]["data"], json!({"digit": "5"}));
     assert!(all.1.get("next_cursor").is_none());
 
-    let first = api.get(&format!("/v1/calls/{id}/events?limit=2"), &a.key).await;
+    let first = api
+        .get(&format!("/v1/calls/{id}/events?limit=2"), &a.key)
+        .await;
     assert_eq!(first.1["events"].as_array().unwrap().len(), 2);
     let cursor = first.1["next_cursor"].as_str().unwrap();
     let rest = api
-        .get(&format!("/v1/calls/{id}/events?after={cursor}&limit=2"), &a.key)
+        .get(
+            &format!("/v1/calls/{id}/events?after={cursor}&limit=2"),
+            &a.key,
+        )
         .await;
     let seqs: Vec<i64> = rest.1["events"]
         .as_array()
@@ -114,8 +138,7 @@ async fn events_come_in_time_order(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(proto.headers()["content-type"], "application/x-protobuf");
-    let list =
-        voicegw::proto::v1::CallEventList::decode(proto.bytes().await.unwrap()).unwrap();
+    let list = voicegw::proto::v1::CallEventList::decode(proto.bytes().await.unwrap()).unwrap();
     assert_eq!(list.events.len(), 4);
     assert_eq!(list.events[1].r#type, "dtmf");
     let digit = &list.events[1].data.as_ref().unwrap().fields["digit"];
@@ -126,7 +149,9 @@ async fn events_come_in_time_order(db: TestDb) {
     assert_eq!(list.events[2].seq, CONTROL_SEQ_BASE as u64 + 1);
 
     for query in ["after=nonsense", "limit=0", "limit=1001", "since=1"] {
-        let got = api.get(&format!("/v1/calls/{id}/events?{query}"), &a.key).await;
+        let got = api
+            .get(&format!("/v1/calls/{id}/events?{query}"), &a.key)
+            .await;
         assert_eq!(got.0.as_u16(), 400, "{query}: {:?}", got.1);
     }
     let other = tenant(&api, "beta", Plan::Full, "+14155550198", "twilio").await;
@@ -205,15 +230,32 @@ async fn the_stream_follows_the_call_live(db: TestDb) {
     // Live: events recorded after the client connected, then the call ends.
     tokio::time::sleep(Duration::from_millis(300)).await;
     store
-        .append_events(&[session_event(id, 2, voicegw::store::now_us(), "dtmf", json!({"digit": "1"}))])
+        .append_events(&[session_event(
+            id,
+            2,
+            voicegw::store::now_us(),
+            "dtmf",
+            json!({"digit": "1"}),
+        )])
         .await
         .unwrap();
     store
-        .record_control_event(Scope::Super, id, "carrier_status", &json!({"status": "completed"}))
+        .record_control_event(
+            Scope::Super,
+            id,
+            "carrier_status",
+            &json!({"status": "completed"}),
+        )
         .await
         .unwrap();
     store
-        .append_events(&[session_event(id, 3, voicegw::store::now_us(), "call_ended", json!({}))])
+        .append_events(&[session_event(
+            id,
+            3,
+            voicegw::store::now_us(),
+            "call_ended",
+            json!({}),
+        )])
         .await
         .unwrap();
     store
@@ -227,7 +269,10 @@ async fn the_stream_follows_the_call_live(db: TestDb) {
     let (events, ended) = reader.await.unwrap();
     assert!(ended, "the stream ends after the call is over");
     let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(kinds, ["stream_started", "dtmf", "carrier_status", "call_ended"]);
+    assert_eq!(
+        kinds,
+        ["stream_started", "dtmf", "carrier_status", "call_ended"]
+    );
     assert_eq!(events[1].data["data"]["digit"], "1");
     assert_eq!(events[1].data["call_id"], id.to_string());
 

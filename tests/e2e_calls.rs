@@ -70,7 +70,8 @@ async fn setup(db: TestDb, step_delay: Duration) -> Setup {
         .create_api_key(Some(tenant.id), Role::Agent, "e2e")
         .await
         .unwrap();
-    let source = std::fs::read_to_string(root().join("scripts/appointment_confirmation.dsc")).unwrap();
+    let source =
+        std::fs::read_to_string(root().join("scripts/appointment_confirmation.dsc")).unwrap();
     store
         .add_script_version(tenant.id, "appointment", &source)
         .await
@@ -80,7 +81,11 @@ async fn setup(db: TestDb, step_delay: Duration) -> Setup {
         .await
         .unwrap();
     store
-        .set_number_script(voicegw::store::Scope::Tenant(tenant.id), number.id, Some("appointment"))
+        .set_number_script(
+            voicegw::store::Scope::Tenant(tenant.id),
+            number.id,
+            Some("appointment"),
+        )
         .await
         .unwrap();
     Setup {
@@ -150,11 +155,7 @@ async fn an_outbound_call_runs_the_tenants_script(db: TestDb) {
     let s = setup(db, Duration::from_millis(300)).await;
     s.carrier.script(
         CALLEE,
-        Outcome::Answer(
-            Behaviour::silence()
-                .with_dtmf(75, '1')
-                .with_dtmf(200, '9'),
-        ),
+        Outcome::Answer(Behaviour::silence().with_dtmf(75, '1').with_dtmf(200, '9')),
     );
     let created = s
         .api
@@ -194,21 +195,34 @@ async fn an_outbound_call_runs_the_tenants_script(db: TestDb) {
         form("Url").unwrap(),
         format!("{public}/twilio/outbound?call_id={id}")
     );
-    assert_eq!(form("StatusCallback").unwrap(), format!("{public}/twilio/status"));
+    assert_eq!(
+        form("StatusCallback").unwrap(),
+        format!("{public}/twilio/status")
+    );
     let stream = record.stream.as_ref().expect("the stream ran");
     assert_eq!(stream.custom_parameters["call_id"], id);
     // The caller heard the script's opening prompt, recorded (no synthesizer).
     let recorded = FixtureVoice::load(&root().join("fixtures/audio/prompts")).unwrap();
     let opening = heard(&recorded.clip(OPENING).unwrap());
     let played = decoded(&stream.media);
-    assert!(played.len() > 4_000, "the caller heard {} samples", played.len());
-    assert!(played[..4_000] == opening[..4_000], "the opening is the recording");
+    assert!(
+        played.len() > 4_000,
+        "the caller heard {} samples",
+        played.len()
+    );
+    assert!(
+        played[..4_000] == opening[..4_000],
+        "the opening is the recording"
+    );
     assert_eq!(record.final_status.as_deref(), Some("completed"));
 
     let call = wait_call(&s.api, &s.key, &id, |c| c["status"] == "completed").await;
     assert_eq!(call["status"], "completed", "{call:?}");
     assert!(call["answered_at"].is_string() && call["ended_at"].is_string());
-    let (_, events) = s.api.get(&format!("/v1/calls/{id}/events?limit=1000"), &s.key).await;
+    let (_, events) = s
+        .api
+        .get(&format!("/v1/calls/{id}/events?limit=1000"), &s.key)
+        .await;
     let events = events["events"].as_array().unwrap().clone();
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     for kind in ["stream_started", "dtmf", "call_ended", "carrier_status"] {
@@ -218,13 +232,19 @@ async fn an_outbound_call_runs_the_tenants_script(db: TestDb) {
         .iter()
         .map(|e| (e["at_us"].as_i64().unwrap(), e["seq"].as_i64().unwrap()))
         .collect();
-    assert!(times.windows(2).all(|w| w[0] < w[1]), "time order: {times:?}");
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "time order: {times:?}"
+    );
     let statuses: Vec<&str> = events
         .iter()
         .filter(|e| e["type"] == "carrier_status")
         .map(|e| e["data"]["status"].as_str().unwrap())
         .collect();
-    assert!(statuses.contains(&"ringing") && statuses.contains(&"completed"), "{statuses:?}");
+    assert!(
+        statuses.contains(&"ringing") && statuses.contains(&"completed"),
+        "{statuses:?}"
+    );
     let started = kinds.iter().position(|k| *k == "stream_started").unwrap();
     let ended = kinds.iter().position(|k| *k == "call_ended").unwrap();
     assert!(started < ended);
@@ -237,7 +257,10 @@ async fn an_outbound_call_runs_the_tenants_script(db: TestDb) {
         .map(|(_, _, e)| e["seq"].as_i64().unwrap())
         .filter(|seq| *seq < (1 << 40))
         .collect();
-    assert!(session_seen.windows(2).all(|w| w[0] < w[1]), "{session_seen:?}");
+    assert!(
+        session_seen.windows(2).all(|w| w[0] < w[1]),
+        "{session_seen:?}"
+    );
     let mut by_cursor: Vec<(i64, i64, String)> = seen
         .iter()
         .map(|(cursor, kind, _)| {
@@ -305,7 +328,12 @@ async fn post_signed(s: &Setup, path: &str, params: &[(&str, &str)]) -> (u16, St
     post_form(s, path, params, &signature).await
 }
 
-async fn post_form(s: &Setup, path: &str, params: &[(&str, &str)], signature: &str) -> (u16, String) {
+async fn post_form(
+    s: &Setup,
+    path: &str,
+    params: &[(&str, &str)],
+    signature: &str,
+) -> (u16, String) {
     let response = s
         .api
         .http
@@ -328,7 +356,11 @@ async fn unmapped_numbers_are_told_and_bad_signatures_refused() {
         .inbound(&gateway, "+18005550000", CALLEE, Behaviour::silence());
     let record = s.carrier.wait_finished(&sid, LIMIT).await.unwrap();
     assert!(record.stream.is_none());
-    assert!(record.verbs.iter().any(|v| v == "Say"), "{:?}", record.verbs);
+    assert!(
+        record.verbs.iter().any(|v| v == "Say"),
+        "{:?}",
+        record.verbs
+    );
     let fetched = &record.twiml_fetches[0];
     assert_eq!(fetched.status, Some(200));
     assert!(fetched.body.contains("not in service"), "{}", fetched.body);
@@ -345,7 +377,11 @@ async fn unmapped_numbers_are_told_and_bad_signatures_refused() {
         ("AccountSid", ACCOUNT_SID),
         ("CallStatus", "completed"),
     ];
-    let forged = twilio_signature("not-the-token", &s.api.gw.http_url("/twilio/status"), &params);
+    let forged = twilio_signature(
+        "not-the-token",
+        &s.api.gw.http_url("/twilio/status"),
+        &params,
+    );
     let (status, body) = post_form(&s, "/twilio/status", &params, &forged).await;
     assert_eq!(status, 403);
     let body: Value = serde_json::from_str(&body).unwrap();
@@ -357,7 +393,10 @@ async fn unmapped_numbers_are_told_and_bad_signatures_refused() {
     // A signed but malformed one is a 400 naming the field.
     let (status, body) = post_signed(&s, "/twilio/status", &[("AccountSid", ACCOUNT_SID)]).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("CallSid") || body.contains("CallStatus"), "{body}");
+    assert!(
+        body.contains("CallSid") || body.contains("CallStatus"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,13 +437,17 @@ async fn callbacks_out_of_order_or_replayed_never_move_a_call_back() {
         .as_array()
         .unwrap()
         .len();
-    assert!(after <= before + 1, "a replay is recorded once: {before} → {after}");
+    assert!(
+        after <= before + 1,
+        "a replay is recorded once: {before} → {after}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_live_call_hangs_it_up() {
     let s = setup(TestDb::sqlite().await, Duration::from_millis(20)).await;
-    s.carrier.script(CALLEE, Outcome::Answer(Behaviour::silence()));
+    s.carrier
+        .script(CALLEE, Outcome::Answer(Behaviour::silence()));
     let created = s
         .api
         .post(

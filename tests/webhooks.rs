@@ -51,7 +51,10 @@ async fn start(db: TestDb, token: Option<&str>, carrier: &str) -> Gw {
         .add_script_version(tenant.id, "hello", "[start]\nHello.\n-> END\n")
         .await
         .unwrap();
-    let number = store.add_phone_number(tenant.id, NUMBER, carrier).await.unwrap();
+    let number = store
+        .add_phone_number(tenant.id, NUMBER, carrier)
+        .await
+        .unwrap();
     store
         .set_number_script(Scope::Tenant(tenant.id), number.id, Some("hello"))
         .await
@@ -84,7 +87,11 @@ fn basic(credentials: &str) -> String {
 #[tokio::test]
 async fn without_an_auth_token_twilio_webhooks_are_refused() {
     let gw = start(TestDb::sqlite().await, None, "twilio").await;
-    let params = [("CallSid", SID), ("AccountSid", ACCOUNT), ("CallStatus", "ringing")];
+    let params = [
+        ("CallSid", SID),
+        ("AccountSid", ACCOUNT),
+        ("CallStatus", "ringing"),
+    ];
     let (status, body) = post_twilio(&gw, "/twilio/status", &params, "anything").await;
     assert_eq!(status, 503);
     let body: Value = serde_json::from_str(&body).unwrap();
@@ -146,7 +153,10 @@ async fn verdicts_and_status_details(db: TestDb) {
             ("CallStatus", status),
             ("SequenceNumber", seq),
         ];
-        assert_eq!(post_twilio(&gw, "/twilio/status", &params, TOKEN).await.0, 200);
+        assert_eq!(
+            post_twilio(&gw, "/twilio/status", &params, TOKEN).await.0,
+            200
+        );
     }
     let done = [
         ("CallSid", sid.as_str()),
@@ -156,7 +166,10 @@ async fn verdicts_and_status_details(db: TestDb) {
         ("CallDuration", "42"),
         ("RecordingUrl", "https://api.twilio.com/rec/RE1"),
     ];
-    assert_eq!(post_twilio(&gw, "/twilio/status", &done, TOKEN).await.0, 200);
+    assert_eq!(
+        post_twilio(&gw, "/twilio/status", &done, TOKEN).await.0,
+        200
+    );
     let (_, call) = gw.api.get(&format!("/v1/calls/{id}"), &gw.key).await;
     assert_eq!(call["status"], "completed", "{call:?}");
     assert_eq!(call["answered_by"], "machine_end_beep");
@@ -166,8 +179,16 @@ async fn verdicts_and_status_details(db: TestDb) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| format!("{}:{}", e["type"].as_str().unwrap(),
-            e["data"]["status"].as_str().or(e["data"]["answered_by"].as_str()).unwrap_or("")))
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["type"].as_str().unwrap(),
+                e["data"]["status"]
+                    .as_str()
+                    .or(e["data"]["answered_by"].as_str())
+                    .unwrap_or("")
+            )
+        })
         .collect();
     assert_eq!(
         kinds,
@@ -215,7 +236,10 @@ async fn exotel_routes_inbound_calls_and_takes_status_in_both_forms() {
         .await
         .unwrap();
     let stream = routed["url"].as_str().unwrap();
-    assert!(stream.starts_with("wss://") && stream.contains("/stream/exotel?call_id="), "{stream}");
+    assert!(
+        stream.starts_with("wss://") && stream.contains("/stream/exotel?call_id="),
+        "{stream}"
+    );
     let id = stream.rsplit('=').next().unwrap().to_owned();
     // The same call asked again is the same call.
     let again: Value = gw
@@ -231,17 +255,22 @@ async fn exotel_routes_inbound_calls_and_takes_status_in_both_forms() {
         .unwrap();
     assert_eq!(again["url"], routed["url"]);
     let (_, call) = gw.api.get(&format!("/v1/calls/{id}"), &gw.key).await;
-    assert_eq!((call["direction"].as_str(), call["carrier"].as_str()), (Some("inbound"), Some("exotel")));
+    assert_eq!(
+        (call["direction"].as_str(), call["carrier"].as_str()),
+        (Some("inbound"), Some("exotel"))
+    );
     assert_eq!(call["status"], "ringing");
 
-    let unknown = gw
-        .api
-        .http
-        .get(gw.api.url("/exotel/stream-url?CallSid=exo-2&CallFrom=%2B14155550123&CallTo=%2B14155550000"))
-        .header("authorization", basic(EXOTEL))
-        .send()
-        .await
-        .unwrap();
+    let unknown =
+        gw.api
+            .http
+            .get(gw.api.url(
+                "/exotel/stream-url?CallSid=exo-2&CallFrom=%2B14155550123&CallTo=%2B14155550000",
+            ))
+            .header("authorization", basic(EXOTEL))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(unknown.status().as_u16(), 404);
 
     let form = gw
@@ -260,8 +289,10 @@ async fn exotel_routes_inbound_calls_and_takes_status_in_both_forms() {
         .http
         .post(gw.api.url("/exotel/status"))
         .header("authorization", basic(EXOTEL))
-        .json(&json!({"CallSid": "exo-1", "Status": "completed", "EventType": "terminal",
-                      "ConversationDuration": 31}))
+        .json(
+            &json!({"CallSid": "exo-1", "Status": "completed", "EventType": "terminal",
+                      "ConversationDuration": 31}),
+        )
         .send()
         .await
         .unwrap();

@@ -77,7 +77,10 @@ impl CallPlane {
         if !names.iter().any(|n| n == name) {
             return Err(ApiError::unprocessable(
                 "unknown_agent",
-                format!("no agent {name:?} on this gateway (agents: {})", names.join(", ")),
+                format!(
+                    "no agent {name:?} on this gateway (agents: {})",
+                    names.join(", ")
+                ),
             ));
         }
         Ok(ResolvedAgent {
@@ -100,13 +103,19 @@ impl CallPlane {
             .latest_script(Scope::Tenant(tenant), name)
             .await?
             .ok_or_else(|| {
-                ApiError::unprocessable("unknown_script", format!("the tenant has no script {name:?}"))
+                ApiError::unprocessable(
+                    "unknown_script",
+                    format!("the tenant has no script {name:?}"),
+                )
             })?;
         let script = self.load(&version)?;
         let mut vars: HashMap<String, String> = script.defaults.clone();
         vars.extend(variables.iter().map(|(k, v)| (k.clone(), v.clone())));
         if let Err(missing) = script.flow.check_variables(&vars) {
-            return Err(ApiError::unprocessable("missing_variables", missing.to_string()));
+            return Err(ApiError::unprocessable(
+                "missing_variables",
+                missing.to_string(),
+            ));
         }
         Ok(ResolvedAgent {
             agent: format!("script:{name}"),

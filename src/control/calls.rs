@@ -17,9 +17,9 @@ use super::auth::Principal;
 use super::call_plane::{CallPlane, plan_dials, tenant_plan};
 use super::dial::{CarrierName, DialError, MachineDetection, PlaceCall, call_urls, is_e164};
 use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 #[allow(unused_imports)]
 use super::model::ErrorBody;
-use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::call::CallId;
 use crate::call::registry::Control;
 use crate::store::call_records::{CallCursor, CallFilter, CallSetup, CarrierReport, Created};
@@ -176,7 +176,10 @@ impl CreateCallRequest {
         if !is_e164(&self.to) {
             return bad(
                 "invalid_number",
-                format!("`to` must be an E.164 number such as +14155550100, not {:?}", self.to),
+                format!(
+                    "`to` must be an E.164 number such as +14155550100, not {:?}",
+                    self.to
+                ),
             );
         }
         match (&self.from, &self.number_id) {
@@ -206,9 +209,11 @@ impl CreateCallRequest {
                 format!("at most {MAX_VARIABLES} variables"),
             );
         }
-        if let Some((name, _)) = self.variables.iter().find(|(k, v)| {
-            k.is_empty() || k.len() > 64 || v.chars().count() > MAX_VARIABLE_CHARS
-        }) {
+        if let Some((name, _)) = self
+            .variables
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.len() > 64 || v.chars().count() > MAX_VARIABLE_CHARS)
+        {
             return bad(
                 "invalid_variables",
                 format!(
@@ -219,7 +224,10 @@ impl CreateCallRequest {
         if let Some(t) = self.timeout_secs
             && !(1..=600).contains(&t)
         {
-            return bad("invalid_body", format!("`timeout_secs` must be 1–600, not {t}"));
+            return bad(
+                "invalid_body",
+                format!("`timeout_secs` must be 1–600, not {t}"),
+            );
         }
         if let Some(t) = self.time_limit_secs
             && !(1..=14_400).contains(&t)
@@ -246,7 +254,10 @@ impl CreateCallRequest {
 /// The `CallPlane`, or 503 when this gateway serves no calls.
 pub(crate) fn plane(state: &ControlState) -> Result<&CallPlane, ApiError> {
     state.calls.as_deref().ok_or_else(|| {
-        ApiError::unavailable("calls_unavailable", "this gateway does not place or route calls")
+        ApiError::unavailable(
+            "calls_unavailable",
+            "this gateway does not place or route calls",
+        )
     })
 }
 
@@ -263,7 +274,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_idempotency_key",
-                format!("`Idempotency-Key` must be 1–{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+                format!(
+                    "`Idempotency-Key` must be 1–{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                ),
             )
         })?;
     Ok(Some(key.to_owned()))
@@ -322,18 +335,25 @@ pub async fn create_call(
         return Ok(response);
     }
     let number = match (&request.from, request.number_id) {
-        (Some(from), _) => state
-            .store
-            .find_phone_number(Scope::Tenant(tenant), from)
-            .await?,
-        (None, Some(id)) => state
-            .store
-            .phone_number_by_id(Scope::Tenant(tenant), id)
-            .await?,
+        (Some(from), _) => {
+            state
+                .store
+                .find_phone_number(Scope::Tenant(tenant), from)
+                .await?
+        }
+        (None, Some(id)) => {
+            state
+                .store
+                .phone_number_by_id(Scope::Tenant(tenant), id)
+                .await?
+        }
         (None, None) => None,
     }
     .ok_or_else(|| {
-        ApiError::unprocessable("unknown_number", "`from` is not one of the tenant's numbers")
+        ApiError::unprocessable(
+            "unknown_number",
+            "`from` is not one of the tenant's numbers",
+        )
     })?;
     let carrier = CarrierName::parse(&number.carrier).ok_or_else(|| {
         ApiError::internal(format!("number with unknown carrier {:?}", number.carrier))
@@ -363,14 +383,16 @@ pub async fn create_call(
     };
     let call = match state.store.create_call_with(tenant, &new, &setup).await? {
         Created::New(call) => call,
-        Created::Existing { call, request_hash: stored } => {
+        Created::Existing {
+            call,
+            request_hash: stored,
+        } => {
             return existing(&call, stored.as_deref(), &request_hash);
         }
     };
     plane.expect(&state.registry, call.id, tenant, &agent, &request.variables);
     let call_id = call.id.to_string();
-    let (answer_url, stream_url, status_callback, _amd_callback) =
-        call_urls(&public_url, &call_id);
+    let (answer_url, stream_url, status_callback, _amd_callback) = call_urls(&public_url, &call_id);
     let place = PlaceCall {
         to: call.to.clone(),
         from: call.from.clone(),
@@ -395,7 +417,10 @@ pub async fn create_call(
                 carrier_sid: Some(sid),
                 ..CarrierReport::default()
             };
-            state.store.record_carrier_report(scope, call.id, &report).await?;
+            state
+                .store
+                .record_carrier_report(scope, call.id, &report)
+                .await?;
             let call = get_scoped(&state, scope, call.id).await?;
             Ok(call_response(StatusCode::ACCEPTED, &call))
         }
@@ -446,7 +471,10 @@ async fn dial_failed(state: &ControlState, scope: Scope, id: CallId, error: Dial
         ..CarrierReport::default()
     };
     let recorded = async {
-        state.store.record_carrier_report(scope, id, &report).await?;
+        state
+            .store
+            .record_carrier_report(scope, id, &report)
+            .await?;
         if final_status {
             state
                 .store
@@ -545,19 +573,27 @@ impl ListQuery {
             None => None,
             Some("inbound") => Some(Direction::Inbound),
             Some("outbound") => Some(Direction::Outbound),
-            Some(other) => return Err(bad(format!("`direction` is inbound or outbound, not {other:?}"))),
+            Some(other) => {
+                return Err(bad(format!(
+                    "`direction` is inbound or outbound, not {other:?}"
+                )));
+            }
         };
         for (name, number) in [("to", &self.to), ("from", &self.from)] {
             if let Some(number) = number
                 && !is_e164(number)
             {
-                return Err(bad(format!("`{name}` must be an E.164 number, not {number:?}")));
+                return Err(bad(format!(
+                    "`{name}` must be an E.164 number, not {number:?}"
+                )));
             }
         }
         let before = self
             .cursor
             .as_deref()
-            .map(|c| CallCursor::parse(c).ok_or_else(|| bad("`cursor` is not one this API gave".into())))
+            .map(|c| {
+                CallCursor::parse(c).ok_or_else(|| bad("`cursor` is not one this API gave".into()))
+            })
             .transpose()?;
         Ok((
             CallFilter {
@@ -645,8 +681,9 @@ pub async fn delete_call(
             format!("the call has already ended ({})", call.status.as_str()),
         ));
     }
-    let carrier = CarrierName::parse(&call.carrier)
-        .ok_or_else(|| ApiError::internal(format!("call with unknown carrier {:?}", call.carrier)))?;
+    let carrier = CarrierName::parse(&call.carrier).ok_or_else(|| {
+        ApiError::internal(format!("call with unknown carrier {:?}", call.carrier))
+    })?;
     let live_here = state
         .registry
         .send(
@@ -682,8 +719,11 @@ pub async fn delete_call(
             .advance_call_status(scope, id, CallStatus::Canceled)
             .await?;
     }
-    let data = serde_json::json!({"by": "api", "live_here": live_here, "was": call.status.as_str()});
-    state.record_event(scope, id, "hangup_requested", &data).await?;
+    let data =
+        serde_json::json!({"by": "api", "live_here": live_here, "was": call.status.as_str()});
+    state
+        .record_event(scope, id, "hangup_requested", &data)
+        .await?;
     let call = get_scoped(&state, scope, id).await?;
     Ok(Json(CallView::from(&call)))
 }

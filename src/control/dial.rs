@@ -130,7 +130,9 @@ impl Carriers for NoCarriers {
 pub fn carriers_from_config(
     config: &crate::config::Config,
 ) -> Result<std::sync::Arc<dyn Carriers>, crate::config::ConfigError> {
-    Ok(std::sync::Arc::new(super::carriers::RestCarriers::from_config(config)?))
+    Ok(std::sync::Arc::new(
+        super::carriers::RestCarriers::from_config(config)?,
+    ))
 }
 
 /// Strict E.164: `+`, a first digit 1–9, 7 to 15 digits in all.

@@ -35,9 +35,9 @@ use tokio::sync::{broadcast, mpsc};
 use super::ControlState;
 use super::auth::Principal;
 use super::error::{ApiError, ApiResult};
+use super::extract::{ApiPath, ApiQuery};
 #[allow(unused_imports)]
 use super::model::ErrorBody;
-use super::extract::{ApiPath, ApiQuery};
 use crate::call::CallId;
 use crate::store::Scope;
 use crate::store::calls::EventRow;
@@ -201,7 +201,10 @@ pub async fn list_events(
     let scope = principal.scope();
     let id = CallId(id);
     visible(&state, scope, id).await?;
-    let rows = state.store.call_events_page(scope, id, after, limit).await?;
+    let rows = state
+        .store
+        .call_events_page(scope, id, after, limit)
+        .await?;
     let next_cursor = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| EventCursor::of(r).to_string()))
         .flatten();
@@ -297,7 +300,11 @@ async fn follow(
     let mut read_from = after;
     let mut final_since: Option<tokio::time::Instant> = None;
     loop {
-        let rows = match state.store.call_events_page(scope, id, read_from, 1000).await {
+        let rows = match state
+            .store
+            .call_events_page(scope, id, read_from, 1000)
+            .await
+        {
             Ok(rows) => rows,
             Err(error) => {
                 tracing::warn!(call_id = %id, %error, "event stream: reading events failed");
@@ -340,7 +347,11 @@ async fn follow(
                 }
             },
         }
-        let poll = if live.is_some() { LIVE_POLL } else { STREAM_POLL };
+        let poll = if live.is_some() {
+            LIVE_POLL
+        } else {
+            STREAM_POLL
+        };
         let wait = tokio::time::sleep(poll);
         tokio::pin!(wait);
         loop {
@@ -355,7 +366,7 @@ async fn follow(
                 () = &mut wait => break,
                 received = received => match received {
                     Ok(row) => {
-                        let fresh = !after.is_some_and(|a| EventCursor::of(&row) <= a);
+                        let fresh = after.is_none_or(|a| EventCursor::of(&row) > a);
                         if fresh && sent.insert(row.seq) {
                             if sender.send(sse_event(&row)).await.is_err() {
                                 return;

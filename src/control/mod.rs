@@ -108,10 +108,7 @@ pub fn router(state: ControlState) -> Router {
         .merge(numbers::router())
         .merge(scripts::router())
         .merge(openapi::router())
-        .route(
-            "/v1/calls",
-            get(calls::list_calls).post(calls::create_call),
-        )
+        .route("/v1/calls", get(calls::list_calls).post(calls::create_call))
         .route(
             "/v1/calls/{id}",
             get(calls::get_call).delete(calls::delete_call),

@@ -33,9 +33,9 @@ use crate::carrier::webhook::{
     self, ExotelPassthru, ExotelStatusCallback, TwilioAmdCallback, TwilioInboundCall,
     TwilioStatusCallback, WebhookError,
 };
+use crate::store::Scope;
 use crate::store::call_records::{CallSetup, CarrierReport, Created};
 use crate::store::calls::{Call, CallStatus, Direction, NewCall};
-use crate::store::Scope;
 
 /// What a caller hears when the number they called is not routed.
 pub const NOT_IN_SERVICE: &str =
@@ -63,7 +63,11 @@ fn bad_webhook(error: WebhookError) -> ApiError {
 }
 
 fn twiml_response(document: String) -> Response {
-    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], document).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        document,
+    )
+        .into_response()
 }
 
 /// The public base URL (or `https://{Host}`), without a trailing `/`.
@@ -105,29 +109,34 @@ fn twilio_form(
     Ok(pairs)
 }
 
-/// Checks Exotel's Basic credentials.
-fn exotel_auth(state: &ControlState, headers: &HeaderMap) -> Result<(), Response> {
-    let plane = plane(state).map_err(IntoResponse::into_response)?;
-    let credentials = plane.exotel_credentials.as_deref().ok_or_else(|| {
-        ApiError::unavailable(
-            "exotel_not_configured",
-            "no Exotel credentials are configured: webhooks cannot be verified",
-        )
-        .into_response()
-    })?;
+/// Checks Exotel's Basic credentials: the refusal, or `None` when they are right.
+fn exotel_refusal(state: &ControlState, headers: &HeaderMap) -> Option<Response> {
+    let plane = match plane(state) {
+        Ok(plane) => plane,
+        Err(error) => return Some(error.into_response()),
+    };
+    let Some(credentials) = plane.exotel_credentials.as_deref() else {
+        return Some(
+            ApiError::unavailable(
+                "exotel_not_configured",
+                "no Exotel credentials are configured: webhooks cannot be verified",
+            )
+            .into_response(),
+        );
+    };
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if signature::verify_basic(credentials, authorization) {
-        return Ok(());
+        return None;
     }
     let mut response = ApiError::unauthorized("wrong or missing Basic credentials").into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Basic realm=\"voicegw\""),
     );
-    Err(response)
+    Some(response)
 }
 
 /// Counts a webhook's outcome.
@@ -261,10 +270,18 @@ async fn twilio_voice(
 }
 
 /// `<Connect><Stream>` to this gateway's Twilio stream, naming `call_id`.
-fn connect_twiml(state: &ControlState, headers: &HeaderMap, id: CallId) -> Result<String, ApiError> {
+fn connect_twiml(
+    state: &ControlState,
+    headers: &HeaderMap,
+    id: CallId,
+) -> Result<String, ApiError> {
     let stream = format!("{}/stream/twilio", ws_base(&base_url(state, headers)?));
     let call_id = id.to_string();
-    Ok(twiml::connect_stream(&stream, &[("call_id", &call_id)], None))
+    Ok(twiml::connect_stream(
+        &stream,
+        &[("call_id", &call_id)],
+        None,
+    ))
 }
 
 /// The `call_id` query parameter.
@@ -293,7 +310,9 @@ async fn twilio_outbound(
         .filter(|c| {
             c.carrier == "twilio"
                 && c.direction == Direction::Outbound
-                && c.carrier_sid.as_deref().is_none_or(|sid| sid == answered.call_sid)
+                && c.carrier_sid
+                    .as_deref()
+                    .is_none_or(|sid| sid == answered.call_sid)
         })
         .ok_or_else(|| ApiError::not_found("call"))?;
     let scope = Scope::Tenant(call.tenant_id);
@@ -302,7 +321,10 @@ async fn twilio_outbound(
             carrier_sid: Some(answered.call_sid.clone()),
             ..CarrierReport::default()
         };
-        state.store.record_carrier_report(scope, id, &report).await?;
+        state
+            .store
+            .record_carrier_report(scope, id, &report)
+            .await?;
     }
     if let Some(verdict) = answered.answered_by {
         record_verdict(&state, scope, id, verdict.as_str(), None).await?;
@@ -334,7 +356,10 @@ async fn record_verdict(
         answered_by: Some(verdict.to_owned()),
         ..CarrierReport::default()
     };
-    state.store.record_carrier_report(scope, id, &report).await?;
+    state
+        .store
+        .record_carrier_report(scope, id, &report)
+        .await?;
     let mut data = json!({"answered_by": verdict});
     if let Some(ms) = detection_ms {
         data["detection_ms"] = json!(ms);
@@ -461,7 +486,8 @@ fn exotel_fields<T>(
     if is_json {
         return from_json(body).map_err(bad_webhook);
     }
-    let mut pairs = webhook::decode_form(uri.query().unwrap_or("").as_bytes()).map_err(bad_webhook)?;
+    let mut pairs =
+        webhook::decode_form(uri.query().unwrap_or("").as_bytes()).map_err(bad_webhook)?;
     pairs.extend(webhook::decode_form(body).map_err(bad_webhook)?);
     from_pairs(&pairs).map_err(bad_webhook)
 }
@@ -474,7 +500,7 @@ async fn exotel_stream_url(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = exotel_auth(&state, &headers) {
+    if let Some(refused) = exotel_refusal(&state, &headers) {
         return refused;
     }
     let answer = async {
@@ -519,7 +545,7 @@ async fn exotel_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = exotel_auth(&state, &headers) {
+    if let Some(refused) = exotel_refusal(&state, &headers) {
         return refused;
     }
     let answer = async {
@@ -561,7 +587,8 @@ async fn exotel_status(
                 .and_then(|s| i64::try_from(s).ok()),
             ..CarrierReport::default()
         };
-        let mut event = json!({"carrier": "exotel", "status": callback.status.call_status().as_str()});
+        let mut event =
+            json!({"carrier": "exotel", "status": callback.status.call_status().as_str()});
         if let Some(kind) = &callback.event_type {
             event["event_type"] = json!(format!("{kind:?}").to_lowercase());
         }

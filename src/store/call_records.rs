@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use sqlx::{AssertSqlSafe, Row};
 
-use super::catalog::PhoneNumber;
 use super::calls::{CALL_COLUMNS, Call, CallStatus, Direction, NewCall, call_row};
+use super::catalog::PhoneNumber;
 use super::{Scope, Store, StoreError, TenantId, now_us};
 use crate::call::CallId;
 
@@ -214,9 +214,8 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let request_hash: Option<String> = row
-            .try_get(20)
-            .map_err(StoreError::db("reading a call"))?;
+        let request_hash: Option<String> =
+            row.try_get(20).map_err(StoreError::db("reading a call"))?;
         Ok(Some((call_row(&row)?, request_hash)))
     }
 

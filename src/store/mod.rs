@@ -8,16 +8,16 @@
 //!
 //! Every read of tenant data takes a [`Scope`]; only [`Scope::Super`] crosses tenants.
 
+pub mod call_records;
 pub mod calls;
 pub mod catalog;
+pub mod control_events;
 pub mod events;
 pub mod hub;
 pub mod keys;
 pub mod lifecycle;
 pub mod spool;
 pub mod tenants;
-pub mod call_records;
-pub mod control_events;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -128,7 +128,11 @@ impl Carriers for RecordingCarriers {
             .lock()
             .unwrap()
             .push(Asked::Cancel(carrier, sid.to_owned()));
-        self.end_outcomes.lock().unwrap().pop_front().unwrap_or(Ok(()))
+        self.end_outcomes
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Ok(()))
     }
 
     async fn hang_up(&self, carrier: CarrierName, sid: &str) -> Result<(), DialError> {
@@ -136,6 +140,10 @@ impl Carriers for RecordingCarriers {
             .lock()
             .unwrap()
             .push(Asked::HangUp(carrier, sid.to_owned()));
-        self.end_outcomes.lock().unwrap().pop_front().unwrap_or(Ok(()))
+        self.end_outcomes
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Ok(()))
     }
 }

@@ -2,9 +2,9 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use std::sync::Arc;
 use voicegw::config::Config;
 use voicegw::control::bootstrap::ensure_admin_key;
-use std::sync::Arc;
 use voicegw::control::call_plane::CallPlane;
 use voicegw::control::dial::{Carriers, NoCarriers};
 use voicegw::control::{ControlDeps, ControlState};
@@ -78,13 +78,10 @@ impl TestControl {
                     registry: gateway.registry(),
                     public_url,
                     twilio_auth_token,
-                    calls: Some(Arc::new(CallPlane::new(
-                        gateway.pipeline(),
-                        carriers,
-                        exotel_credentials,
-                        hub,
-                    )
-                    .with_metrics(gateway.metrics().clone()))),
+                    calls: Some(Arc::new(
+                        CallPlane::new(gateway.pipeline(), carriers, exotel_credentials, hub)
+                            .with_metrics(gateway.metrics().clone()),
+                    )),
                 });
                 gateway.with_control(control)
             },

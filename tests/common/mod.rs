@@ -4,10 +4,10 @@
 //! returning the bot's audio attenuated and delayed like a speakerphone.
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod control;
 pub mod db;
 pub mod tenants;
-pub mod calls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

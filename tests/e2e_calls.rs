@@ -494,3 +494,45 @@ async fn a_carrier_refusal_fails_the_call() {
     assert_eq!(listed["calls"][0]["status"], "failed");
     assert!(s.carrier.calls().is_empty(), "no call was placed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ringing_call_is_cancelled_and_a_key_dials_once() {
+    // Slow progress: the call rings for a while before it would be answered.
+    let s = setup(TestDb::sqlite().await, Duration::from_millis(1_500)).await;
+    let body = json!({"to": CALLEE, "from": OUR_NUMBER, "agent": "echo"});
+    let post = || async {
+        let response = s
+            .api
+            .http
+            .post(s.api.url("/v1/calls"))
+            .bearer_auth(&s.key)
+            .header("Idempotency-Key", "ring-1")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    };
+    let first = post().await;
+    assert_eq!(first.0, 202, "{:?}", first.1);
+    let again = post().await;
+    assert_eq!(again.0, 200);
+    assert_eq!(again.1["id"], first.1["id"]);
+    assert_eq!(s.carrier.rest().created_calls().len(), 1, "dialled once");
+
+    let id = first.1["id"].as_str().unwrap().to_owned();
+    let sid = first.1["carrier_sid"].as_str().unwrap().to_owned();
+    let ringing = wait_call(&s.api, &s.key, &id, |c| c["status"] == "ringing").await;
+    assert_eq!(ringing["status"], "ringing", "{ringing:?}");
+    let cancelled = s.api.delete(&format!("/v1/calls/{id}"), &s.key).await;
+    assert_eq!(cancelled.0.as_u16(), 200, "{:?}", cancelled.1);
+    assert_eq!(cancelled.1["status"], "canceled");
+    let record = s.carrier.wait_finished(&sid, LIMIT).await.unwrap();
+    assert_eq!(record.final_status.as_deref(), Some("canceled"));
+    assert!(record.stream.is_none(), "a cancelled call never connects");
+    let call = s.api.get(&format!("/v1/calls/{id}"), &s.key).await.1;
+    assert_eq!(call["status"], "canceled");
+}

@@ -7,7 +7,13 @@
 //! Errors are JSON `{"error": {"code", "message"}}`.
 //!
 //! Shutdown (SIGTERM or Ctrl-C): stop accepting connections, report `draining` on `/healthz`,
-//! let live calls finish for up to the grace period, then close the rest with 1001.
+//! let live calls finish for up to the grace period, then close the rest with 1001; then the
+//! CallEvent writer gets up to 10 s to store (or spool) the last events.
+//!
+//! A PostgreSQL database unreachable at start does not stop the gateway: calls are served and
+//! their events spooled, `/healthz` reports `"store": "unavailable"` and the control plane's
+//! routes answer 503 until a background task has reached and migrated it
+//! (see [`open_store_or_defer`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,6 +46,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::store::events::{WriterConfig, WriterStats, spawn_event_writer};
 use crate::store::hub::EventHub;
+use crate::store::readiness::{StoreReadiness, is_unreachable, migrate_when_reachable};
 use crate::store::{OpenOptions, Store};
 use axum::serve::ListenerExt as _;
 
@@ -89,6 +96,7 @@ pub struct Gateway {
     draining: Arc<AtomicBool>,
     tracker: TaskTracker,
     control: Option<ControlState>,
+    store_readiness: StoreReadiness,
 }
 
 impl Gateway {
@@ -139,12 +147,20 @@ impl Gateway {
             draining: Arc::new(AtomicBool::new(false)),
             tracker: TaskTracker::new(),
             control: None,
+            store_readiness: StoreReadiness::ready(),
         })
     }
 
     /// Serves the control plane's API and webhooks too (see [`crate::control`]).
     pub fn with_control(mut self, control: ControlState) -> Self {
         self.control = Some(control);
+        self
+    }
+
+    /// Answers the control plane's routes with 503 while `readiness` says the store is not
+    /// usable yet (the database was unreachable at start).
+    pub fn with_store_readiness(mut self, readiness: StoreReadiness) -> Self {
+        self.store_readiness = readiness;
         self
     }
 
@@ -191,7 +207,14 @@ impl Gateway {
             .fallback(not_found)
             .with_state(self.clone());
         match &self.control {
-            Some(control) => media.merge(crate::control::router(control.clone())),
+            Some(control) => {
+                let readiness = self.store_readiness.clone();
+                let api =
+                    crate::control::router(control.clone()).route_layer(axum::middleware::from_fn(
+                        move |request, next| refuse_until_ready(readiness.clone(), request, next),
+                    ));
+                media.merge(api)
+            }
             None => media,
         }
     }
@@ -373,7 +396,14 @@ pub async fn open_store(
         ..OpenOptions::default()
     };
     let store = Store::open_with(&config.store.url, &options).await?;
-    match ensure_admin_key(&store, config.api.admin_key.as_deref()).await? {
+    bootstrap_admin_key(&store, config).await?;
+    let (events, task) = start_writer(&store, config, metrics, hub);
+    Ok((store, events, task))
+}
+
+/// Stores `VOICEGW_ADMIN_KEY`, or makes the first SUPERADMIN key when the store has none.
+async fn bootstrap_admin_key(store: &Store, config: &Config) -> Result<(), ServeError> {
+    match ensure_admin_key(store, config.api.admin_key.as_deref()).await? {
         Bootstrap::Generated(secret) => {
             // Shown once, on the console of the first start: it is stored only as a hash.
             eprintln!(
@@ -385,12 +415,115 @@ pub async fn open_store(
         Bootstrap::ConfiguredKeyStored => tracing::info!("stored VOICEGW_ADMIN_KEY"),
         Bootstrap::ConfiguredKeyPresent | Bootstrap::KeysExist => {}
     }
+    Ok(())
+}
+
+/// Starts the CallEvent writer into `store`, spooling to `[store] spool_path`.
+fn start_writer(
+    store: &Store,
+    config: &Config,
+    metrics: &Metrics,
+    hub: EventHub,
+) -> (EventSink, tokio::task::JoinHandle<WriterStats>) {
     let writer = WriterConfig {
         spool_path: config.store.spool_path.clone(),
         ..WriterConfig::default()
     };
-    let (events, task) = spawn_event_writer(store.clone(), writer, Some(metrics.clone()), hub);
-    Ok((store, events, task))
+    spawn_event_writer(store.clone(), writer, Some(metrics.clone()), hub)
+}
+
+/// How often a database unreachable at start is tried again.
+const STORE_RETRY_EVERY: Duration = Duration::from_secs(2);
+
+/// A store opened by [`open_store_or_defer`].
+pub struct OpenedStore {
+    /// The store (its pool connects lazily when the database was unreachable).
+    pub store: Store,
+    /// The CallEvent writer's sink.
+    pub events: EventSink,
+    /// The writer's task.
+    pub writer: tokio::task::JoinHandle<WriterStats>,
+    /// Whether the store is migrated and usable.
+    pub readiness: StoreReadiness,
+    /// The task migrating the database once it is reachable, if it was not at start.
+    pub migrator: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Like [`open_store`], but a PostgreSQL database that cannot be reached does not stop the
+/// start: calls are served and their CallEvents spooled, while a background task retries the
+/// migrations (and the admin key) every few seconds and then marks the store ready.
+pub async fn open_store_or_defer(
+    config: &Config,
+    metrics: &Metrics,
+    hub: EventHub,
+) -> Result<OpenedStore, ServeError> {
+    let error = match open_store(config, metrics, hub.clone()).await {
+        Ok((store, events, writer)) => {
+            return Ok(OpenedStore {
+                store,
+                events,
+                writer,
+                readiness: StoreReadiness::ready(),
+                migrator: None,
+            });
+        }
+        Err(ServeError::Store(error)) if is_unreachable(&config.store.url, &error) => error,
+        Err(error) => return Err(error),
+    };
+    tracing::error!(
+        %error,
+        spool = %config.store.spool_path.display(),
+        retry_secs = STORE_RETRY_EVERY.as_secs(),
+        "DATABASE UNREACHABLE at start: serving calls anyway and spooling their CallEvents; \
+         the API answers 503 until the database is reached and migrated"
+    );
+    let options = OpenOptions {
+        max_connections: config.store.max_connections,
+        migrate: false,
+        ..OpenOptions::default()
+    };
+    let store = Store::open_with(&config.store.url, &options).await?;
+    let readiness = StoreReadiness::default();
+    let migrator = {
+        let (store, config, readiness) = (store.clone(), config.clone(), readiness.clone());
+        tokio::spawn(async move {
+            loop {
+                migrate_when_reachable(&config.store.url, STORE_RETRY_EVERY).await;
+                match bootstrap_admin_key(&store, &config).await {
+                    Ok(()) => break,
+                    Err(error) => tracing::error!(%error, "admin key not stored; retrying"),
+                }
+                tokio::time::sleep(STORE_RETRY_EVERY).await;
+            }
+            readiness.set_ready();
+            tracing::info!("store ready: the API is available");
+        })
+    };
+    let (events, writer) = start_writer(&store, config, metrics, hub);
+    Ok(OpenedStore {
+        store,
+        events,
+        writer,
+        readiness,
+        migrator: Some(migrator),
+    })
+}
+
+/// Answers 503 while the store is not usable; passes the request on once it is.
+async fn refuse_until_ready(
+    readiness: StoreReadiness,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if readiness.is_ready() {
+        next.run(request).await
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the database is unreachable; try again later",
+        )
+    }
 }
 
 /// How long the CallEvent writer gets to store the last events after the server stops.
@@ -401,8 +534,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let metrics = Metrics::new()?;
     // The control plane's live event streams subscribe here.
     let hub = EventHub::default();
-    let (store, events, writer) = open_store(&config, &metrics, hub.clone()).await?;
-    let gateway = Gateway::with_events(&config, metrics, events)?;
+    let OpenedStore {
+        store,
+        events,
+        writer,
+        readiness,
+        migrator,
+    } = open_store_or_defer(&config, &metrics, hub.clone()).await?;
+    let gateway = Gateway::with_events(&config, metrics, events)?.with_store_readiness(readiness);
     let plane = Arc::new(
         crate::control::call_plane::CallPlane::new(
             gateway.pipeline(),
@@ -435,7 +574,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             source,
         })?;
     tracing::info!(
-        listen = %config.listen,
+        listen = %listener.local_addr().unwrap_or(config.listen),
         agent = %gateway.pipeline.agents.default_name(),
         store = ?store.backend(),
         "voicegw serving"
@@ -443,6 +582,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let result = gateway
         .run(listener, config.shutdown_grace(), shutdown_signal())
         .await;
+    if let Some(migrator) = migrator {
+        migrator.abort();
+    }
     match tokio::time::timeout(WRITER_FLUSH_WAIT, writer).await {
         Ok(Ok(stats)) => tracing::info!(?stats, "CallEvent writer stopped"),
         Ok(Err(error)) => tracing::error!(%error, "CallEvent writer failed"),
@@ -507,6 +649,7 @@ async fn healthz(State(gateway): State<Gateway>) -> Response {
         "status": if draining { "draining" } else { "ok" },
         "live_calls": gateway.deps.registry.len(),
         "open_streams": gateway.tracker.len(),
+        "store": if gateway.store_readiness.is_ready() { "ok" } else { "unavailable" },
         "version": env!("CARGO_PKG_VERSION"),
     }));
     let status = if draining {

@@ -13,6 +13,14 @@
 //! its `stream_started` and `call_ended` events update their calls' status (see
 //! [`super::lifecycle`]); a failure there spools the batch like a failed insert, and the
 //! replay applies them again (both steps are idempotent).
+//!
+//! What a SIGKILL (or a crash) loses: the events in memory, not yet inserted or spooled — the
+//! batch being gathered (at most [`WriterConfig::max_delay`] of events), the insert in flight
+//! (unless it committed), and whatever queued behind that insert while the database
+//! was slow. With a healthy database that is about `max_delay` plus one insert's time. Nothing
+//! stored or spooled is lost: what is stored is a gap-free prefix of each call's events, and a
+//! spool line torn by the kill is skipped on replay (see [`Spool`]). A graceful stop loses
+//! nothing: the writer ends only once every sink is dropped and the last batch is written.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -16,6 +16,7 @@ pub mod events;
 pub mod hub;
 pub mod keys;
 pub mod lifecycle;
+pub mod readiness;
 pub mod spool;
 pub mod tenants;
 

@@ -1,9 +1,13 @@
 //! The local spool: CallEvent rows the database could not take, as JSON lines in an
 //! append-only file, fsync'd per batch, read back in order. One writer per file.
+//!
+//! A crash (or SIGKILL) in the middle of an append can leave a torn last line: reading skips
+//! it, and the next append starts on a new line so the rows after it are kept.
 
+use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::calls::EventRow;
 
@@ -41,7 +45,8 @@ impl Spool {
         }
     }
 
-    /// Appends `rows` and waits until they are on disk.
+    /// Appends `rows` and waits until they are on disk. A torn last line left by a crash is
+    /// ended first, so it cannot swallow the first new row.
     pub async fn append(&self, rows: &[EventRow]) -> Result<(), SpoolError> {
         let mut text = String::new();
         for row in rows {
@@ -60,10 +65,14 @@ impl Spool {
         }
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&self.path)
             .await
             .map_err(self.err())?;
+        if !ends_with_newline(&mut file).await.map_err(self.err())? {
+            text.insert(0, '\n');
+        }
         file.write_all(text.as_bytes()).await.map_err(self.err())?;
         file.sync_data().await.map_err(self.err())?;
         Ok(())
@@ -95,6 +104,18 @@ impl Spool {
             _ => Ok(()),
         }
     }
+}
+
+/// Whether the file is empty or its last byte is a newline.
+async fn ends_with_newline(file: &mut tokio::fs::File) -> std::io::Result<bool> {
+    let len = file.metadata().await?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::Start(len - 1)).await?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last).await?;
+    Ok(last[0] == b'\n')
 }
 
 /// The rows of a spool's text; bad lines are skipped with a warning.
@@ -140,6 +161,19 @@ mod tests {
         spool.clear().await.unwrap();
         assert!(spool.is_empty().await);
         spool.clear().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_append_after_a_torn_line_keeps_every_new_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path().join("events.spool"));
+        spool.append(&[row(1)]).await.unwrap();
+        let good = serde_json::to_string(&row(2)).unwrap();
+        let mut text = std::fs::read_to_string(spool.path()).unwrap();
+        text.push_str(&good[..good.len() / 2]);
+        std::fs::write(spool.path(), text).unwrap();
+        spool.append(&[row(3), row(4)]).await.unwrap();
+        assert_eq!(spool.read().await.unwrap(), vec![row(1), row(3), row(4)]);
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct Metrics {
     /// Latency of each conversation stage, by stage (`stt_final`, `llm_first_token`,
     /// `tts_first_byte`, `response`, `gateway`, `barge_in_clear`).
     pub stage_seconds: HistogramVec,
+    /// Carrier webhooks, by carrier, kind (`voice`, `status`, `amd`, …) and outcome
+    /// (`routed`, `applied`, `unknown_number`, `unknown_call`, …).
+    pub webhooks: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -155,6 +158,14 @@ impl Metrics {
         registry.register(Box::new(frame_seconds.clone()))?;
         registry.register(Box::new(marks_timed_out.clone()))?;
         registry.register(Box::new(events_dropped.clone()))?;
+        let webhooks = IntCounterVec::new(
+            Opts::new(
+                "voicegw_webhooks_total",
+                "Carrier webhooks, by carrier, kind and outcome",
+            ),
+            &["carrier", "kind", "outcome"],
+        )?;
+        registry.register(Box::new(webhooks.clone()))?;
         Ok(Metrics {
             registry,
             live_calls,
@@ -170,6 +181,7 @@ impl Metrics {
             events_dropped,
             provider_calls,
             stage_seconds,
+            webhooks,
         })
     }
 

@@ -121,6 +121,33 @@ pub struct Pipeline {
     fallback: Option<(Arc<FallbackAudio>, String)>,
     /// The scripts served, as agents `script:<name>`.
     pub scripts: Vec<Arc<LoadedScript>>,
+    /// How scripts stored by tenants are loaded (the configured voice and prompt cache).
+    tenant_scripts: Option<Arc<TenantScriptLoading>>,
+}
+
+/// What loading a tenant's script (from the database) needs: the folder's load options and
+/// the configured voice.
+struct TenantScriptLoading {
+    options: LoadOptions,
+    voice: ScriptVoice,
+    config: Config,
+}
+
+/// Why a tenant's script could not be loaded for calls.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantScriptError {
+    /// No voice to speak it with (no text-to-speech key and no recorded prompts).
+    #[error("scripts cannot be served: no text-to-speech key and no recorded prompts")]
+    NoVoice,
+    /// The source does not parse, or its prompts cannot be set up.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The flow hands calls to the language model and none is configured.
+    #[error("the script hands calls to the language model ({nodes}) and none is configured")]
+    NeedsModel {
+        /// The nodes that do.
+        nodes: String,
+    },
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -156,6 +183,7 @@ impl Pipeline {
             tts: None,
             fallback: None,
             scripts: Vec::new(),
+            tenant_scripts: None,
         };
         let mut conversation = None;
         if !config.stt.deepgram.api_key.is_empty() {
@@ -213,6 +241,8 @@ impl Pipeline {
                 hint: "set OPENAI_API_KEY (or OPENAI_BASE_URL for a compatible server)",
             });
         }
+        pipeline.tenant_scripts =
+            Self::tenant_script_loading(config, metrics, conversation.clone());
         for loaded in Self::load_scripts(config, metrics, conversation)? {
             let agent = format!("script:{}", loaded.script.name);
             let model_nodes = llm_nodes(&loaded.script.flow);
@@ -256,6 +286,83 @@ impl Pipeline {
         agents.set_default(&default)?;
         pipeline.agents = agents;
         Ok(pipeline)
+    }
+
+    /// The load options and voice for tenants' scripts: recorded prompts when no synthesizer
+    /// is configured, else the configured voice; `None` when neither is available.
+    fn tenant_script_loading(
+        config: &Config,
+        metrics: &Metrics,
+        conversation: Option<Arc<ConversationDeps>>,
+    ) -> Option<Arc<TenantScriptLoading>> {
+        let voice = if tts_configured(config) {
+            match script_synth(config, metrics, chosen_voice(config, None).as_deref()) {
+                Ok(Some(voice)) => voice,
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::warn!(%error, "tenant scripts not served: the voice cannot be set up");
+                    return None;
+                }
+            }
+        } else {
+            match FixtureVoice::load(&config.script.recorded_prompts) {
+                Ok(recorded) => ScriptVoice::Recorded(recorded),
+                Err(error) => {
+                    tracing::debug!(%error, "tenant scripts: no recorded prompts");
+                    return None;
+                }
+            }
+        };
+        let options = LoadOptions {
+            cache: PromptCache::new(&config.script.cache_dir),
+            defaults: config
+                .script
+                .variables
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            conversation,
+        };
+        Some(Arc::new(TenantScriptLoading {
+            options,
+            voice,
+            config: config.clone(),
+        }))
+    }
+
+    /// Loads a tenant's script `name` from its `source` for calls, with the configured voice
+    /// (missing prompts are synthesized in the background, as for the scripts folder).
+    pub fn load_tenant_script(
+        &self,
+        name: &str,
+        source: &str,
+    ) -> Result<Arc<LoadedScript>, TenantScriptError> {
+        let loading = self
+            .tenant_scripts
+            .as_ref()
+            .ok_or(TenantScriptError::NoVoice)?;
+        let path = std::path::PathBuf::from(format!("{name}.dsc"));
+        let parsed =
+            crate::script::parse::parse(source).map_err(|diagnostics| LoadError::Parse {
+                path: path.clone(),
+                diagnostics,
+            })?;
+        let hash = crate::script::print::script_hash(&parsed.flow);
+        let file = crate::script::loader::ScriptFile {
+            path,
+            name: name.to_owned(),
+            parsed,
+            hash,
+        };
+        let loaded = load_script(file, loading.voice.clone(), &loading.options)?;
+        let model_nodes = llm_nodes(&loaded.script.flow);
+        if !model_nodes.is_empty() && loaded.script.conversation.is_none() {
+            return Err(TenantScriptError::NeedsModel {
+                nodes: model_nodes.join(", "),
+            });
+        }
+        Self::complete_prompts(&format!("script:{name}"), &loaded, &loading.config);
+        Ok(Arc::new(loaded.script))
     }
 
     /// Parses every script of `[script] dir` and loads its prompt audio with its voice.

@@ -33,7 +33,7 @@ mod tests {
                 r#type: "dtmf".into(),
                 data: Some(data),
             }],
-            next_after: Some(3),
+            next_cursor: Some("1700000000000000.3".into()),
         };
         let bytes = list.encode_to_vec();
         assert_eq!(v1::CallEventList::decode(bytes.as_slice()).unwrap(), list);

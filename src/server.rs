@@ -175,6 +175,11 @@ impl Gateway {
         Ok(self.pipeline.check_credentials().await?)
     }
 
+    /// The conversation pipeline (agents, tenants' scripts), for the control plane.
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        self.pipeline.clone()
+    }
+
     /// The same gateway, looking calls created on other instances up in `directory`
     /// (call before serving).
     pub fn with_call_directory(mut self, directory: Arc<dyn CallDirectory>) -> Self {
@@ -286,7 +291,8 @@ impl Gateway {
                     .and_then(|v| v.to_str().ok())
                     .ok_or("missing X-Twilio-Signature")?;
                 let base = match &self.auth.public_url {
-                    Some(url) => url.trim_end_matches('/').to_owned(),
+                    // Twilio signs the stream's wss:// URL, whatever the public URL's scheme.
+                    Some(url) => crate::control::dial::ws_base(url),
                     None => {
                         let host = headers
                             .get(header::HOST)
@@ -536,11 +542,26 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         migrator,
     } = open_store_or_defer(&config, &metrics, hub.clone()).await?;
     let gateway = Gateway::with_events(&config, metrics, events)?.with_store_readiness(readiness);
+    let plane = Arc::new(
+        crate::control::call_plane::CallPlane::new(
+            gateway.pipeline(),
+            crate::control::dial::carriers_from_config(&config)?,
+            config.auth.exotel_credentials.clone(),
+            hub,
+        )
+        .with_metrics(gateway.metrics().clone()),
+    );
+    let gateway =
+        gateway.with_call_directory(Arc::new(crate::control::call_plane::StoreDirectory {
+            store: store.clone(),
+            plane: plane.clone(),
+        }));
     let control = ControlState::new(ControlDeps {
         store: store.clone(),
         registry: gateway.registry(),
         public_url: config.auth.public_url.clone(),
         twilio_auth_token: config.auth.twilio_auth_token.clone(),
+        calls: Some(plane),
     });
     let gateway = gateway.with_control(control);
     if config.check_credentials {

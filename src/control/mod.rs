@@ -11,10 +11,18 @@
 //! - [`model`]: the JSON resources, request bodies and paging.
 //! - [`tenants`], [`keys`], [`numbers`], [`scripts`]: the catalog's routes.
 //! - [`openapi`]: the OpenAPI document, at `GET /openapi.json`.
+//! - [`calls`], [`events`]: `/v1/calls` and their CallEvents (list and live stream);
+//!   [`dial`] and [`call_plane`]: the carriers and agents behind them; [`webhooks`]: the
+//!   carriers' callbacks.
 
 pub mod auth;
 pub mod bootstrap;
+pub mod call_plane;
+pub mod calls;
+pub mod carriers;
+pub mod dial;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod keys;
 pub mod model;
@@ -22,6 +30,7 @@ pub mod numbers;
 pub mod openapi;
 pub mod scripts;
 pub mod tenants;
+pub mod webhooks;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -46,6 +55,8 @@ pub struct ControlDeps {
     pub public_url: Option<String>,
     /// The Twilio auth token: webhooks must be signed with it when set.
     pub twilio_auth_token: Option<String>,
+    /// What placing and routing calls needs; `None`: the call routes answer 503.
+    pub calls: Option<Arc<call_plane::CallPlane>>,
 }
 
 /// The routes' state (cheap to clone).
@@ -56,6 +67,27 @@ impl ControlState {
     /// State over `deps`.
     pub fn new(deps: ControlDeps) -> Self {
         ControlState(Arc::new(deps))
+    }
+}
+
+impl ControlState {
+    /// Records a control-plane CallEvent on call `id` (numbered from 2^40; an identical one
+    /// already recorded is skipped) and publishes it to live viewers.
+    pub async fn record_event(
+        &self,
+        scope: crate::store::Scope,
+        id: crate::call::CallId,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), crate::store::StoreError> {
+        let recorded = self
+            .store
+            .record_control_event(scope, id, kind, data)
+            .await?;
+        if let (Some(row), Some(calls)) = (recorded, &self.calls) {
+            calls.hub.publish(std::slice::from_ref(&row));
+        }
+        Ok(())
     }
 }
 
@@ -76,6 +108,14 @@ pub fn router(state: ControlState) -> Router {
         .merge(numbers::router())
         .merge(scripts::router())
         .merge(openapi::router())
+        .route("/v1/calls", get(calls::list_calls).post(calls::create_call))
+        .route(
+            "/v1/calls/{id}",
+            get(calls::get_call).delete(calls::delete_call),
+        )
+        .route("/v1/calls/{id}/events", get(events::list_events))
+        .route("/v1/calls/{id}/events/stream", get(events::stream_events))
+        .merge(webhooks::router())
         .with_state(state)
 }
 

@@ -16,7 +16,7 @@ use super::model::{
     ErrorDetail, PhoneNumber, PhoneNumberList, Script, ScriptDiagnostic, ScriptList, ScriptSaved,
     Tenant, TenantList, UpdateNumber, UpdateTenant,
 };
-use super::{keys, numbers, scripts, tenants};
+use super::{calls, events, keys, numbers, scripts, tenants};
 
 /// The name of the bearer security scheme the paths refer to.
 pub const BEARER: &str = "bearer";
@@ -49,6 +49,12 @@ pub const BEARER: &str = "bearer";
         scripts::get_script,
         scripts::list_versions,
         scripts::get_version,
+        calls::create_call,
+        calls::list_calls,
+        calls::get_call,
+        calls::delete_call,
+        events::list_events,
+        events::stream_events,
     ),
     components(schemas(
         ErrorBody,
@@ -70,6 +76,11 @@ pub const BEARER: &str = "bearer";
         ScriptDiagnostic,
         CreateScript,
         super::Me,
+        calls::CallView,
+        calls::CallListView,
+        calls::CreateCallRequest,
+        events::CallEventView,
+        events::CallEventListView,
     )),
     modifiers(&BearerScheme),
     tags(
@@ -77,6 +88,7 @@ pub const BEARER: &str = "bearer";
         (name = "keys", description = "Bearer API keys"),
         (name = "numbers", description = "A tenant's phone numbers"),
         (name = "scripts", description = "A tenant's Destiny-Scripts, versioned"),
+        (name = "calls", description = "Calls and their CallEvents (time-ordered; session events numbered 1, 2, 3 …, control-plane events from 2^40; opaque cursors)"),
     )
 )]
 pub struct ApiDoc;

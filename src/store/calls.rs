@@ -1,5 +1,17 @@
 //! Calls (direction, status lifecycle, carrier SID, outcome, recording) and their append-only
 //! CallEvents.
+//!
+//! **Event numbering.** A call's session numbers its CallEvents 1, 2, 3 …; the control plane
+//! records events of its own (carrier status callbacks, answering-machine verdicts, dial
+//! failures, cancels) numbered from [`CONTROL_SEQ_BASE`] (2^40) with a per-call counter
+//! (`calls.control_seq`, incremented in the same transaction as the insert, see
+//! [`super::control_events`]), so the two never collide.
+//!
+//! **Event order.** The events API reads a call's events chronologically, by (`at_us`, `seq`),
+//! so control-plane events fall between the session's where they happened. Its cursor is
+//! opaque to clients: `"{at_us}.{seq}"` of the last event read ([`EventCursor`]).
+
+use std::collections::BTreeMap;
 
 use sqlx::{AssertSqlSafe, Row};
 
@@ -153,6 +165,18 @@ pub struct Call {
     pub answered_us: Option<i64>,
     /// Ended (µs).
     pub ended_us: Option<i64>,
+    /// The agent that serves it (`script:<name>`, `llm`, `echo`); empty when not recorded.
+    pub agent: String,
+    /// The tenant script version it runs.
+    pub script_id: Option<String>,
+    /// Template variables.
+    pub variables: BTreeMap<String, String>,
+    /// Answering-machine verdict (`human`, `machine_start`, …).
+    pub answered_by: Option<String>,
+    /// The last error (a carrier refusal, an unreachable carrier).
+    pub error: Option<String>,
+    /// The call's length as the carrier reports it (seconds).
+    pub duration_secs: Option<i64>,
 }
 
 /// A stored CallEvent.
@@ -206,10 +230,11 @@ impl EventRow {
     }
 }
 
-const CALL_COLUMNS: &str = "id, tenant_id, direction, status, from_number, to_number, carrier, \
-    carrier_sid, outcome, recording_url, created_us, updated_us, answered_us, ended_us";
+pub(crate) const CALL_COLUMNS: &str = "id, tenant_id, direction, status, from_number, \
+    to_number, carrier, carrier_sid, outcome, recording_url, created_us, updated_us, answered_us, \
+    ended_us, agent, script_id, variables, answered_by, error, duration_secs";
 
-fn call_row(row: &sqlx::any::AnyRow) -> Result<Call, StoreError> {
+pub(crate) fn call_row(row: &sqlx::any::AnyRow) -> Result<Call, StoreError> {
     let get = |e| StoreError::db("reading a call")(e);
     let direction: String = row.try_get(2).map_err(get)?;
     let status: String = row.try_get(3).map_err(get)?;
@@ -246,6 +271,18 @@ fn call_row(row: &sqlx::any::AnyRow) -> Result<Call, StoreError> {
         updated_us: row.try_get(11).map_err(get)?,
         answered_us: row.try_get(12).map_err(get)?,
         ended_us: row.try_get(13).map_err(get)?,
+        agent: row.try_get(14).map_err(get)?,
+        script_id: row.try_get(15).map_err(get)?,
+        variables: {
+            let text: String = row.try_get(16).map_err(get)?;
+            serde_json::from_str(&text).map_err(|_| StoreError::Corrupt {
+                column: "calls.variables",
+                value: text,
+            })?
+        },
+        answered_by: row.try_get(17).map_err(get)?,
+        error: row.try_get(18).map_err(get)?,
+        duration_secs: row.try_get(19).map_err(get)?,
     })
 }
 
@@ -289,6 +326,12 @@ impl Store {
             updated_us: now,
             answered_us: None,
             ended_us: None,
+            agent: String::new(),
+            script_id: None,
+            variables: BTreeMap::new(),
+            answered_by: None,
+            error: None,
+            duration_secs: None,
         };
         sqlx::query(
             "INSERT INTO calls (id, tenant_id, direction, status, from_number, to_number, carrier, \

@@ -9,8 +9,10 @@
 //!
 //! Every read of tenant data takes a [`Scope`]; only [`Scope::Super`] crosses tenants.
 
+pub mod call_records;
 pub mod calls;
 pub mod catalog;
+pub mod control_events;
 pub mod events;
 pub mod hub;
 pub mod ingest;

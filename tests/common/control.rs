@@ -2,8 +2,11 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use std::sync::Arc;
 use voicegw::config::Config;
 use voicegw::control::bootstrap::ensure_admin_key;
+use voicegw::control::call_plane::CallPlane;
+use voicegw::control::dial::{Carriers, NoCarriers};
 use voicegw::control::{ControlDeps, ControlState};
 use voicegw::store::events::{WriterConfig, spawn_event_writer};
 use voicegw::store::hub::EventHub;
@@ -23,8 +26,32 @@ pub struct TestControl {
 }
 
 impl TestControl {
-    /// Starts on `db` with `config` (see [`super::test_config`]).
+    /// Starts on `db` with `config` (see [`super::test_config`]), with no carrier.
     pub async fn start(db: TestDb, config: Config) -> TestControl {
+        TestControl::start_with_carriers(db, config, Arc::new(NoCarriers)).await
+    }
+
+    /// Starts on `db` with `config`, placing calls through `carriers`.
+    pub async fn start_with_carriers(
+        db: TestDb,
+        config: Config,
+        carriers: Arc<dyn Carriers>,
+    ) -> TestControl {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TestControl::start_on(listener, db, config, carriers).await
+    }
+
+    /// Starts on `listener` (bound beforehand, so `config` may name its address as the
+    /// public URL).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        db: TestDb,
+        config: Config,
+        carriers: Arc<dyn Carriers>,
+    ) -> TestControl {
+        let exotel_credentials = config.auth.exotel_credentials.clone();
+        let hub = EventHub::default();
+        let writer_hub = hub.clone();
         ensure_admin_key(&db.store, Some(ADMIN_KEY)).await.unwrap();
         let store = db.store.clone();
         let spool = db.spool();
@@ -32,7 +59,8 @@ impl TestControl {
         let public_url = config.auth.public_url.clone();
         let twilio_auth_token = config.auth.twilio_auth_token.clone();
         let control_store = store.clone();
-        let gw = TestGateway::start_full(
+        let gw = TestGateway::start_full_on(
+            listener,
             config,
             |_, _| {},
             move |metrics| {
@@ -41,7 +69,7 @@ impl TestControl {
                     max_delay: std::time::Duration::from_millis(5),
                     ..WriterConfig::default()
                 };
-                spawn_event_writer(store, writer, Some(metrics.clone()), EventHub::default()).0
+                spawn_event_writer(store, writer, Some(metrics.clone()), writer_hub).0
             },
             events,
             move |gateway| {
@@ -50,6 +78,10 @@ impl TestControl {
                     registry: gateway.registry(),
                     public_url,
                     twilio_auth_token,
+                    calls: Some(Arc::new(
+                        CallPlane::new(gateway.pipeline(), carriers, exotel_credentials, hub)
+                            .with_metrics(gateway.metrics().clone()),
+                    )),
                 });
                 gateway.with_control(control)
             },

@@ -4,6 +4,7 @@
 //! returning the bot's audio attenuated and delayed like a speakerphone.
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod control;
 pub mod db;
 pub mod tenants;
@@ -78,6 +79,19 @@ impl TestGateway {
         finish: impl FnOnce(Gateway) -> Gateway,
     ) -> TestGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_full_on(listener, config, customize, sink, events, finish).await
+    }
+
+    /// [`TestGateway::start_full`] on a listener bound beforehand (so the config may name
+    /// its address, e.g. as the public URL carriers call back).
+    pub async fn start_full_on(
+        listener: tokio::net::TcpListener,
+        config: Config,
+        customize: impl FnOnce(&mut Pipeline, &Metrics),
+        sink: impl FnOnce(&Metrics) -> EventSink,
+        events: tokio::sync::mpsc::Receiver<CallEvent>,
+        finish: impl FnOnce(Gateway) -> Gateway,
+    ) -> TestGateway {
         let addr = listener.local_addr().unwrap();
         let metrics = Metrics::new().unwrap();
         let mut pipeline = Pipeline::build(&config, &metrics).unwrap();

@@ -1,0 +1,228 @@
+//! What the call routes need beyond the store: the pipeline (agents, tenants' scripts), the
+//! carriers' REST APIs, the Exotel webhook credentials, and the cache of tenants' scripts
+//! loaded for calls (by script version and hash, so a script is parsed and its prompts set up
+//! once however many calls run it).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use super::dial::Carriers;
+use super::error::ApiError;
+use crate::call::CallId;
+use crate::call::agent::AgentFactory;
+use crate::call::registry::{ExpectedCall, Registry};
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, TenantScriptError};
+use crate::script::prompts::LoadedScript;
+use crate::store::catalog::ScriptVersion;
+use crate::store::hub::EventHub;
+use crate::store::tenants::Plan;
+use crate::store::{Scope, Store, TenantId};
+
+/// The call routes' dependencies.
+pub struct CallPlane {
+    /// The agents and the loader of tenants' scripts.
+    pub pipeline: Arc<Pipeline>,
+    /// The carriers' REST APIs.
+    pub carriers: Arc<dyn Carriers>,
+    /// `KEY:TOKEN` Basic credentials Exotel's webhooks must carry; `None` refuses them.
+    pub exotel_credentials: Option<String>,
+    /// Live CallEvents by call (the writer publishes the session's; the control plane its own).
+    pub hub: EventHub,
+    /// Where webhook outcomes are counted.
+    pub metrics: Option<Metrics>,
+    scripts: DashMap<String, Arc<LoadedScript>>,
+}
+
+/// The agent a call runs, resolved.
+#[derive(Clone)]
+pub struct ResolvedAgent {
+    /// Its name in the record (`script:<name>`, `llm`, `echo`).
+    pub agent: String,
+    /// The tenant script version, when it runs one.
+    pub script_id: Option<String>,
+    /// The factory for a tenant's script (catalog agents have none).
+    pub factory: Option<AgentFactory>,
+}
+
+impl CallPlane {
+    /// A plane over `pipeline` and `carriers`.
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        carriers: Arc<dyn Carriers>,
+        exotel_credentials: Option<String>,
+        hub: EventHub,
+    ) -> Self {
+        CallPlane {
+            pipeline,
+            carriers,
+            exotel_credentials,
+            hub,
+            metrics: None,
+            scripts: DashMap::new(),
+        }
+    }
+
+    /// The same plane, counting webhook outcomes in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The catalog agent `name` (`llm`, `echo`, `script:<file>`), or 422 `unknown_agent`.
+    pub fn catalog_agent(&self, name: &str) -> Result<ResolvedAgent, ApiError> {
+        let names = self.pipeline.agents.names();
+        if !names.iter().any(|n| n == name) {
+            return Err(ApiError::unprocessable(
+                "unknown_agent",
+                format!(
+                    "no agent {name:?} on this gateway (agents: {})",
+                    names.join(", ")
+                ),
+            ));
+        }
+        Ok(ResolvedAgent {
+            agent: name.to_owned(),
+            script_id: None,
+            factory: None,
+        })
+    }
+
+    /// The latest version of `tenant`'s script `name`, loaded for calls (cached by version
+    /// and hash), checked against `variables` (422 `missing_variables` naming them).
+    pub async fn tenant_script(
+        &self,
+        store: &Store,
+        tenant: TenantId,
+        name: &str,
+        variables: &BTreeMap<String, String>,
+    ) -> Result<ResolvedAgent, ApiError> {
+        let version = store
+            .latest_script(Scope::Tenant(tenant), name)
+            .await?
+            .ok_or_else(|| {
+                ApiError::unprocessable(
+                    "unknown_script",
+                    format!("the tenant has no script {name:?}"),
+                )
+            })?;
+        let script = self.load(&version)?;
+        let mut vars: HashMap<String, String> = script.defaults.clone();
+        vars.extend(variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Err(missing) = script.flow.check_variables(&vars) {
+            return Err(ApiError::unprocessable(
+                "missing_variables",
+                missing.to_string(),
+            ));
+        }
+        Ok(ResolvedAgent {
+            agent: format!("script:{name}"),
+            script_id: Some(version.id.to_string()),
+            factory: Some(crate::script::script_agent_factory(script)),
+        })
+    }
+
+    fn load(&self, version: &ScriptVersion) -> Result<Arc<LoadedScript>, ApiError> {
+        let key = format!("{}:{}", version.id, version.hash);
+        if let Some(script) = self.scripts.get(&key) {
+            return Ok(script.clone());
+        }
+        let script = self
+            .pipeline
+            .load_tenant_script(&version.name, &version.source)
+            .map_err(|e| match e {
+                TenantScriptError::NoVoice => {
+                    ApiError::unavailable("scripts_unavailable", e.to_string())
+                }
+                other => ApiError::unprocessable("script_unusable", other.to_string()),
+            })?;
+        self.scripts.insert(key, script.clone());
+        Ok(script)
+    }
+
+    /// Registers `call_id` with this gateway's registry, so the stream naming it is served
+    /// by `agent` with `variables`.
+    pub fn expect(
+        &self,
+        registry: &Registry,
+        call_id: CallId,
+        tenant: TenantId,
+        agent: &ResolvedAgent,
+        variables: &BTreeMap<String, String>,
+    ) {
+        let mut expected = ExpectedCall::new(call_id, agent.agent.clone());
+        expected.tenant_id = Some(tenant.to_string());
+        expected.factory = agent.factory.clone();
+        expected.variables = variables.clone();
+        registry.expect(&call_id.to_string(), expected);
+    }
+}
+
+/// Whether `plan` lets a tenant place calls.
+pub fn plan_dials(plan: Plan) -> bool {
+    matches!(plan, Plan::Outbound | Plan::Full)
+}
+
+/// Whether `plan` lets a tenant receive calls.
+pub fn plan_answers(plan: Plan) -> bool {
+    matches!(plan, Plan::Inbound | Plan::Full)
+}
+
+/// The plan of `tenant` (404 when it does not exist).
+pub async fn tenant_plan(store: &Store, tenant: TenantId) -> Result<Plan, ApiError> {
+    store
+        .list_tenants(Scope::Tenant(tenant))
+        .await?
+        .into_iter()
+        .next()
+        .map(|t| t.plan)
+        .ok_or_else(|| ApiError::not_found("tenant"))
+}
+
+/// Finds calls created on another gateway instance in the store (see
+/// [`crate::call::directory`]): a call not yet over gets its agent and variables as stored.
+pub struct StoreDirectory {
+    /// The store.
+    pub store: Store,
+    /// The agents and tenants' scripts.
+    pub plane: Arc<CallPlane>,
+}
+
+#[async_trait::async_trait]
+impl crate::call::directory::CallDirectory for StoreDirectory {
+    async fn resolve(&self, call_id: &str) -> Option<ExpectedCall> {
+        let id = CallId(uuid::Uuid::parse_str(call_id).ok()?);
+        let call = match self.store.get_call(Scope::Super, id).await {
+            Ok(Some(call)) if !call.status.is_final() => call,
+            Ok(_) => return None,
+            Err(error) => {
+                tracing::warn!(%call_id, %error, "call directory: reading the call failed");
+                return None;
+            }
+        };
+        let resolved = match call.agent.strip_prefix("script:") {
+            Some(name) if call.script_id.is_some() => {
+                self.plane
+                    .tenant_script(&self.store, call.tenant_id, name, &call.variables)
+                    .await
+            }
+            _ => self.plane.catalog_agent(&call.agent),
+        };
+        match resolved {
+            Ok(agent) => {
+                let mut expected = ExpectedCall::new(id, agent.agent);
+                expected.tenant_id = Some(call.tenant_id.to_string());
+                expected.factory = agent.factory;
+                expected.variables = call.variables;
+                Some(expected)
+            }
+            Err(error) => {
+                tracing::warn!(%call_id, code = error.code, message = %error.message,
+                    "call directory: the call's agent cannot run here");
+                None
+            }
+        }
+    }
+}

@@ -54,7 +54,7 @@ async fn events_come_in_time_order(db: TestDb) {
     let now = voicegw::store::now_us();
     // The session's events around a control-plane one recorded in between.
     store
-        .append_events(&[
+        .insert_events(&[
             session_event(id, 1, now - 3_000_000, "stream_started", json!({})),
             session_event(id, 2, now - 2_000_000, "dtmf", json!({"digit": "5"})),
         ])
@@ -85,7 +85,7 @@ async fn events_come_in_time_order(db: TestDb) {
             .is_none()
     );
     store
-        .append_events(&[session_event(
+        .insert_events(&[session_event(
             id,
             3,
             control.at_us + 1,
@@ -209,7 +209,7 @@ async fn the_stream_follows_the_call_live(db: TestDb) {
     let store = api.db.store.clone();
     let now = voicegw::store::now_us();
     store
-        .append_events(&[session_event(id, 1, now, "stream_started", json!({}))])
+        .insert_events(&[session_event(id, 1, now, "stream_started", json!({}))])
         .await
         .unwrap();
     let response = api
@@ -230,7 +230,7 @@ async fn the_stream_follows_the_call_live(db: TestDb) {
     // Live: events recorded after the client connected, then the call ends.
     tokio::time::sleep(Duration::from_millis(300)).await;
     store
-        .append_events(&[session_event(
+        .insert_events(&[session_event(
             id,
             2,
             voicegw::store::now_us(),
@@ -249,7 +249,7 @@ async fn the_stream_follows_the_call_live(db: TestDb) {
         .await
         .unwrap();
     store
-        .append_events(&[session_event(
+        .insert_events(&[session_event(
             id,
             3,
             voicegw::store::now_us(),

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use sqlx::Connection;
-use tempfile::TempDir;
 use voicegw::call::CallId;
 use voicegw::call::agent::DtmfSource;
 use voicegw::call::events::{CallEventKind, CallRecorder};
@@ -14,98 +13,14 @@ use voicegw::store::hub::EventHub;
 use voicegw::store::tenants::{Plan, Role};
 use voicegw::store::{OpenOptions, Scope, Store, StoreError};
 
-/// The server the PostgreSQL tests use (a database there to connect to first).
-fn pg_admin_url() -> String {
-    std::env::var("VOICEGW_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
+mod common;
 
-/// A fresh, migrated store and what it needs to live.
-struct TestDb {
-    store: Store,
-    url: String,
-    dir: TempDir,
-    pg_name: Option<String>,
-}
-
-impl TestDb {
-    async fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/nested/dir/voicegw.db", dir.path().display());
-        let store = Store::open(&url).await.unwrap();
-        TestDb {
-            store,
-            url,
-            dir,
-            pg_name: None,
-        }
-    }
-
-    async fn postgres() -> TestDb {
-        let admin = pg_admin_url();
-        let name = format!("voicegw_t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-        let url = match admin.rsplit_once('/') {
-            Some((server, _)) => format!("{server}/{name}"),
-            None => panic!("bad VOICEGW_TEST_PG_URL {admin}"),
-        };
-        let store = Store::open(&url).await.unwrap();
-        TestDb {
-            store,
-            url,
-            dir: tempfile::tempdir().unwrap(),
-            pg_name: Some(name),
-        }
-    }
-
-    fn spool(&self) -> std::path::PathBuf {
-        self.dir.path().join("spool/events.jsonl")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some(name) = self.pg_name.take() {
-            let admin = pg_admin_url();
-            // Drop runs outside any async context's reach: a thread of its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&mut conn)
-                        .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
+use common::db::{TestDb, pg_admin_url};
 
 /// Runs one body as two tests, `<name>::sqlite` and `<name>::postgres`.
 macro_rules! both {
     ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(super::TestDb::sqlite().await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(super::TestDb::postgres().await).await;
-            }
-        }
+        on_both!($name, $body);
     };
 }
 
@@ -137,7 +52,7 @@ async fn migrations_body(db: TestDb) {
     again.create_tenant("acme", Plan::Full).await.unwrap();
     assert_eq!(db.store.list_tenants(Scope::Super).await.unwrap().len(), 1);
     again.close().await;
-    if db.pg_name.is_none() {
+    if !db.is_postgres() {
         assert!(db.dir.path().join("nested/dir/voicegw.db").exists());
         // WAL leaves its side file next to the database.
         assert!(db.dir.path().join("nested/dir/voicegw.db-wal").exists());
@@ -152,7 +67,7 @@ async fn scoping_body(db: TestDb) {
     let (sa, sb) = (Scope::Tenant(a.id), Scope::Tenant(b.id));
     let call_a = s.create_call(a.id, &outbound()).await.unwrap();
     let call_b = s.create_call(b.id, &outbound()).await.unwrap();
-    s.append_events(&[row(call_a.id, 1), row(call_b.id, 1)])
+    s.insert_events(&[row(call_a.id, 1), row(call_b.id, 1)])
         .await
         .unwrap();
 
@@ -279,7 +194,7 @@ async fn events_body(db: TestDb) {
     let s = &db.store;
     let call = CallId::new();
     assert_eq!(
-        s.append_events(&[row(call, 3), row(call, 1)])
+        s.insert_events(&[row(call, 3), row(call, 1)])
             .await
             .unwrap(),
         2
@@ -287,14 +202,14 @@ async fn events_body(db: TestDb) {
     // A replayed row keeps the first version.
     let mut changed = row(call, 1);
     changed.data = r#"{"digit":"9"}"#.into();
-    assert_eq!(s.append_events(&[changed, row(call, 2)]).await.unwrap(), 1);
+    assert_eq!(s.insert_events(&[changed, row(call, 2)]).await.unwrap(), 1);
     let got = s.call_events(Scope::Super, call, 0, 100).await.unwrap();
     assert_eq!(got, vec![row(call, 1), row(call, 2), row(call, 3)]);
     assert_eq!(
         s.call_events(Scope::Super, call, 1, 1).await.unwrap(),
         vec![row(call, 2)]
     );
-    assert_eq!(s.append_events(&[]).await.unwrap(), 0);
+    assert_eq!(s.insert_events(&[]).await.unwrap(), 0);
 }
 
 both!(call_status_follows_the_lifecycle, lifecycle_body);
@@ -493,7 +408,7 @@ async fn restart_body(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(spooled.len(), 500);
-    db.store.append_events(&spooled[..100]).await.unwrap();
+    db.store.insert_events(&spooled[..100]).await.unwrap();
 
     // Restart on the reachable database: the spool is replayed first, then new events follow.
     let (sink, handle) = spawn_event_writer(
@@ -693,7 +608,7 @@ async fn answered_twice_body(db: TestDb) {
         kind: "stream_started".into(),
         data: "{}".into(),
     };
-    s.append_events(&[started(1, 1_000), started(2, 2_000)])
+    s.insert_events(&[started(1, 1_000), started(2, 2_000)])
         .await
         .unwrap();
     let applied = s
@@ -832,7 +747,7 @@ async fn bulk_insert_body(db: TestDb) {
 /// Records, in `arrivals`, every row as it reaches `call_events`, in order.
 async fn note_arrivals(db: &TestDb) -> sqlx::AnyConnection {
     let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
-    let statements: &[&str] = if db.pg_name.is_some() {
+    let statements: &[&str] = if db.is_postgres() {
         &[
             "CREATE TABLE arrivals (n BIGSERIAL PRIMARY KEY, call_id TEXT NOT NULL, \
              seq BIGINT NOT NULL)",
@@ -881,7 +796,7 @@ async fn arrival_order_body(db: TestDb) {
     let stats = handle.await.unwrap();
     assert_eq!((stats.stored, stats.spooled), (12_000, 0), "{stats:?}");
     // On PostgreSQL each batch of 200 goes in two concurrent parts.
-    let least = if db.pg_name.is_some() { 120 } else { 60 };
+    let least = if db.is_postgres() { 120 } else { 60 };
     assert!(stats.batches >= least, "{stats:?}");
     let arrivals: Vec<(String, i64)> =
         sqlx::query_as("SELECT call_id, seq FROM arrivals ORDER BY n")

@@ -481,8 +481,10 @@ impl Store {
         Ok(())
     }
 
-    /// Appends events (one multi-row statement); an event already stored (same call and
-    /// seq) is left as it is. Returns how many were new. There is no update or delete.
+    /// Appends events through the portable `Any` driver (one multi-row statement); an event
+    /// already stored (same call and seq) is left as it is. Returns how many were new. The
+    /// writer uses the faster per-backend [`Store::insert_events`]; this path is kept as the
+    /// baseline `examples/event_ingest --stages` compares it with.
     pub async fn append_events(&self, rows: &[EventRow]) -> Result<u64, StoreError> {
         if rows.is_empty() {
             return Ok(0);

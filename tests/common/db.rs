@@ -16,7 +16,8 @@ pub struct TestDb {
     pub store: Store,
     pub url: String,
     pub dir: TempDir,
-    pg_name: Option<String>,
+    /// The PostgreSQL database's name (dropped with the value), `None` on SQLite.
+    pub pg_name: Option<String>,
 }
 
 impl TestDb {
@@ -54,6 +55,11 @@ impl TestDb {
             dir: tempfile::tempdir().unwrap(),
             pg_name: Some(name),
         }
+    }
+
+    /// Whether this is the PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        self.pg_name.is_some()
     }
 
     /// A spool path in the test's folder.

@@ -616,15 +616,14 @@ async fn exotel_status(
                 .and_then(|s| i64::try_from(s).ok()),
             ..CarrierReport::default()
         };
-        let mut event =
-            json!({"carrier": "exotel", "status": callback.status.call_status().as_str()});
+        let mut event = json!({"carrier": "exotel", "status": callback.status.as_str()});
         if let Some(kind) = &callback.event_type {
             event["event_type"] = json!(format!("{kind:?}").to_lowercase());
         }
         if let Some(updated) = &callback.date_updated {
             event["date_updated"] = json!(updated);
         }
-        apply_status(&state, &call, callback.status.call_status(), report, event).await?;
+        apply_status(&state, &call, callback.status, report, event).await?;
         count(plane, "exotel", "status", "applied");
         Ok::<_, ApiError>(StatusCode::OK.into_response())
     };

@@ -126,14 +126,15 @@ fn twilio_form(
 fn exotel_auth<'s>(
     state: &'s ControlState,
     headers: &HeaderMap,
-) -> Result<&'s CallPlane, Response> {
-    let plane = plane(state).map_err(IntoResponse::into_response)?;
+) -> Result<&'s CallPlane, Box<Response>> {
+    let plane = plane(state).map_err(|e| Box::new(e.into_response()))?;
     let Some(credentials) = plane.exotel_credentials.as_deref() else {
         return Err(ApiError::unavailable(
             "exotel_not_configured",
             "no Exotel credentials are configured: webhooks cannot be verified",
         )
-        .into_response());
+        .into_response()
+        .into());
     };
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -147,7 +148,7 @@ fn exotel_auth<'s>(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Basic realm=\"voicegw\""),
     );
-    Err(response)
+    Err(Box::new(response))
 }
 
 /// Counts a webhook's outcome.
@@ -493,10 +494,10 @@ fn exotel_webhook<'s, T>(
     body: &[u8],
     from_pairs: impl Fn(&[(String, String)]) -> Result<T, WebhookError>,
     from_json: impl Fn(&[u8]) -> Result<T, WebhookError>,
-) -> Result<(&'s CallPlane, T), Response> {
+) -> Result<(&'s CallPlane, T), Box<Response>> {
     let plane = exotel_auth(state, headers)?;
     let fields = exotel_fields(uri, headers, body, from_pairs, from_json)
-        .map_err(IntoResponse::into_response)?;
+        .map_err(|e| Box::new(e.into_response()))?;
     Ok((plane, fields))
 }
 
@@ -538,7 +539,7 @@ async fn exotel_stream_url(
         ExotelPassthru::from_json,
     ) {
         Ok(webhook) => webhook,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let answer = async {
         let (Some(from), Some(to)) = (request.from.as_deref(), request.to.as_deref()) else {
@@ -583,7 +584,7 @@ async fn exotel_status(
         ExotelStatusCallback::from_json,
     ) {
         Ok(webhook) => webhook,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let answer = async {
         let mut call = state

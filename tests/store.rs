@@ -792,3 +792,111 @@ async fn lagging_body(db: TestDb) {
     }
     assert_eq!(rest, (485..=500).collect::<Vec<i64>>());
 }
+
+both!(
+    bulk_inserts_are_idempotent_and_keep_the_first_version,
+    bulk_insert_body
+);
+async fn bulk_insert_body(db: TestDb) {
+    let s = &db.store;
+    let call = CallId::new();
+    assert_eq!(s.insert_events(&[]).await.unwrap(), 0);
+    assert_eq!(
+        s.insert_events(&[row(call, 3), row(call, 1)])
+            .await
+            .unwrap(),
+        2
+    );
+    // A replayed row keeps the first version, also when it comes twice in one batch.
+    let mut changed = row(call, 1);
+    changed.data = r#"{"digit":"9"}"#.into();
+    assert_eq!(
+        s.insert_events(&[changed, row(call, 2), row(call, 2)])
+            .await
+            .unwrap(),
+        1
+    );
+    let got = s.call_events(Scope::Super, call, 0, 100).await.unwrap();
+    assert_eq!(got, vec![row(call, 1), row(call, 2), row(call, 3)]);
+    // The largest batch the writer sends, with text that needs no escaping by the caller.
+    let big = CallId::new();
+    let mut rows: Vec<EventRow> = (1..=voicegw::store::events::MAX_BATCH as i64)
+        .map(|seq| row(big, seq))
+        .collect();
+    rows[0].data = r#"{"text":"it's \"quoted\", {braces}, ünïcode, back\\slash"}"#.into();
+    assert_eq!(s.insert_events(&rows).await.unwrap(), rows.len() as u64);
+    let got = s.call_events(Scope::Super, big, 0, 10_000).await.unwrap();
+    assert_eq!(got, rows);
+}
+
+/// Records, in `arrivals`, every row as it reaches `call_events`, in order.
+async fn note_arrivals(db: &TestDb) -> sqlx::AnyConnection {
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let statements: &[&str] = if db.pg_name.is_some() {
+        &[
+            "CREATE TABLE arrivals (n BIGSERIAL PRIMARY KEY, call_id TEXT NOT NULL, \
+             seq BIGINT NOT NULL)",
+            "CREATE FUNCTION note_arrival() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             INSERT INTO arrivals (call_id, seq) VALUES (NEW.call_id, NEW.seq); RETURN NEW; \
+             END $$",
+            "CREATE TRIGGER call_events_arrival AFTER INSERT ON call_events FOR EACH ROW \
+             EXECUTE FUNCTION note_arrival()",
+        ]
+    } else {
+        &[
+            "CREATE TABLE arrivals (n INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL, \
+             seq BIGINT NOT NULL)",
+            "CREATE TRIGGER call_events_arrival AFTER INSERT ON call_events BEGIN \
+             INSERT INTO arrivals (call_id, seq) VALUES (NEW.call_id, NEW.seq); END",
+        ]
+    };
+    for sql in statements {
+        sqlx::query(*sql).execute(&mut conn).await.unwrap();
+    }
+    conn
+}
+
+both!(
+    each_calls_rows_reach_the_database_in_recorded_order,
+    arrival_order_body
+);
+async fn arrival_order_body(db: TestDb) {
+    let mut conn = note_arrivals(&db).await;
+    let (sink, handle) = spawn_event_writer(
+        db.store.clone(),
+        config(&db, 200),
+        None,
+        EventHub::default(),
+    );
+    let calls: Vec<CallId> = (0..40).map(|_| CallId::new()).collect();
+    let mut recorders: Vec<CallRecorder> = calls
+        .iter()
+        .map(|call| CallRecorder::new(*call, sink.clone()))
+        .collect();
+    drop(sink);
+    for i in 0..12_000 {
+        record_keys(&mut recorders[i % calls.len()], 1);
+    }
+    drop(recorders);
+    let stats = handle.await.unwrap();
+    assert_eq!((stats.stored, stats.spooled), (12_000, 0), "{stats:?}");
+    // On PostgreSQL each batch of 200 goes in two concurrent parts.
+    let least = if db.pg_name.is_some() { 120 } else { 60 };
+    assert!(stats.batches >= least, "{stats:?}");
+    let arrivals: Vec<(String, i64)> =
+        sqlx::query_as("SELECT call_id, seq FROM arrivals ORDER BY n")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(arrivals.len(), 12_000);
+    for call in &calls {
+        let id = call.to_string();
+        let seqs: Vec<i64> = arrivals
+            .iter()
+            .filter(|(c, _)| *c == id)
+            .map(|(_, seq)| *seq)
+            .collect();
+        assert_eq!(seqs, (1..=300).collect::<Vec<_>>(), "call {id}");
+    }
+    conn.close().await.unwrap();
+}

@@ -3,8 +3,9 @@
 //! One set of migrations (`migrations/`) and one set of queries serve SQLite (the embedded
 //! default, `sqlite://data/voicegw.db`) and PostgreSQL (`postgres://…`), through sqlx's `Any`
 //! driver. The SQL is portable: ids are UUID text, times are microseconds (BIGINT), JSON is
-//! TEXT, placeholders are `$1, $2, …` (which SQLite also reads). The only backend-specific code
-//! is in [`Store::open_with`]: SQLite's folder creation, `mode=rwc` and WAL journal.
+//! TEXT, placeholders are `$1, $2, …` (which SQLite also reads). The backend-specific code is in
+//! [`Store::open_with`] (SQLite's folder creation, `mode=rwc`, WAL journal and
+//! `synchronous = NORMAL`; PostgreSQL's typed pool for event ingestion) and in [`ingest`].
 //!
 //! Every read of tenant data takes a [`Scope`]; only [`Scope::Super`] crosses tenants.
 
@@ -14,6 +15,7 @@ pub mod catalog;
 pub mod control_events;
 pub mod events;
 pub mod hub;
+pub mod ingest;
 pub mod keys;
 pub mod lifecycle;
 pub mod readiness;
@@ -201,6 +203,8 @@ impl Default for OpenOptions {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// PostgreSQL only: the typed pool of [`Store::insert_events`].
+    pg_ingest: Option<ingest::PgIngest>,
 }
 
 impl Store {
@@ -210,6 +214,11 @@ impl Store {
     }
 
     /// Opens the database at `url` with `options`.
+    ///
+    /// SQLite connections to a WAL database run with `synchronous = NORMAL`: a commit no longer
+    /// waits for an fsync of the WAL, yet stays durable if the application crashes; only a
+    /// power loss or OS crash can lose the last commits (never corrupt the file). PostgreSQL
+    /// commits as its server is configured.
     pub async fn open_with(url: &str, options: &OpenOptions) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url)?;
@@ -217,9 +226,14 @@ impl Store {
             Backend::Sqlite => sqlite_url(url, options.migrate)?,
             Backend::Postgres => url.to_string(),
         };
-        let pool_options = AnyPoolOptions::new()
+        let mut pool_options = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout);
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(|conn, _| {
+                Box::pin(async move { sqlite_wal_sync_normal(conn).await })
+            });
+        }
         let pool = if options.migrate {
             pool_options
                 .connect(&url)
@@ -230,14 +244,34 @@ impl Store {
                 .connect_lazy(&url)
                 .map_err(StoreError::db("connecting"))?
         };
-        let store = Store { pool, backend };
+        let pg_ingest = match backend {
+            Backend::Postgres => Some(ingest::PgIngest::connect_lazy(
+                &url,
+                options.acquire_timeout,
+            )?),
+            Backend::Sqlite => None,
+        };
+        let store = Store {
+            pool,
+            backend,
+            pg_ingest,
+        };
         if options.migrate {
             if backend == Backend::Sqlite {
-                // Persistent in the file: readers no longer wait on the writer.
+                // Persistent in the file: readers no longer wait on the writer. The
+                // connection that turns it on was opened before, so it sets its own sync.
+                let mut conn = store
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(StoreError::db("connecting"))?;
                 sqlx::query("PRAGMA journal_mode = WAL")
-                    .execute(&store.pool)
+                    .execute(&mut *conn)
                     .await
                     .map_err(StoreError::db("setting the WAL journal"))?;
+                sqlite_wal_sync_normal(&mut conn)
+                    .await
+                    .map_err(StoreError::db("setting the WAL sync mode"))?;
             }
             MIGRATOR.run(&store.pool).await?;
         }
@@ -254,10 +288,32 @@ impl Store {
         &self.pool
     }
 
+    /// The typed PostgreSQL pool for event ingestion, on PostgreSQL.
+    pub(crate) fn pg_ingest(&self) -> Option<&ingest::PgIngest> {
+        self.pg_ingest.as_ref()
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(pg) = &self.pg_ingest {
+            pg.close().await;
+        }
     }
+}
+
+/// On a SQLite connection to a WAL database, `PRAGMA synchronous = NORMAL` (see
+/// [`Store::open_with`]); other journals keep SQLite's `FULL`.
+async fn sqlite_wal_sync_normal(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await?;
+    if mode.eq_ignore_ascii_case("wal") {
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A SQLite URL that creates the file (and, when `create`, its folder).

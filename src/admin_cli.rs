@@ -303,17 +303,12 @@ pub fn keys(command: KeysCommand) -> ExitCode {
         }),
         KeysCommand::List { tenant, admin } => run(admin, async move |store| {
             let scope = scope_of(tenant);
-            let mut keys = Vec::new();
-            let mut after = None;
-            loop {
-                let page = store.list_api_keys_page(scope, after, MAX_PAGE).await?;
-                after = page.last().map(|k| k.id);
-                let full = page.len() == MAX_PAGE as usize;
-                keys.extend(page.iter().map(model::ApiKey::from));
-                if !full {
-                    break;
-                }
-            }
+            let keys = every_page(
+                |after| store.list_api_keys_page(scope, after, MAX_PAGE),
+                |k| k.id,
+                |k| model::ApiKey::from(k),
+            )
+            .await?;
             let rows = key_rows(&keys);
             let list = ApiKeyList {
                 keys,
@@ -331,6 +326,29 @@ pub fn keys(command: KeysCommand) -> ExitCode {
             let rows = key_rows(std::slice::from_ref(&key));
             Ok(Output::new(&key, &KEY_HEADERS, rows))
         }),
+    }
+}
+
+/// Every row of a listing read [`MAX_PAGE`] at a time: `page(after)` gives the rows after
+/// the id `after`, `id` names a row, `show` turns it into what is printed.
+async fn every_page<R, T, Fut>(
+    mut page: impl FnMut(Option<uuid::Uuid>) -> Fut,
+    id: fn(&R) -> uuid::Uuid,
+    show: fn(&R) -> T,
+) -> Result<Vec<T>, StoreError>
+where
+    Fut: std::future::Future<Output = Result<Vec<R>, StoreError>>,
+{
+    let mut rows = Vec::new();
+    let mut after = None;
+    loop {
+        let batch = page(after).await?;
+        after = batch.last().map(id);
+        let full = batch.len() == MAX_PAGE as usize;
+        rows.extend(batch.iter().map(show));
+        if !full {
+            return Ok(rows);
+        }
     }
 }
 
@@ -373,17 +391,12 @@ pub fn numbers(command: NumbersCommand) -> ExitCode {
         }),
         NumbersCommand::List { tenant, admin } => run(admin, async move |store| {
             let scope = scope_of(tenant);
-            let mut numbers = Vec::new();
-            let mut after = None;
-            loop {
-                let page = store.list_numbers(scope, after, MAX_PAGE).await?;
-                after = page.last().map(|n| n.id);
-                let full = page.len() == MAX_PAGE as usize;
-                numbers.extend(page.iter().map(model::PhoneNumber::from));
-                if !full {
-                    break;
-                }
-            }
+            let numbers = every_page(
+                |after| store.list_numbers(scope, after, MAX_PAGE),
+                |n| n.id,
+                |n| model::PhoneNumber::from(n),
+            )
+            .await?;
             let rows = number_rows(&numbers);
             let list = PhoneNumberList {
                 numbers,

@@ -313,16 +313,7 @@ impl Pipeline {
                 }
             }
         };
-        let options = LoadOptions {
-            cache: PromptCache::new(&config.script.cache_dir),
-            defaults: config
-                .script
-                .variables
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            conversation,
-        };
+        let options = load_options(config, conversation);
         Some(Arc::new(TenantScriptLoading {
             options,
             voice,
@@ -380,16 +371,7 @@ impl Pipeline {
         if files.is_empty() {
             return Ok(Vec::new());
         }
-        let options = LoadOptions {
-            cache: PromptCache::new(&config.script.cache_dir),
-            defaults: config
-                .script
-                .variables
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            conversation,
-        };
+        let options = load_options(config, conversation);
         let recorded = if tts_configured(config) {
             None
         } else {
@@ -710,6 +692,21 @@ impl Pipeline {
                 }
             }
         });
+    }
+}
+
+/// How scripts load under `config`: its prompt cache, its default variables, and the model
+/// conversation where one is configured.
+fn load_options(config: &Config, conversation: Option<Arc<ConversationDeps>>) -> LoadOptions {
+    LoadOptions {
+        cache: PromptCache::new(&config.script.cache_dir),
+        defaults: config
+            .script
+            .variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        conversation,
     }
 }
 

@@ -10,7 +10,8 @@
 
 use std::time::Duration;
 
-use super::twilio_api::{RetryPolicy, encode_form, parse_retry_after};
+use super::rest::{Answer, Failure, FormPost, post_form, with_retries};
+use super::twilio_api::{RetryPolicy, encode_form};
 
 /// Exotel's API host (Singapore cluster; Mumbai is `https://api.in.exotel.com`).
 pub const DEFAULT_BASE_URL: &str = "https://api.exotel.com";
@@ -20,8 +21,6 @@ pub const MAX_STREAM_URL_CHARS: usize = 599;
 pub const MAX_CUSTOM_FIELD_CHARS: usize = 128;
 /// Longest call Exotel allows (`TimeLimit`, seconds: 4 hours).
 pub const MAX_TIME_LIMIT_SECS: u32 = 14_400;
-/// Most of a response body kept (bytes).
-const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Most of Exotel's message kept in an error (characters).
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -280,13 +279,6 @@ impl std::fmt::Debug for ExotelRest {
     }
 }
 
-/// How one attempt failed.
-struct Failure {
-    error: ExotelApiError,
-    retryable: bool,
-    retry_after: Option<Duration>,
-}
-
 impl ExotelRest {
     /// A client for `config` (checked here: SID, key and token, base URL).
     pub fn new(config: ExotelRestConfig) -> Result<ExotelRest, ExotelApiError> {
@@ -340,33 +332,19 @@ impl ExotelRest {
             self.config.base_url.trim_end_matches('/'),
             self.config.account_sid
         );
-        let mut attempts = 0;
-        let mut waited = Duration::ZERO;
-        loop {
-            attempts += 1;
-            let failure = match self.attempt(&url, &body).await {
-                Ok(text) => return parse_call(&text),
-                Err(failure) => failure,
-            };
-            let delay = failure
-                .retryable
-                .then(|| {
-                    self.config
-                        .retry
-                        .delay(attempts, waited, failure.retry_after)
-                })
-                .flatten();
-            let Some(delay) = delay else {
-                tracing::warn!(attempts, error = %failure.error, "exotel connect failed");
-                return Err(failure.error);
-            };
-            tracing::info!(attempts, delay_ms = delay.as_millis() as u64, error = %failure.error, "exotel connect failed; retrying");
-            tokio::time::sleep(delay).await;
-            waited += delay;
-        }
+        let text = with_retries(
+            &self.config.retry,
+            || self.attempt(&url, &body),
+            |attempts, delay, error| {
+                tracing::info!(attempts, delay_ms = delay.as_millis() as u64, error = %error, "exotel connect failed; retrying");
+            },
+            |attempts, error| tracing::warn!(attempts, error = %error, "exotel connect failed"),
+        )
+        .await?;
+        parse_call(&text)
     }
 
-    async fn attempt(&self, url: &str, body: &str) -> Result<String, Failure> {
+    async fn attempt(&self, url: &str, body: &str) -> Result<String, Failure<ExotelApiError>> {
         let timeout_ms = self.config.request_timeout.as_millis() as u64;
         let transport = |e: reqwest::Error| {
             if e.is_connect() {
@@ -388,32 +366,22 @@ impl ExotelRest {
                 }
             }
         };
-        let mut response = self
-            .http
-            .post(url)
-            .basic_auth(&self.config.api_key, Some(&self.config.api_token))
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(self.config.request_timeout)
-            .body(body.to_owned())
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            let room = MAX_BODY_BYTES.saturating_sub(bytes.len());
-            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        }
-        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let Answer {
+            status,
+            retry_after,
+            body: text,
+        } = post_form(
+            &self.http,
+            FormPost {
+                url,
+                user: &self.config.api_key,
+                password: &self.config.api_token,
+                form: body.to_owned(),
+                timeout: self.config.request_timeout,
+            },
+        )
+        .await
+        .map_err(transport)?;
         if (200..300).contains(&status) {
             return Ok(text);
         }

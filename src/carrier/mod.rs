@@ -13,6 +13,7 @@
 
 pub mod exotel;
 pub mod exotel_api;
+mod rest;
 pub mod signature;
 pub mod twilio;
 pub mod twilio_api;

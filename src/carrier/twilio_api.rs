@@ -17,14 +17,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::rest::{Answer, Failure, FormPost, post_form, with_retries};
+
 /// Twilio's API host.
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 /// The API version in every path.
 pub const API_VERSION: &str = "2010-04-01";
 /// Longest text message body Twilio takes (characters).
 pub const MAX_SMS_CHARS: usize = 1600;
-/// Most of an error or response body kept (bytes); the rest is cut.
-const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Most of Twilio's error message kept in an error (characters).
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -506,13 +506,6 @@ struct Request<'a> {
     account_sid: &'a str,
 }
 
-/// How one attempt failed.
-struct Failure {
-    error: TwilioApiError,
-    retryable: bool,
-    retry_after: Option<Duration>,
-}
-
 impl TwilioRest {
     /// A client for `config` (checked here: SID shape, token, base URL).
     pub fn new(config: TwilioRestConfig) -> Result<TwilioRest, TwilioApiError> {
@@ -724,44 +717,36 @@ impl TwilioRest {
             self.config.base_url.trim_end_matches('/'),
             request.path
         );
-        let mut attempts = 0;
-        let mut waited = Duration::ZERO;
-        loop {
-            attempts += 1;
-            let failure = match self.attempt(&url, &request).await {
-                Ok(body) => return Ok(body),
-                Err(failure) => failure,
-            };
-            let delay = if failure.retryable {
-                self.config
-                    .retry
-                    .delay(attempts, waited, failure.retry_after)
-            } else {
-                None
-            };
-            let Some(delay) = delay else {
+        with_retries(
+            &self.config.retry,
+            || self.attempt(&url, &request),
+            |attempts, delay, error: &TwilioApiError| {
+                tracing::info!(
+                    operation = request.operation,
+                    attempts,
+                    delay_ms = delay.as_millis() as u64,
+                    error = %error.log_summary(),
+                    "twilio request failed; retrying"
+                );
+            },
+            |attempts, error| {
                 tracing::warn!(
                     operation = request.operation,
                     account_sid = request.account_sid,
                     attempts,
-                    error = %failure.error.log_summary(),
+                    error = %error.log_summary(),
                     "twilio request failed"
                 );
-                return Err(failure.error);
-            };
-            tracing::info!(
-                operation = request.operation,
-                attempts,
-                delay_ms = delay.as_millis() as u64,
-                error = %failure.error.log_summary(),
-                "twilio request failed; retrying"
-            );
-            tokio::time::sleep(delay).await;
-            waited += delay;
-        }
+            },
+        )
+        .await
     }
 
-    async fn attempt(&self, url: &str, request: &Request<'_>) -> Result<String, Failure> {
+    async fn attempt(
+        &self,
+        url: &str,
+        request: &Request<'_>,
+    ) -> Result<String, Failure<TwilioApiError>> {
         let timeout_ms = self.config.request_timeout.as_millis() as u64;
         let unknown = |reason: String| Failure {
             error: TwilioApiError::OutcomeUnknown {
@@ -793,32 +778,22 @@ impl TwilioRest {
                 }
             }
         };
-        let mut response = self
-            .http
-            .post(url)
-            .basic_auth(&self.config.account_sid, Some(&self.config.auth_token))
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(reqwest::header::ACCEPT, "application/json")
-            .timeout(self.config.request_timeout)
-            .body(request.form.clone())
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            let room = MAX_BODY_BYTES.saturating_sub(body.len());
-            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        }
-        let body = String::from_utf8_lossy(&body).into_owned();
+        let Answer {
+            status,
+            retry_after,
+            body,
+        } = post_form(
+            &self.http,
+            FormPost {
+                url,
+                user: &self.config.account_sid,
+                password: &self.config.auth_token,
+                form: request.form.clone(),
+                timeout: self.config.request_timeout,
+            },
+        )
+        .await
+        .map_err(transport)?;
         if (200..300).contains(&status) {
             return Ok(body);
         }

@@ -555,57 +555,13 @@ fn exotel_id(value: Option<&str>, name: &'static str) -> Result<String, WebhookE
     Ok(id.to_owned())
 }
 
-/// An Exotel call's status (`Status`, §3.6–3.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExotelCallStatus {
-    /// `queued`.
-    Queued,
-    /// `ringing`.
-    Ringing,
-    /// `in-progress`.
-    InProgress,
-    /// `completed`.
-    Completed,
-    /// `failed`.
-    Failed,
-    /// `busy`.
-    Busy,
-    /// `no-answer`.
-    NoAnswer,
-    /// `canceled`.
-    Canceled,
-}
-
-impl ExotelCallStatus {
-    /// Parses Exotel's spelling, in any case (`no-answer` also as `no_answer`).
-    pub fn parse(text: &str) -> Option<ExotelCallStatus> {
-        Some(
-            match text.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-                "queued" => ExotelCallStatus::Queued,
-                "ringing" => ExotelCallStatus::Ringing,
-                "in-progress" => ExotelCallStatus::InProgress,
-                "completed" => ExotelCallStatus::Completed,
-                "failed" => ExotelCallStatus::Failed,
-                "busy" => ExotelCallStatus::Busy,
-                "no-answer" => ExotelCallStatus::NoAnswer,
-                "canceled" | "cancelled" => ExotelCallStatus::Canceled,
-                _ => return None,
-            },
-        )
-    }
-
-    /// The stored status.
-    pub const fn call_status(self) -> CallStatus {
-        match self {
-            ExotelCallStatus::Queued => CallStatus::Queued,
-            ExotelCallStatus::Ringing => CallStatus::Ringing,
-            ExotelCallStatus::InProgress => CallStatus::InProgress,
-            ExotelCallStatus::Completed => CallStatus::Completed,
-            ExotelCallStatus::Failed => CallStatus::Failed,
-            ExotelCallStatus::Busy => CallStatus::Busy,
-            ExotelCallStatus::NoAnswer => CallStatus::NoAnswer,
-            ExotelCallStatus::Canceled => CallStatus::Canceled,
-        }
+/// Parses an Exotel call's status (`Status`, §3.6–3.7), in any case. Exotel's statuses are
+/// the stored ones, spelt with `-` or `_` (`in-progress`, `no-answer`), and `canceled` also as
+/// `cancelled`.
+pub fn parse_exotel_status(text: &str) -> Option<CallStatus> {
+    match text.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+        "cancelled" => Some(CallStatus::Canceled),
+        label => CallStatus::parse(label),
     }
 }
 
@@ -670,7 +626,7 @@ pub struct ExotelStatusCallback {
     /// Exotel's call id.
     pub call_sid: String,
     /// The call's status.
-    pub status: ExotelCallStatus,
+    pub status: CallStatus,
     /// The event, when `StatusCallbackEvents` was set.
     pub event_type: Option<ExotelEventType>,
     /// The `CustomField` given when the call was placed.
@@ -704,8 +660,8 @@ impl ExotelStatusCallback {
 
     fn from_fields(f: &Fields) -> Result<ExotelStatusCallback, WebhookError> {
         let status = f.get("status").ok_or(WebhookError::Missing("Status"))?;
-        let status = ExotelCallStatus::parse(status)
-            .ok_or_else(|| invalid("Status", "not a call status"))?;
+        let status =
+            parse_exotel_status(status).ok_or_else(|| invalid("Status", "not a call status"))?;
         let event_type = f
             .get("eventtype")
             .map(|e| {
@@ -1079,7 +1035,7 @@ mod tests {
         ]);
         let callback = ExotelStatusCallback::from_pairs(&form).unwrap();
         assert_eq!(callback.call_sid, "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6");
-        assert_eq!(callback.status, ExotelCallStatus::Completed);
+        assert_eq!(callback.status, CallStatus::Completed);
         assert_eq!(callback.event_type, Some(ExotelEventType::Terminal));
         assert_eq!(callback.custom_field.as_deref(), Some("call=42"));
         assert_eq!(callback.conversation_duration_secs, Some(33));
@@ -1092,7 +1048,6 @@ mod tests {
             }]
         );
         assert!(callback.answered_by_human());
-        assert_eq!(callback.status.call_status(), CallStatus::Completed);
     }
 
     #[test]
@@ -1101,7 +1056,7 @@ mod tests {
             "ConversationDuration":0,"From":"09876543210","Legs":[{"Status":"no-answer","AnsweredBy":"NA","OnCallDuration":"0"}]}"#;
         let callback = ExotelStatusCallback::from_json(body).unwrap();
         assert_eq!(callback.call_sid, "c9");
-        assert_eq!(callback.status, ExotelCallStatus::NoAnswer);
+        assert_eq!(callback.status, CallStatus::NoAnswer);
         assert_eq!(callback.conversation_duration_secs, Some(0));
         assert_eq!(callback.from.as_deref(), Some("09876543210"));
         assert_eq!(callback.legs.len(), 1);
@@ -1163,14 +1118,14 @@ mod tests {
             ExotelStatusCallback::from_json(b"{"),
             Err(WebhookError::Json(_))
         ));
+        assert_eq!(parse_exotel_status("No_Answer"), Some(CallStatus::NoAnswer));
         assert_eq!(
-            ExotelCallStatus::parse("No_Answer"),
-            Some(ExotelCallStatus::NoAnswer)
+            parse_exotel_status(" In-Progress "),
+            Some(CallStatus::InProgress)
         );
-        assert_eq!(
-            ExotelCallStatus::parse("cancelled"),
-            Some(ExotelCallStatus::Canceled)
-        );
+        assert_eq!(parse_exotel_status("cancelled"), Some(CallStatus::Canceled));
+        assert_eq!(parse_exotel_status("canceled"), Some(CallStatus::Canceled));
+        assert_eq!(parse_exotel_status("initiated"), None);
     }
 
     #[test]

@@ -494,7 +494,8 @@ async fn dial_failed(state: &ControlState, scope: Scope, id: CallId, error: Dial
     }
 }
 
-async fn get_scoped(state: &ControlState, scope: Scope, id: CallId) -> ApiResult<Call> {
+/// Call `id` as `scope` sees it; 404 when it is not there.
+pub(crate) async fn get_scoped(state: &ControlState, scope: Scope, id: CallId) -> ApiResult<Call> {
     state
         .store
         .get_call(scope, id)

@@ -34,6 +34,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::ControlState;
 use super::auth::Principal;
+use super::calls::get_scoped;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiPath, ApiQuery};
 #[allow(unused_imports)]
@@ -159,16 +160,6 @@ fn parse_after(after: Option<&str>) -> Result<Option<EventCursor>, ApiError> {
         .transpose()
 }
 
-/// 404 unless `scope` sees call `id`.
-async fn visible(state: &ControlState, scope: Scope, id: CallId) -> ApiResult<()> {
-    state
-        .store
-        .get_call(scope, id)
-        .await?
-        .map(|_| ())
-        .ok_or_else(|| ApiError::not_found("call"))
-}
-
 #[utoipa::path(
     get, path = "/v1/calls/{id}/events", tag = "calls",
     description = "A call's CallEvents in time order (`at_us`, then `seq`): the session's are numbered 1, 2, 3 …, the control plane's (carrier callbacks, verdicts, dial failures, cancels) from 2^40. `next_cursor` is opaque: pass it as `after`. With `Accept: application/x-protobuf` the body is a protobuf `voicegw.v1.CallEventList`.",
@@ -200,7 +191,7 @@ pub async fn list_events(
     let after = parse_after(query.after.as_deref())?;
     let scope = principal.scope();
     let id = CallId(id);
-    visible(&state, scope, id).await?;
+    get_scoped(&state, scope, id).await?;
     let rows = state
         .store
         .call_events_page(scope, id, after, limit)
@@ -261,7 +252,7 @@ pub async fn stream_events(
     let after = parse_after(last_event_id.as_deref().or(query.after.as_deref()))?;
     let scope = principal.scope();
     let id = CallId(id);
-    visible(&state, scope, id).await?;
+    get_scoped(&state, scope, id).await?;
     let (sender, receiver) = mpsc::channel(64);
     // Subscribed before the first read: nothing recorded from now on is missed.
     let live = state

@@ -82,6 +82,19 @@ fn base_url(state: &ControlState, headers: &HeaderMap) -> Result<String, ApiErro
     Ok(format!("https://{host}"))
 }
 
+/// A Twilio webhook with a good signature: the call plane and the form read by `parse`.
+fn twilio_webhook<'s, T>(
+    state: &'s ControlState,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    body: &[u8],
+    parse: impl Fn(&[(String, String)]) -> Result<T, WebhookError>,
+) -> Result<(&'s CallPlane, T), ApiError> {
+    let pairs = twilio_form(state, headers, uri, body)?;
+    let plane = plane(state)?;
+    Ok((plane, parse(&pairs).map_err(bad_webhook)?))
+}
+
 /// Checks a Twilio webhook's signature and decodes its form.
 fn twilio_form(
     state: &ControlState,
@@ -109,34 +122,33 @@ fn twilio_form(
     Ok(pairs)
 }
 
-/// Checks Exotel's Basic credentials: the refusal, or `None` when they are right.
-fn exotel_refusal(state: &ControlState, headers: &HeaderMap) -> Option<Response> {
-    let plane = match plane(state) {
-        Ok(plane) => plane,
-        Err(error) => return Some(error.into_response()),
-    };
+/// Checks Exotel's Basic credentials: the call plane, or the refusal.
+fn exotel_auth<'s>(
+    state: &'s ControlState,
+    headers: &HeaderMap,
+) -> Result<&'s CallPlane, Box<Response>> {
+    let plane = plane(state).map_err(|e| Box::new(e.into_response()))?;
     let Some(credentials) = plane.exotel_credentials.as_deref() else {
-        return Some(
-            ApiError::unavailable(
-                "exotel_not_configured",
-                "no Exotel credentials are configured: webhooks cannot be verified",
-            )
-            .into_response(),
-        );
+        return Err(ApiError::unavailable(
+            "exotel_not_configured",
+            "no Exotel credentials are configured: webhooks cannot be verified",
+        )
+        .into_response()
+        .into());
     };
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if signature::verify_basic(credentials, authorization) {
-        return None;
+        return Ok(plane);
     }
     let mut response = ApiError::unauthorized("wrong or missing Basic credentials").into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Basic realm=\"voicegw\""),
     );
-    Some(response)
+    Err(Box::new(response))
 }
 
 /// Counts a webhook's outcome.
@@ -239,9 +251,8 @@ async fn twilio_voice(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let pairs = twilio_form(&state, &headers, &uri, &body)?;
-    let plane = plane(&state)?;
-    let inbound = TwilioInboundCall::from_pairs(&pairs).map_err(bad_webhook)?;
+    let (plane, inbound) =
+        twilio_webhook(&state, &headers, &uri, &body, TwilioInboundCall::from_pairs)?;
     let routed = route_inbound(
         &state,
         "twilio",
@@ -401,9 +412,13 @@ async fn twilio_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let pairs = twilio_form(&state, &headers, &uri, &body)?;
-    let plane = plane(&state)?;
-    let callback = TwilioStatusCallback::from_pairs(&pairs).map_err(bad_webhook)?;
+    let (plane, callback) = twilio_webhook(
+        &state,
+        &headers,
+        &uri,
+        &body,
+        TwilioStatusCallback::from_pairs,
+    )?;
     let Some(call) = state
         .store
         .find_call_by_sid("twilio", &callback.call_sid)
@@ -444,9 +459,8 @@ async fn twilio_amd(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let pairs = twilio_form(&state, &headers, &uri, &body)?;
-    let plane = plane(&state)?;
-    let verdict = TwilioAmdCallback::from_pairs(&pairs).map_err(bad_webhook)?;
+    let (plane, verdict) =
+        twilio_webhook(&state, &headers, &uri, &body, TwilioAmdCallback::from_pairs)?;
     match state
         .store
         .find_call_by_sid("twilio", &verdict.call_sid)
@@ -469,6 +483,22 @@ async fn twilio_amd(
         }
     }
     Ok(StatusCode::OK.into_response())
+}
+
+/// An Exotel webhook with the right credentials: the call plane and the request's fields
+/// (the query, then a form or JSON body); or the refusal.
+fn exotel_webhook<'s, T>(
+    state: &'s ControlState,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    from_pairs: impl Fn(&[(String, String)]) -> Result<T, WebhookError>,
+    from_json: impl Fn(&[u8]) -> Result<T, WebhookError>,
+) -> Result<(&'s CallPlane, T), Box<Response>> {
+    let plane = exotel_auth(state, headers)?;
+    let fields = exotel_fields(uri, headers, body, from_pairs, from_json)
+        .map_err(|e| Box::new(e.into_response()))?;
+    Ok((plane, fields))
 }
 
 /// The fields of an Exotel request: the query, then a form or JSON body.
@@ -500,18 +530,18 @@ async fn exotel_stream_url(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = exotel_refusal(&state, &headers) {
-        return refused;
-    }
+    let (plane, request) = match exotel_webhook(
+        &state,
+        &uri,
+        &headers,
+        &body,
+        ExotelPassthru::from_pairs,
+        ExotelPassthru::from_json,
+    ) {
+        Ok(webhook) => webhook,
+        Err(refused) => return *refused,
+    };
     let answer = async {
-        let plane = plane(&state)?;
-        let request = exotel_fields(
-            &uri,
-            &headers,
-            &body,
-            ExotelPassthru::from_pairs,
-            ExotelPassthru::from_json,
-        )?;
         let (Some(from), Some(to)) = (request.from.as_deref(), request.to.as_deref()) else {
             return Err(ApiError::bad_request(
                 "invalid_webhook",
@@ -545,18 +575,18 @@ async fn exotel_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = exotel_refusal(&state, &headers) {
-        return refused;
-    }
+    let (plane, callback) = match exotel_webhook(
+        &state,
+        &uri,
+        &headers,
+        &body,
+        ExotelStatusCallback::from_pairs,
+        ExotelStatusCallback::from_json,
+    ) {
+        Ok(webhook) => webhook,
+        Err(refused) => return *refused,
+    };
     let answer = async {
-        let plane = plane(&state)?;
-        let callback = exotel_fields(
-            &uri,
-            &headers,
-            &body,
-            ExotelStatusCallback::from_pairs,
-            ExotelStatusCallback::from_json,
-        )?;
         let mut call = state
             .store
             .find_call_by_sid("exotel", &callback.call_sid)
@@ -587,15 +617,14 @@ async fn exotel_status(
                 .and_then(|s| i64::try_from(s).ok()),
             ..CarrierReport::default()
         };
-        let mut event =
-            json!({"carrier": "exotel", "status": callback.status.call_status().as_str()});
+        let mut event = json!({"carrier": "exotel", "status": callback.status.as_str()});
         if let Some(kind) = &callback.event_type {
             event["event_type"] = json!(format!("{kind:?}").to_lowercase());
         }
         if let Some(updated) = &callback.date_updated {
             event["date_updated"] = json!(updated);
         }
-        apply_status(&state, &call, callback.status.call_status(), report, event).await?;
+        apply_status(&state, &call, callback.status, report, event).await?;
         count(plane, "exotel", "status", "applied");
         Ok::<_, ApiError>(StatusCode::OK.into_response())
     };

@@ -273,12 +273,12 @@ impl BusinessHours {
     /// first valid time after a skipped one.
     fn instant(&self, local: NaiveDateTime) -> DateTime<Utc> {
         let mut probe = local;
-        for _ in 0..=16 {
+        for _ in 0..=4 * 60 {
             match self.tz.from_local_datetime(&probe) {
                 LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
                     return t.with_timezone(&Utc);
                 }
-                LocalResult::None => match probe.checked_add_signed(Duration::minutes(15)) {
+                LocalResult::None => match probe.checked_add_signed(Duration::minutes(1)) {
                     Some(next) => probe = next,
                     None => break,
                 },

@@ -121,7 +121,9 @@ pub enum RetryPolicyError {
     #[error("retry.backoff_secs: needs at least one delay")]
     EmptyBackoff,
     /// A delay is zero or too long.
-    #[error("retry.backoff_secs[{index}]: must be 1 to {MAX_BACKOFF_LIMIT_SECS} seconds, got {value}")]
+    #[error(
+        "retry.backoff_secs[{index}]: must be 1 to {MAX_BACKOFF_LIMIT_SECS} seconds, got {value}"
+    )]
     BackoffStep {
         /// Position in the schedule.
         index: usize,
@@ -383,8 +385,7 @@ mod tests {
 
     #[test]
     fn factor_grows_up_to_the_cap() {
-        let p =
-            parse(r#"{"backoff_secs": [60], "factor": 2.0, "max_backoff_secs": 600}"#).unwrap();
+        let p = parse(r#"{"backoff_secs": [60], "factor": 2.0, "max_backoff_secs": 600}"#).unwrap();
         let secs: Vec<i64> = (1..=7).map(|r| p.backoff(r).num_seconds()).collect();
         assert_eq!(secs, vec![60, 120, 240, 480, 600, 600, 600]);
         assert_eq!(p.backoff(u32::MAX).num_seconds(), 600);

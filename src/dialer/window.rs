@@ -7,7 +7,8 @@
 //! opening inside the skipped hour starts at the first valid instant after it; an opening in
 //! the repeated hour starts at its first occurrence.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
 
 use crate::llm::hours::{BusinessHours, BusinessHoursConfig, HoursError};
 
@@ -21,14 +22,21 @@ pub type CallingWindowError = HoursError;
 #[derive(Debug, Clone)]
 pub struct CallingWindow {
     hours: BusinessHours,
+    tz: Tz,
 }
+
+/// How far ahead [`CallingWindow::next_allowed`] looks.
+const HORIZON_DAYS: i64 = 366;
 
 impl CallingWindow {
     /// Parses `config`.
     pub fn new(config: &CallingWindowConfig) -> Result<CallingWindow, CallingWindowError> {
-        Ok(CallingWindow {
-            hours: BusinessHours::new(config)?,
-        })
+        let hours = BusinessHours::new(config)?;
+        let tz: Tz = hours
+            .timezone()
+            .parse()
+            .map_err(|_| HoursError::Timezone(config.timezone.clone()))?;
+        Ok(CallingWindow { hours, tz })
     }
 
     /// A window open at every instant (UTC, all day, every day).
@@ -56,7 +64,61 @@ impl CallingWindow {
         if self.hours.is_open(at) {
             return Some(at);
         }
-        self.hours.next_change(at)
+        let opening = self.hours.next_change(at);
+        // Openings are found from wall-clock times; a clock set back can also reopen a window
+        // whose closing time it repeats ("00:00-01:30" is open again at the second 01:00).
+        let limit = opening.or_else(|| at.checked_add_signed(Duration::days(HORIZON_DAYS)))?;
+        match self.first_reopening(at, limit) {
+            Some(reopened) => Some(reopened),
+            None => opening,
+        }
+    }
+
+    /// The first offset change in `(after, before)` at which the window is open.
+    fn first_reopening(
+        &self,
+        after: DateTime<Utc>,
+        before: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let step = Duration::hours(1);
+        let mut from = after;
+        while from < before {
+            let to = from.checked_add_signed(step)?.min(before);
+            if self.offset_secs(from) != self.offset_secs(to) {
+                let change = self.offset_change(from, to);
+                if change > after && change < before && self.hours.is_open(change) {
+                    return Some(change);
+                }
+            }
+            from = to;
+        }
+        None
+    }
+
+    /// The first whole second in `(from, to]` with `to`'s offset (zones change offset on whole
+    /// seconds); `from` and `to` must have different offsets.
+    fn offset_change(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> DateTime<Utc> {
+        let at = |secs: i64| DateTime::from_timestamp(secs, 0).unwrap_or(to);
+        let target = self.offset_secs(to);
+        let mut low = from.timestamp();
+        let mut high = to.timestamp() + i64::from(to.timestamp_subsec_nanos() > 0);
+        while high - low > 1 {
+            let mid = low + (high - low) / 2;
+            if self.offset_secs(at(mid)) == target {
+                high = mid;
+            } else {
+                low = mid;
+            }
+        }
+        at(high)
+    }
+
+    /// The zone's UTC offset at `at`, in seconds.
+    fn offset_secs(&self, at: DateTime<Utc>) -> i32 {
+        self.tz
+            .offset_from_utc_datetime(&at.naive_utc())
+            .fix()
+            .local_minus_utc()
     }
 
     /// When the window that contains `at` closes (`None` if `at` is outside the window or it
@@ -263,8 +325,30 @@ mod tests {
     }
 
     #[test]
+    fn window_reopens_when_the_clock_goes_back() {
+        // New York, 1 November 2026: after 01:59 EDT the clock reads 01:00 EST (06:00Z) again,
+        // which is inside "00:00-01:30" once more.
+        let w = window("America/New_York", &["sun 00:00-01:30"], &[]);
+        assert!(!w.is_allowed(utc("2026-11-01T05:40:00Z")), "01:40 EDT");
+        assert_eq!(
+            w.next_allowed(utc("2026-11-01T05:40:00Z")),
+            Some(utc("2026-11-01T06:00:00Z"))
+        );
+        assert!(w.is_allowed(utc("2026-11-01T06:29:00Z")), "01:29 EST");
+        assert_eq!(
+            w.next_allowed(utc("2026-11-01T06:30:00Z")),
+            Some(utc("2026-11-08T05:00:00Z")),
+            "next Sunday's midnight"
+        );
+    }
+
+    #[test]
     fn closed_dates_are_skipped() {
-        let w = window("UTC", &["mon-fri 09:00-18:00"], &["2026-12-25", "2026-12-28"]);
+        let w = window(
+            "UTC",
+            &["mon-fri 09:00-18:00"],
+            &["2026-12-25", "2026-12-28"],
+        );
         // Thursday 24 December 2026 after hours → Friday 25 closed → Monday 28 closed → Tue 29.
         assert_eq!(
             w.next_allowed(utc("2026-12-24T18:30:00Z")),
@@ -322,10 +406,60 @@ mod tests {
         "Australia/Lord_Howe",
     ];
 
+    /// A random weekly entry: chosen days, a start minute and a length.
+    fn entry(start_min: u32, len_min: u32, day_mask: u8) -> Option<String> {
+        let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        let chosen: Vec<&str> = (0..7)
+            .filter(|d| day_mask & (1 << d) != 0)
+            .map(|d| days[d])
+            .collect();
+        let end = (start_min + len_min) % 1440;
+        (end != start_min && !chosen.is_empty()).then(|| {
+            format!(
+                "{} {:02}:{:02}-{:02}:{:02}",
+                chosen.join(","),
+                start_min / 60,
+                start_min % 60,
+                end / 60,
+                end % 60,
+            )
+        })
+    }
+
+    /// `next_allowed(at)` is allowed, not before `at`, and no whole minute strictly between
+    /// them is allowed.
+    fn check_earliest(zone: &str, entry: &str, at: DateTime<Utc>) -> Result<(), TestCaseError> {
+        let w = window(zone, &[entry], &[]);
+        let next = w
+            .next_allowed(at)
+            .ok_or_else(|| TestCaseError::fail("a weekly window opens within a week"))?;
+        prop_assert!(next >= at);
+        prop_assert!(w.is_allowed(next), "{entry} in {zone}: {next} not allowed");
+        prop_assert!(next - at <= Duration::days(8));
+        let mut probe = at + Duration::minutes(1);
+        while probe < next {
+            prop_assert!(
+                !w.is_allowed(probe),
+                "{entry} in {zone}: {probe} allowed before {next}"
+            );
+            probe += Duration::minutes(1);
+        }
+        Ok(())
+    }
+
+    /// Daylight-saving changes in 2026 (UTC instants) of the zones that have them.
+    const CHANGES: [(&str, &str); 6] = [
+        ("America/New_York", "2026-03-08T07:00:00Z"),
+        ("America/New_York", "2026-11-01T06:00:00Z"),
+        ("Europe/London", "2026-03-29T01:00:00Z"),
+        ("Europe/London", "2026-10-25T01:00:00Z"),
+        ("Pacific/Auckland", "2026-04-04T14:00:00Z"),
+        ("Australia/Lord_Howe", "2026-04-04T15:00:00Z"),
+    ];
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(96))]
 
-        /// The answer is allowed, not before `at`, and no allowed minute lies strictly between.
         #[test]
         fn next_allowed_is_the_earliest_allowed_instant(
             zone in 0..ZONES.len(),
@@ -334,28 +468,26 @@ mod tests {
             day_mask in 1u8..128,
             offset_min in 0i64..(2 * 366 * 24 * 60),
         ) {
-            let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-            let chosen: Vec<&str> = (0..7).filter(|d| day_mask & (1 << d) != 0).map(|d| days[d]).collect();
-            let end = (start_min + len_min) % 1440;
-            prop_assume!(end != start_min);
-            let entry = format!(
-                "{} {:02}:{:02}-{:02}:{:02}",
-                chosen.join(","),
-                start_min / 60, start_min % 60,
-                end / 60, end % 60,
-            );
-            let w = window(ZONES[zone], &[&entry], &[]);
+            let Some(entry) = entry(start_min, len_min, day_mask) else {
+                return Ok(());
+            };
             let at = utc("2025-01-01T00:00:00Z") + Duration::minutes(offset_min);
-            let next = w.next_allowed(at).expect("a weekly window opens within a week");
-            prop_assert!(next >= at);
-            prop_assert!(w.is_allowed(next), "{entry} in {}: {next} not allowed", ZONES[zone]);
-            prop_assert!(next - at <= Duration::days(8));
-            // Every whole minute strictly between `at` and `next` is outside the window.
-            let mut probe = at + Duration::minutes(1);
-            while probe < next {
-                prop_assert!(!w.is_allowed(probe), "{entry}: {probe} allowed before {next}");
-                probe += Duration::minutes(1);
-            }
+            check_earliest(ZONES[zone], &entry, at)?;
+        }
+
+        #[test]
+        fn next_allowed_is_the_earliest_around_clock_changes(
+            change in 0..CHANGES.len(),
+            start_min in 0u32..1440,
+            len_min in 1u32..300,
+            day_mask in 1u8..128,
+            offset_min in -(2 * 24 * 60i64)..(24 * 60),
+        ) {
+            let Some(entry) = entry(start_min, len_min, day_mask) else {
+                return Ok(());
+            };
+            let (zone, instant) = CHANGES[change];
+            check_earliest(zone, &entry, utc(instant) + Duration::minutes(offset_min))?;
         }
     }
 }

@@ -150,18 +150,10 @@ pub enum RetryPolicyError {
 }
 
 /// A validated retry policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(try_from = "RetryPolicyConfig", into = "RetryPolicyConfig")]
 pub struct RetryPolicy {
     config: RetryPolicyConfig,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            config: RetryPolicyConfig::default(),
-        }
-    }
 }
 
 impl TryFrom<RetryPolicyConfig> for RetryPolicy {

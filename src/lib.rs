@@ -18,12 +18,14 @@
 //! - [`store`]: the durable store (SQLite or PostgreSQL) and the batching CallEvent writer.
 //! - [`control`]: the control plane's REST API (tenants, keys, numbers, scripts, calls, events)
 //!   and the carriers' webhooks.
+//! - [`dialer`]: the outbound dialer's pieces, starting with answering-machine detection.
 
 pub mod audio;
 pub mod call;
 pub mod carrier;
 pub mod config;
 pub mod control;
+pub mod dialer;
 pub mod llm;
 pub mod metrics;
 pub mod pipeline;

@@ -318,7 +318,10 @@ impl BeepDetector {
             .iter()
             .enumerate()
             .map(|(i, g)| (i, g.power(x)))
-            .fold((0, f64::MIN), |acc, (i, p)| if p > acc.1 { (i, p) } else { acc });
+            .fold(
+                (0, f64::MIN),
+                |acc, (i, p)| if p > acc.1 { (i, p) } else { acc },
+            );
         let bin_freq = self.bank_freqs[best];
         let fs = f64::from(self.sample_rate);
         let half = x.len() / 2;
@@ -389,10 +392,21 @@ mod tests {
 
     /// `lead` ms silence, a sine of `ms` at `db` dBFS peak, `tail` ms silence; white noise at
     /// `noise_db` dBFS RMS over everything when given.
-    fn tone(rate: u32, f: f64, db: f64, lead: f64, ms: f64, tail: f64, noise_db: Option<f64>) -> Vec<i16> {
+    fn tone(
+        rate: u32,
+        f: f64,
+        db: f64,
+        lead: f64,
+        ms: f64,
+        tail: f64,
+        noise_db: Option<f64>,
+    ) -> Vec<i16> {
         let fs = f64::from(rate);
         let amp = 32768.0 * 10f64.powf(db / 20.0);
-        let (a, b) = ((lead * fs / 1000.0) as usize, ((lead + ms) * fs / 1000.0) as usize);
+        let (a, b) = (
+            (lead * fs / 1000.0) as usize,
+            ((lead + ms) * fs / 1000.0) as usize,
+        );
         let total = ((lead + ms + tail) * fs / 1000.0) as usize;
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         (0..total)
@@ -422,7 +436,10 @@ mod tests {
             let b = found[0];
             assert!((b.freq_hz - 1000.0).abs() < 10.0, "{b:?}");
             assert!((460..=500).contains(&b.duration_ms), "{b:?}");
-            assert!(b.at_ms <= end_ms && end_ms - b.at_ms <= 20, "{b:?} vs {end_ms}");
+            assert!(
+                b.at_ms <= end_ms && end_ms - b.at_ms <= 20,
+                "{b:?} vs {end_ms}"
+            );
         }
     }
 
@@ -450,7 +467,10 @@ mod tests {
                     let found = detect(rate, &tone(rate, f, db, 113.0, 400.0, 200.0, None), 160);
                     assert_eq!(found.len(), 1, "{rate} {f} {db}: {found:?}");
                     let b = found[0];
-                    assert!((f64::from(b.freq_hz) - f).abs() < f * 0.01, "{rate} {f} {db}: {b:?}");
+                    assert!(
+                        (f64::from(b.freq_hz) - f).abs() < f * 0.01,
+                        "{rate} {f} {db}: {b:?}"
+                    );
                     assert!((380..=400).contains(&b.duration_ms), "{b:?}");
                     // True end 513 ms; reported at the end of the last whole tonal frame.
                     assert!((493..=513).contains(&b.at_ms), "{b:?}");
@@ -463,9 +483,16 @@ mod tests {
     fn tones_in_noise() {
         // White noise 10 dB below a −10 dBFS-peak tone (tone power −13 dBFS).
         for f in [440.0, 850.0, 1000.0, 1400.0] {
-            let found = detect(8000, &tone(8000, f, -10.0, 300.0, 300.0, 300.0, Some(-23.0)), 160);
+            let found = detect(
+                8000,
+                &tone(8000, f, -10.0, 300.0, 300.0, 300.0, Some(-23.0)),
+                160,
+            );
             assert_eq!(found.len(), 1, "{f}: {found:?}");
-            assert!((f64::from(found[0].freq_hz) - f).abs() < f * 0.01, "{found:?}");
+            assert!(
+                (f64::from(found[0].freq_hz) - f).abs() < f * 0.01,
+                "{found:?}"
+            );
         }
         // Noise alone, several levels.
         for nd in [-60.0, -40.0, -20.0, -6.0] {
@@ -477,11 +504,23 @@ mod tests {
     #[test]
     fn too_short_too_quiet_out_of_band_and_dual_tones_are_ignored() {
         for (name, audio) in [
-            ("100 ms", tone(8000, 1000.0, -6.0, 100.0, 100.0, 200.0, None)),
-            ("-55 dBFS", tone(8000, 1000.0, -55.0, 100.0, 500.0, 200.0, None)),
+            (
+                "100 ms",
+                tone(8000, 1000.0, -6.0, 100.0, 100.0, 200.0, None),
+            ),
+            (
+                "-55 dBFS",
+                tone(8000, 1000.0, -55.0, 100.0, 500.0, 200.0, None),
+            ),
             ("300 Hz", tone(8000, 300.0, -6.0, 100.0, 500.0, 200.0, None)),
-            ("2600 Hz", tone(8000, 2600.0, -6.0, 100.0, 500.0, 200.0, None)),
-            ("3 s tone", tone(8000, 1000.0, -6.0, 100.0, 3000.0, 200.0, None)),
+            (
+                "2600 Hz",
+                tone(8000, 2600.0, -6.0, 100.0, 500.0, 200.0, None),
+            ),
+            (
+                "3 s tone",
+                tone(8000, 1000.0, -6.0, 100.0, 3000.0, 200.0, None),
+            ),
         ] {
             assert!(detect(8000, &audio, 160).is_empty(), "{name}");
         }
@@ -521,14 +560,38 @@ mod tests {
     fn config_is_validated_and_deserialised() {
         let ok = BeepConfig::default();
         assert!(BeepDetector::new(8000, &ok).is_ok());
-        assert_eq!(BeepDetector::new(44100, &ok).err(), Some(BeepError::UnsupportedRate(44100)));
-        let bad = BeepConfig { max_freq_hz: 3000.0, ..ok.clone() };
-        assert!(matches!(BeepDetector::new(8000, &bad), Err(BeepError::InvalidBand { .. })));
+        assert_eq!(
+            BeepDetector::new(44100, &ok).err(),
+            Some(BeepError::UnsupportedRate(44100))
+        );
+        let bad = BeepConfig {
+            max_freq_hz: 3000.0,
+            ..ok.clone()
+        };
+        assert!(matches!(
+            BeepDetector::new(8000, &bad),
+            Err(BeepError::InvalidBand { .. })
+        ));
         assert!(BeepDetector::new(16000, &bad).is_ok());
-        let bad = BeepConfig { min_duration_ms: 0, ..ok.clone() };
-        assert!(matches!(bad.validate(8000), Err(BeepError::InvalidDuration { .. })));
-        let bad = BeepConfig { min_tone_fraction: f32::NAN, ..ok.clone() };
-        assert!(matches!(bad.validate(8000), Err(BeepError::InvalidSetting { name: "min_tone_fraction", .. })));
+        let bad = BeepConfig {
+            min_duration_ms: 0,
+            ..ok.clone()
+        };
+        assert!(matches!(
+            bad.validate(8000),
+            Err(BeepError::InvalidDuration { .. })
+        ));
+        let bad = BeepConfig {
+            min_tone_fraction: f32::NAN,
+            ..ok.clone()
+        };
+        assert!(matches!(
+            bad.validate(8000),
+            Err(BeepError::InvalidSetting {
+                name: "min_tone_fraction",
+                ..
+            })
+        ));
         let parsed: BeepConfig = serde_json::from_str(r#"{"min_freq_hz": 300}"#).unwrap();
         assert_eq!(parsed.min_freq_hz, 300.0);
         assert_eq!(parsed.max_freq_hz, 2000.0);

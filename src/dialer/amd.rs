@@ -319,3 +319,295 @@ impl AmdDetector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::vad::{Vad, VadConfig};
+    use proptest::prelude::*;
+    use std::f64::consts::PI;
+
+    fn wav(name: &str) -> Vec<i16> {
+        let path = format!("{}/fixtures/audio/{name}", env!("CARGO_MANIFEST_DIR"));
+        hound::WavReader::open(&path)
+            .unwrap()
+            .samples::<i16>()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Runs the VAD and AMD over `audio` in 20 ms frames at 8 kHz.
+    fn run(audio: &[i16]) -> Vec<AmdEvent> {
+        let mut vad = Vad::new(&VadConfig::default(), 8000).unwrap();
+        let mut amd = AmdDetector::new(8000, &AmdConfig::default()).unwrap();
+        let (mut frames, mut out) = (Vec::new(), Vec::new());
+        for frame in audio.chunks(160) {
+            frames.clear();
+            vad.push(frame, &mut frames);
+            let voiced = frames.iter().any(|f| f.voiced);
+            amd.push_frame(frame, voiced, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn voicemail_fixture_is_machine_then_ready_right_after_the_beep() {
+        let audio = wav("voicemail_greeting_beep.wav");
+        let beep_end_ms = (audio.iter().rposition(|&s| s != 0).unwrap() as u64 + 1) / 8;
+        let events = run(&audio);
+        assert_eq!(events.len(), 2, "{events:?}");
+        let AmdEvent::Machine { at_ms, reason } = events[0] else {
+            panic!("{events:?}");
+        };
+        // The greeting (from ~100 ms) runs past 2.5 s before the beep.
+        assert_eq!(reason, MachineReason::LongGreeting);
+        assert!(at_ms > 2500 && at_ms < beep_end_ms - 500, "{events:?}");
+        let AmdEvent::ReadyForMessage { at_ms, beep } = events[1] else {
+            panic!("{events:?}");
+        };
+        let beep = beep.unwrap();
+        assert!((beep.freq_hz - 1000.0).abs() < 10.0, "{beep:?}");
+        // Within two frames of the beep's end.
+        assert!(
+            at_ms >= beep_end_ms && at_ms - beep_end_ms <= 40,
+            "{at_ms} vs {beep_end_ms}"
+        );
+    }
+
+    #[test]
+    fn human_fixture_is_human_after_the_hello_and_a_pause() {
+        let events = run(&wav("human_answer.wav"));
+        assert_eq!(events.len(), 1, "{events:?}");
+        let AmdEvent::Human { at_ms } = events[0] else {
+            panic!("{events:?}");
+        };
+        // "Hello?" ends well before 1.5 s; 800 ms of silence later we know.
+        assert!((900..=2400).contains(&at_ms), "{at_ms}");
+    }
+
+    #[test]
+    fn silence_and_line_noise_give_unknown_at_the_time_out() {
+        for name in ["silence_2s.wav", "line_noise_3s.wav"] {
+            let one = wav(name);
+            let audio: Vec<i16> = one.iter().cycle().take(6 * 8000).copied().collect();
+            assert_eq!(run(&audio), [AmdEvent::Unknown { at_ms: 5000 }], "{name}");
+        }
+    }
+
+    #[test]
+    fn long_caller_speech_is_machine_and_short_answers_human() {
+        // A 4 s sentence with no beep: machine, then ready once 1 s of silence follows.
+        let mut audio = wav("caller_hello.wav");
+        audio.extend(vec![0; 16000]);
+        let events = run(&audio);
+        assert!(
+            matches!(
+                events[..],
+                [
+                    AmdEvent::Machine {
+                        reason: MachineReason::LongGreeting,
+                        ..
+                    },
+                    AmdEvent::ReadyForMessage { beep: None, .. }
+                ]
+            ),
+            "{events:?}"
+        );
+        let mut audio = wav("backchannel_okay.wav");
+        audio.extend(vec![0; 8000]);
+        assert!(matches!(run(&audio)[..], [AmdEvent::Human { .. }]));
+    }
+
+    /// Drives the state machine with flags only (silent audio, so no beep).
+    fn flags(pattern: &[(bool, u32)]) -> Vec<AmdEvent> {
+        let mut amd = AmdDetector::new(8000, &AmdConfig::default()).unwrap();
+        let mut out = Vec::new();
+        for &(voiced, ms) in pattern {
+            for _ in 0..ms / 20 {
+                amd.push_frame(&[0; 160], voiced, &mut out);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn thresholds_from_the_flags() {
+        // 1.4 s greeting then 0.8 s silence: human, decided 800 ms after the greeting.
+        assert_eq!(
+            flags(&[(false, 200), (true, 1400), (false, 1000)]),
+            [AmdEvent::Human { at_ms: 2400 }]
+        );
+        // 2 s greeting then silence: neither.
+        assert_eq!(
+            flags(&[(true, 2000), (false, 1000)]),
+            [AmdEvent::Unknown { at_ms: 2800 }]
+        );
+        // Speech with short pauses adds up to a machine at 2.5 s.
+        let events = flags(&[(true, 1000), (false, 500), (true, 1100), (false, 2000)]);
+        assert_eq!(
+            events,
+            [
+                AmdEvent::Machine {
+                    at_ms: 2520,
+                    reason: MachineReason::LongGreeting
+                },
+                AmdEvent::ReadyForMessage {
+                    at_ms: 3600,
+                    beep: None
+                },
+            ]
+        );
+        // A 40 ms click is not a greeting.
+        assert_eq!(
+            flags(&[(true, 40), (false, 6000)]),
+            [AmdEvent::Unknown { at_ms: 5000 }]
+        );
+        // A machine that never pauses: ready at the wait limit.
+        let events = flags(&[(true, 40_000)]);
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events[1],
+            AmdEvent::ReadyForMessage {
+                at_ms: 32_520,
+                beep: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_beep_decides_machine_at_once() {
+        let mut amd = AmdDetector::new(8000, &AmdConfig::default()).unwrap();
+        let mut out = Vec::new();
+        let tone: Vec<i16> = (0..4000)
+            .map(|i| (16000.0 * (2.0 * PI * 850.0 * f64::from(i) / 8000.0).sin()) as i16)
+            .collect();
+        let mut audio = vec![0i16; 1600];
+        audio.extend(tone);
+        audio.extend(vec![0; 1600]);
+        for frame in audio.chunks(160) {
+            amd.push_frame(frame, frame.iter().any(|&s| s != 0), &mut out);
+        }
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(
+            matches!(
+                out[0],
+                AmdEvent::Machine {
+                    reason: MachineReason::Beep,
+                    at_ms: 740
+                }
+            ),
+            "{out:?}"
+        );
+        assert!(
+            matches!(
+                out[1],
+                AmdEvent::ReadyForMessage {
+                    at_ms: 740,
+                    beep: Some(_)
+                }
+            ),
+            "{out:?}"
+        );
+        assert_eq!(amd.verdict(), AmdVerdict::ReadyForMessage);
+    }
+
+    #[test]
+    fn config_is_validated_and_deserialised() {
+        let ok = AmdConfig::default();
+        assert!(AmdDetector::new(16000, &ok).is_ok());
+        assert!(matches!(
+            AmdDetector::new(11025, &ok),
+            Err(AmdError::Beep(BeepError::UnsupportedRate(11025)))
+        ));
+        let bad = AmdConfig {
+            machine_speech_ms: 1500,
+            ..ok.clone()
+        };
+        assert!(matches!(
+            bad.validate(8000),
+            Err(AmdError::InvalidSetting {
+                name: "machine_speech_ms",
+                ..
+            })
+        ));
+        let bad = AmdConfig {
+            human_silence_ms: 0,
+            ..ok.clone()
+        };
+        assert!(matches!(
+            bad.validate(8000),
+            Err(AmdError::InvalidSetting {
+                name: "human_silence_ms",
+                ..
+            })
+        ));
+        let parsed: AmdConfig = serde_json::from_str(
+            r#"{"machine_speech_ms": 3000, "beep": {"min_duration_ms": 100}}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.machine_speech_ms, 3000);
+        assert_eq!(parsed.beep.min_duration_ms, 100);
+        assert_eq!(parsed.human_silence_ms, 800);
+        assert!(serde_json::from_str::<AmdConfig>(r#"{"bogus": 1}"#).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn never_panics_and_decisions_are_final(
+            steps in proptest::collection::vec((any::<bool>(), 0u8..4, 1usize..400), 0..400),
+        ) {
+            let mut amd = AmdDetector::new(8000, &AmdConfig::default()).unwrap();
+            let mut out = Vec::new();
+            let mut verdicts = vec![amd.verdict()];
+            let mut t = 0usize;
+            for (voiced, kind, len) in steps {
+                // Silence, a 1 kHz tone, loud square-ish noise, or full-scale extremes.
+                let frame: Vec<i16> = (0..len).map(|i| {
+                    let n = t + i;
+                    match kind {
+                        0 => 0,
+                        1 => (12000.0 * (2.0 * PI * 1000.0 * n as f64 / 8000.0).sin()) as i16,
+                        2 => (n.wrapping_mul(2_654_435_761) >> 7) as i16,
+                        _ => if n % 2 == 0 { i16::MIN } else { i16::MAX },
+                    }
+                }).collect();
+                t += len;
+                amd.push_frame(&frame, voiced, &mut out);
+                verdicts.push(amd.verdict());
+            }
+            // At most one classification, and it is the first event.
+            let classes = out.iter().filter(|e| !matches!(e, AmdEvent::ReadyForMessage { .. })).count();
+            prop_assert!(classes <= 1, "{:?}", out);
+            if let Some(first) = out.first() {
+                prop_assert!(!matches!(first, AmdEvent::ReadyForMessage { .. }), "{:?}", out);
+            }
+            // ReadyForMessage at most once, only after Machine, and last.
+            let ready: Vec<usize> = out.iter().enumerate().filter(|(_, e)| matches!(e, AmdEvent::ReadyForMessage { .. })).map(|(i, _)| i).collect();
+            prop_assert!(ready.len() <= 1);
+            if let Some(&i) = ready.first() {
+                prop_assert!(i == 1 && matches!(out[0], AmdEvent::Machine { .. }), "{:?}", out);
+            }
+            // Verdicts only move forward: Listening → (Machine →) final.
+            let rank = |v: AmdVerdict| match v {
+                AmdVerdict::Listening => 0,
+                AmdVerdict::Machine => 1,
+                _ => 2,
+            };
+            for w in verdicts.windows(2) {
+                prop_assert!(rank(w[0]) <= rank(w[1]), "{:?}", verdicts);
+                if rank(w[0]) == 2 {
+                    prop_assert_eq!(w[0], w[1]);
+                }
+                if w[0] == AmdVerdict::Machine {
+                    prop_assert!(matches!(w[1], AmdVerdict::Machine | AmdVerdict::ReadyForMessage));
+                }
+            }
+            // Event times never go backwards.
+            let at = |e: &AmdEvent| match *e {
+                AmdEvent::Human { at_ms } | AmdEvent::Unknown { at_ms } | AmdEvent::Machine { at_ms, .. } | AmdEvent::ReadyForMessage { at_ms, .. } => at_ms,
+            };
+            prop_assert!(out.windows(2).all(|w| at(&w[0]) <= at(&w[1])));
+        }
+    }
+}

@@ -569,7 +569,7 @@ mod tests {
                         0 => 0,
                         1 => (12000.0 * (2.0 * PI * 1000.0 * n as f64 / 8000.0).sin()) as i16,
                         2 => (n.wrapping_mul(2_654_435_761) >> 7) as i16,
-                        _ => if n % 2 == 0 { i16::MIN } else { i16::MAX },
+                        _ => if n.is_multiple_of(2) { i16::MIN } else { i16::MAX },
                     }
                 }).collect();
                 t += len;

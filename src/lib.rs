@@ -18,7 +18,8 @@
 //! - [`store`]: the durable store (SQLite or PostgreSQL) and the batching CallEvent writer.
 //! - [`control`]: the control plane's REST API (tenants, keys, numbers, scripts, calls, events)
 //!   and the carriers' webhooks.
-//! - [`dialer`]: the outbound dialer's calling windows, retry policy and calls-per-second limit.
+//! - [`dialer`]: the outbound dialer's calling windows, retry policy, calls-per-second limit and
+//!   answering-machine detection.
 
 pub mod audio;
 pub mod call;

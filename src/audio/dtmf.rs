@@ -1,4 +1,4 @@
-//! In-band DTMF detection (telephony.md §6): Goertzel-style single-bin DFTs over short blocks,
+//! In-band DTMF detection (telephony.md §6): Goertzel single-bin DFTs ([`super::goertzel`]) over short blocks,
 //! Asterisk/spandsp-style checks, and a precise confirmation step.
 //!
 //! Blocks are 12.5 ms (100 samples at 8 kHz, 200 at 16 kHz). A block is a *hit* for a digit when:
@@ -25,6 +25,8 @@
 //! reported at once.
 
 use std::f64::consts::PI;
+
+use super::goertzel::Goertzel;
 
 /// Row (low group) frequencies, Hz.
 const ROWS: [f64; 4] = [697.0, 770.0, 852.0, 941.0];
@@ -78,9 +80,8 @@ pub struct DtmfDigit {
 /// Per-tone precomputed phasors.
 struct Tone {
     freq: f64,
-    /// cos/sin of ω·n over one block (rectangular DFT).
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    /// Rectangular single-bin DFT over one block.
+    bin: Goertzel,
     /// Hann-weighted cos/sin over the confirmation window.
     wcos: Vec<f32>,
     wsin: Vec<f32>,
@@ -129,8 +130,7 @@ impl DtmfDetector {
                 let hann = |n: usize| 0.5 - 0.5 * (2.0 * PI * n as f64 / (win - 1) as f64).cos();
                 Tone {
                     freq,
-                    cos: (0..block).map(|n| (w * n as f64).cos() as f32).collect(),
-                    sin: (0..block).map(|n| (w * n as f64).sin() as f32).collect(),
+                    bin: Goertzel::new(freq, fs),
                     wcos: (0..win)
                         .map(|n| (hann(n) * (w * n as f64).cos()) as f32)
                         .collect(),
@@ -247,12 +247,7 @@ impl DtmfDetector {
         }
         let mut power = [0.0f64; 8];
         for (p, tone) in power.iter_mut().zip(&self.tones) {
-            let (mut re, mut im) = (0.0f32, 0.0f32);
-            for ((&v, &c), &s) in x.iter().zip(&tone.cos).zip(&tone.sin) {
-                re += v * c;
-                im -= v * s;
-            }
-            *p = f64::from(re) * f64::from(re) + f64::from(im) * f64::from(im);
+            *p = tone.bin.power(x);
         }
         let best = |group: &[f64]| {
             let mut bi = 0;

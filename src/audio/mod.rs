@@ -5,11 +5,15 @@
 //! - [`resample`]: streaming sample-rate conversion (rubato) in 20 ms chunks.
 //! - [`vad`]: voice activity detection with hysteresis.
 //! - [`dtmf`]: in-band DTMF detection (Goertzel).
+//! - [`goertzel`]: single-bin DFTs shared by the tone detectors.
+//! - [`beep`]: answering-machine beep detection (a bank of Goertzel bins).
 //! - [`echo`]: tells the caller's own speech from the bot's audio coming back down the line.
 
+pub mod beep;
 pub mod dtmf;
 pub mod echo;
 pub mod g711;
+pub mod goertzel;
 pub mod linear16;
 pub mod resample;
 pub mod vad;

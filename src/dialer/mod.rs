@@ -1,12 +1,14 @@
-//! The outbound dialer's pure cores: when a contact may be called, when to try again, and how
-//! fast calls may start.
+//! The outbound dialer's pure cores: when a contact may be called, when to try again, how fast
+//! calls may start, and who answered.
 //!
 //! - [`window`]: a contact's calling hours in their own time zone, across daylight-saving
 //!   changes and closed dates.
 //! - [`retry`]: the per-outcome retry policy (backoff schedule, attempts, deterministic jitter).
 //! - [`limiter`]: the calls-per-second limiter that never lets more than N calls start in any
 //!   one-second window.
+//! - [`amd`]: answering-machine detection on the call audio (greeting shape and the beep).
 
+pub mod amd;
 pub mod limiter;
 pub mod retry;
 pub mod window;

@@ -7,8 +7,7 @@
 //! opening inside the skipped hour starts at the first valid instant after it; an opening in
 //! the repeated hour starts at its first occurrence.
 
-use chrono::{DateTime, Duration, Offset, TimeZone, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Utc};
 
 use crate::llm::hours::{BusinessHours, BusinessHoursConfig, HoursError};
 
@@ -22,21 +21,14 @@ pub type CallingWindowError = HoursError;
 #[derive(Debug, Clone)]
 pub struct CallingWindow {
     hours: BusinessHours,
-    tz: Tz,
 }
-
-/// How far ahead [`CallingWindow::next_allowed`] looks.
-const HORIZON_DAYS: i64 = 366;
 
 impl CallingWindow {
     /// Parses `config`.
     pub fn new(config: &CallingWindowConfig) -> Result<CallingWindow, CallingWindowError> {
-        let hours = BusinessHours::new(config)?;
-        let tz: Tz = hours
-            .timezone()
-            .parse()
-            .map_err(|_| HoursError::Timezone(config.timezone.clone()))?;
-        Ok(CallingWindow { hours, tz })
+        Ok(CallingWindow {
+            hours: BusinessHours::new(config)?,
+        })
     }
 
     /// A window open at every instant (UTC, all day, every day).
@@ -58,67 +50,14 @@ impl CallingWindow {
         self.hours.is_open(at)
     }
 
-    /// `at` itself when inside the window, else the start of the next window; `None` when the
-    /// window does not open within about a year.
+    /// `at` itself when inside the window, else the start of the next window (a clock set
+    /// back can reopen one, see [`BusinessHours::next_change`]); `None` when the window does
+    /// not open within about a year.
     pub fn next_allowed(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if self.hours.is_open(at) {
             return Some(at);
         }
-        let opening = self.hours.next_change(at);
-        // Openings are found from wall-clock times; a clock set back can also reopen a window
-        // whose closing time it repeats ("00:00-01:30" is open again at the second 01:00).
-        let limit = opening.or_else(|| at.checked_add_signed(Duration::days(HORIZON_DAYS)))?;
-        match self.first_reopening(at, limit) {
-            Some(reopened) => Some(reopened),
-            None => opening,
-        }
-    }
-
-    /// The first offset change in `(after, before)` at which the window is open.
-    fn first_reopening(
-        &self,
-        after: DateTime<Utc>,
-        before: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>> {
-        let step = Duration::hours(1);
-        let mut from = after;
-        while from < before {
-            let to = from.checked_add_signed(step)?.min(before);
-            if self.offset_secs(from) != self.offset_secs(to) {
-                let change = self.offset_change(from, to);
-                if change > after && change < before && self.hours.is_open(change) {
-                    return Some(change);
-                }
-            }
-            from = to;
-        }
-        None
-    }
-
-    /// The first whole second in `(from, to]` with `to`'s offset (zones change offset on whole
-    /// seconds); `from` and `to` must have different offsets.
-    fn offset_change(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> DateTime<Utc> {
-        let at = |secs: i64| DateTime::from_timestamp(secs, 0).unwrap_or(to);
-        let target = self.offset_secs(to);
-        let mut low = from.timestamp();
-        let mut high = to.timestamp() + i64::from(to.timestamp_subsec_nanos() > 0);
-        while high - low > 1 {
-            let mid = low + (high - low) / 2;
-            if self.offset_secs(at(mid)) == target {
-                high = mid;
-            } else {
-                low = mid;
-            }
-        }
-        at(high)
-    }
-
-    /// The zone's UTC offset at `at`, in seconds.
-    fn offset_secs(&self, at: DateTime<Utc>) -> i32 {
-        self.tz
-            .offset_from_utc_datetime(&at.naive_utc())
-            .fix()
-            .local_minus_utc()
+        self.hours.next_change(at)
     }
 
     /// When the window that contains `at` closes (`None` if `at` is outside the window or it

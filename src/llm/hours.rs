@@ -159,9 +159,18 @@ impl BusinessHours {
     }
 
     /// The next instant after `at` when the business opens (if closed) or closes (if open),
-    /// looking up to a year ahead.
+    /// looking up to a year ahead. Besides the wall-clock boundaries, a clock change can flip
+    /// it: a clock set back reopens a range whose closing time it repeats ("00:00-01:30" is
+    /// open again at the second 01:00).
     pub fn next_change(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let open_now = self.is_open(at);
+        let boundary = self.next_boundary(at, open_now);
+        let limit = boundary.or_else(|| at.checked_add_signed(Duration::days(366)))?;
+        self.first_offset_flip(at, limit, open_now).or(boundary)
+    }
+
+    /// The next wall-clock opening or closing after `at` that flips `open_now`.
+    fn next_boundary(&self, at: DateTime<Utc>, open_now: bool) -> Option<DateTime<Utc>> {
         let today = self.local(at)?.date();
         let mut first = today.pred_opt()?;
         for _ in 0..53 {
@@ -187,6 +196,55 @@ impl BusinessHours {
             first = last.pred_opt()?;
         }
         None
+    }
+
+    /// The first clock change in `(after, before)` at which the open state differs from
+    /// `open_now`.
+    fn first_offset_flip(
+        &self,
+        after: DateTime<Utc>,
+        before: DateTime<Utc>,
+        open_now: bool,
+    ) -> Option<DateTime<Utc>> {
+        let step = Duration::hours(1);
+        let mut from = after;
+        while from < before {
+            let to = from.checked_add_signed(step)?.min(before);
+            if self.offset_secs(from) != self.offset_secs(to) {
+                let change = self.offset_change(from, to);
+                if change > after && change < before && self.is_open(change) != open_now {
+                    return Some(change);
+                }
+            }
+            from = to;
+        }
+        None
+    }
+
+    /// The first whole second in `(from, to]` with `to`'s offset (zones change offset on whole
+    /// seconds); `from` and `to` must have different offsets.
+    fn offset_change(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> DateTime<Utc> {
+        let at = |secs: i64| DateTime::from_timestamp(secs, 0).unwrap_or(to);
+        let target = self.offset_secs(to);
+        let mut low = from.timestamp();
+        let mut high = to.timestamp() + i64::from(to.timestamp_subsec_nanos() > 0);
+        while high - low > 1 {
+            let mid = low + (high - low) / 2;
+            if self.offset_secs(at(mid)) == target {
+                high = mid;
+            } else {
+                low = mid;
+            }
+        }
+        at(high)
+    }
+
+    /// The zone's UTC offset at `at`, in seconds.
+    fn offset_secs(&self, at: DateTime<Utc>) -> i32 {
+        self.tz
+            .offset_from_utc_datetime(&at.naive_utc())
+            .fix()
+            .local_minus_utc()
     }
 
     /// The weekly hours in words: "Monday to Friday 9 AM to 5 PM, Saturday 10 AM to 2 PM

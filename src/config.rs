@@ -65,6 +65,47 @@ pub struct Config {
     pub store: StoreSettings,
     /// The control plane's REST API.
     pub api: ApiSettings,
+    /// The outbound dialer (campaign job queue, rate limits).
+    pub dialer: DialerSettings,
+}
+
+/// The outbound dialer: the workers that take campaign jobs from the queue and dial them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DialerSettings {
+    /// Run dialer workers inside `serve` (a separate `voicegw worker` runs them too).
+    pub enabled: bool,
+    /// Most jobs one process works on at once (claimed, preparing or being dialled).
+    pub concurrency: u32,
+    /// How long a claimed job is held before another worker may take it over (s).
+    pub lease_secs: u64,
+    /// How often an idle worker looks for due jobs (ms).
+    pub poll_ms: u64,
+    /// Calls per second started on the Twilio account (shared by every instance with Redis).
+    pub twilio_cps: u32,
+    /// Calls per second started on the Exotel account.
+    pub exotel_cps: u32,
+    /// `redis://…` for the limiter shared by every instance (`VOICEGW_REDIS_URL`); without
+    /// it each process limits its own starts.
+    pub redis_url: Option<String>,
+    /// Most campaign calls live at once per tenant (a tenant's own cap, set in the store,
+    /// is applied too); `None`: no gateway-wide cap.
+    pub max_live_calls_per_tenant: Option<u32>,
+}
+
+impl Default for DialerSettings {
+    fn default() -> Self {
+        DialerSettings {
+            enabled: true,
+            concurrency: 256,
+            lease_secs: 30,
+            poll_ms: 250,
+            twilio_cps: 1,
+            exotel_cps: 1,
+            redis_url: None,
+            max_live_calls_per_tenant: None,
+        }
+    }
 }
 
 /// Where tenants, calls and CallEvents are kept.
@@ -353,6 +394,7 @@ impl Default for Config {
             exotel: ExotelSettings::default(),
             store: StoreSettings::default(),
             api: ApiSettings::default(),
+            dialer: DialerSettings::default(),
         }
     }
 }
@@ -519,6 +561,8 @@ pub struct Overrides {
     pub database_url: Option<String>,
     /// `VOICEGW_ADMIN_KEY`.
     pub admin_key: Option<String>,
+    /// `VOICEGW_REDIS_URL`.
+    pub redis_url: Option<String>,
 }
 
 impl Config {
@@ -636,6 +680,9 @@ impl Config {
         if let Some(key) = given(&overrides.admin_key) {
             config.api.admin_key = Some(key);
         }
+        if let Some(url) = given(&overrides.redis_url) {
+            config.dialer.redis_url = Some(url);
+        }
         if let Some(sid) = given(&overrides.twilio_account_sid) {
             config.twilio.account_sid = Some(sid);
         }
@@ -712,6 +759,7 @@ impl Config {
         if self.store.max_connections == 0 {
             return Err(invalid("store.max_connections", "must be at least 1"));
         }
+        self.validate_dialer()?;
         if !["deepgram", "elevenlabs", "openai"].contains(&self.tts.provider.as_str()) {
             return Err(invalid(
                 "tts.provider",
@@ -845,6 +893,44 @@ impl Config {
     }
 
     /// Checks `[exotel]`.
+    fn validate_dialer(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_owned(),
+        };
+        let d = &self.dialer;
+        if d.concurrency == 0 {
+            return Err(invalid("dialer.concurrency", "must be at least 1"));
+        }
+        if !(5..=3_600).contains(&d.lease_secs) {
+            return Err(invalid("dialer.lease_secs", "must be 5–3600"));
+        }
+        if !(10..=60_000).contains(&d.poll_ms) {
+            return Err(invalid("dialer.poll_ms", "must be 10–60000"));
+        }
+        if d.twilio_cps == 0 || d.exotel_cps == 0 {
+            return Err(invalid(
+                "dialer.twilio_cps",
+                "calls per second must be at least 1",
+            ));
+        }
+        if let Some(url) = &d.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "dialer.redis_url",
+                "must be a redis:// or rediss:// URL",
+            ));
+        }
+        if d.max_live_calls_per_tenant == Some(0) {
+            return Err(invalid(
+                "dialer.max_live_calls_per_tenant",
+                "must be at least 1 (leave it out for no cap)",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_exotel(&self) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid { key, message };
         let e = &self.exotel;

@@ -129,6 +129,48 @@ impl CpsLimiter for LocalCpsLimiter {
     }
 }
 
+/// One limiter per carrier account: calls placed through a carrier wait on its limiter.
+#[derive(Clone)]
+pub struct CpsLimiters {
+    twilio: std::sync::Arc<dyn CpsLimiter>,
+    exotel: std::sync::Arc<dyn CpsLimiter>,
+}
+
+impl std::fmt::Debug for CpsLimiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpsLimiters").finish_non_exhaustive()
+    }
+}
+
+impl CpsLimiters {
+    /// These limiters.
+    pub fn new(
+        twilio: std::sync::Arc<dyn CpsLimiter>,
+        exotel: std::sync::Arc<dyn CpsLimiter>,
+    ) -> CpsLimiters {
+        CpsLimiters { twilio, exotel }
+    }
+
+    /// In-process limiters at these rates.
+    pub fn local(twilio_cps: NonZeroU32, exotel_cps: NonZeroU32) -> CpsLimiters {
+        CpsLimiters::new(
+            std::sync::Arc::new(LocalCpsLimiter::new(twilio_cps)),
+            std::sync::Arc::new(LocalCpsLimiter::new(exotel_cps)),
+        )
+    }
+
+    /// The limiter of `carrier`'s account.
+    pub fn for_carrier(
+        &self,
+        carrier: crate::control::dial::CarrierName,
+    ) -> std::sync::Arc<dyn CpsLimiter> {
+        match carrier {
+            crate::control::dial::CarrierName::Twilio => self.twilio.clone(),
+            crate::control::dial::CarrierName::Exotel => self.exotel.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,10 @@ fn greeting() -> Vec<(Vec<i16>, bool)> {
     let Ok(reader) = hound::WavReader::open(path) else {
         return Vec::new();
     };
-    let samples: Vec<i16> = reader.into_samples::<i16>().filter_map(Result::ok).collect();
+    let samples: Vec<i16> = reader
+        .into_samples::<i16>()
+        .filter_map(Result::ok)
+        .collect();
     samples
         .chunks_exact(FRAME)
         .map(|frame| {

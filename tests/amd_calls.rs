@@ -17,8 +17,7 @@ use common::control::{TestControl, assert_error};
 use common::db::TestDb;
 use common::test_config;
 use fakes::twilio_carrier::{
-    ACCOUNT_SID, AUTH_TOKEN, Behaviour, CallRecord, CarrierConfig, FakeCarrier, OUR_NUMBER,
-    Outcome,
+    ACCOUNT_SID, AUTH_TOKEN, Behaviour, CallRecord, CarrierConfig, FakeCarrier, OUR_NUMBER, Outcome,
 };
 use serde_json::{Value, json};
 use voicegw::audio::Encoding;
@@ -197,7 +196,10 @@ async fn a_machine_gets_the_voicemail_right_after_its_beep(db: TestDb) {
             .map(|(_, v)| v.clone())
     };
     let public = s.api.gw.http_url("");
-    assert_eq!(form("MachineDetection").as_deref(), Some("DetectMessageEnd"));
+    assert_eq!(
+        form("MachineDetection").as_deref(),
+        Some("DetectMessageEnd")
+    );
     assert_eq!(form("AsyncAmd").as_deref(), Some("true"));
     assert_eq!(
         form("AsyncAmdStatusCallback"),
@@ -217,8 +219,15 @@ async fn a_machine_gets_the_voicemail_right_after_its_beep(db: TestDb) {
     let stream = record.stream.as_ref().unwrap();
     let played = decoded(&stream.media);
     let message = recording(VOICEMAIL);
-    assert!(played.len() >= message.len() - 160, "{} samples", played.len());
-    assert!(played[..8_000] == message[..8_000], "the message is the recording");
+    assert!(
+        played.len() >= message.len() - 160,
+        "{} samples",
+        played.len()
+    );
+    assert!(
+        played[..8_000] == message[..8_000],
+        "the message is the recording"
+    );
     assert!(stream.closed_by_gateway);
 
     let (call, events) = settled(&s, &id).await;
@@ -235,7 +244,10 @@ async fn a_machine_gets_the_voicemail_right_after_its_beep(db: TestDb) {
         .collect();
     assert_eq!(
         amd,
-        [("machine_start", "gateway"), ("machine_end_beep", "gateway")]
+        [
+            ("machine_start", "gateway"),
+            ("machine_end_beep", "gateway")
+        ]
     );
     let left = of_type(&events, "voicemail_left");
     assert_eq!(left.len(), 1, "{events:?}");
@@ -278,7 +290,11 @@ async fn the_carriers_verdict_leaves_the_calls_own_message() {
     assert_eq!(amd[0]["data"]["by"], "carrier");
     assert_eq!(amd[0]["data"]["verdict"], "machine_end_beep");
     assert_eq!(of_type(&events, "voicemail_left").len(), 1);
-    assert_eq!(of_type(&events, "answered_by").len(), 1, "the webhook's record");
+    assert_eq!(
+        of_type(&events, "answered_by").len(),
+        1,
+        "the webhook's record"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,8 +330,10 @@ async fn a_person_saying_hello_is_greeted_promptly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_person_is_greeted_after_the_silence_wait() {
     let s = setup(TestDb::sqlite().await, Duration::from_millis(1_000)).await;
-    s.carrier
-        .script(CALLEE, Outcome::Answer(Behaviour::silence().hang_up_after(200)));
+    s.carrier.script(
+        CALLEE,
+        Outcome::Answer(Behaviour::silence().hang_up_after(200)),
+    );
     let (id, sid) = place(&s, json!({})).await;
     let record = finished(&s, &sid).await;
     let spoke = first_audio_ms(&record);
@@ -365,7 +383,11 @@ async fn a_machine_with_no_message_is_hung_up_on() {
         stream.frames_sent
     );
     assert_eq!(
-        record.create_form.iter().find(|(k, _)| k == "MachineDetection").map(|(_, v)| v.as_str()),
+        record
+            .create_form
+            .iter()
+            .find(|(k, _)| k == "MachineDetection")
+            .map(|(_, v)| v.as_str()),
         Some("Enable")
     );
     let (call, events) = settled(&s, &id).await;
@@ -410,13 +432,16 @@ async fn the_voicemail_message_is_checked() {
     }
     assert!(s.carrier.calls().is_empty(), "nothing was dialed");
     let (_, listed) = s.api.get("/v1/calls", &s.key).await;
-    assert!(listed["calls"].as_array().unwrap().is_empty(), "nothing was stored");
+    assert!(
+        listed["calls"].as_array().unwrap().is_empty(),
+        "nothing was stored"
+    );
 }
 
 async fn a_campaign_calls_plan_comes_from_its_campaign(db: TestDb) {
     use sqlx::Connection;
-    use voicegw::store::calls::{Direction, NewCall};
     use voicegw::store::call_records::{CallSetup, Created};
+    use voicegw::store::calls::{Direction, NewCall};
 
     let store = &db.store;
     let tenant = store.create_tenant("acme", Plan::Full).await.unwrap();
@@ -435,8 +460,18 @@ async fn a_campaign_calls_plan_comes_from_its_campaign(db: TestDb) {
         Created::New(call) => call,
         Created::Existing { call, .. } => call,
     };
-    let plain = call(store.create_call_with(tenant.id, &new, &setup).await.unwrap());
-    let dialed = call(store.create_call_with(tenant.id, &new, &setup).await.unwrap());
+    let plain = call(
+        store
+            .create_call_with(tenant.id, &new, &setup)
+            .await
+            .unwrap(),
+    );
+    let dialed = call(
+        store
+            .create_call_with(tenant.id, &new, &setup)
+            .await
+            .unwrap(),
+    );
     let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
     let tenant_id = tenant.id.to_string();
     for (campaign, detection, message) in [
@@ -474,7 +509,10 @@ async fn a_campaign_calls_plan_comes_from_its_campaign(db: TestDb) {
         .await
         .unwrap();
     let plan = store.campaign_call_plan(dialed.id).await.unwrap().unwrap();
-    assert_eq!(plan.machine_detection.as_deref(), Some("detect_message_end"));
+    assert_eq!(
+        plan.machine_detection.as_deref(),
+        Some("detect_message_end")
+    );
     assert_eq!(plan.voicemail_message.as_deref(), Some("Hi {{ name }}"));
     assert_eq!(store.campaign_call_plan(plain.id).await.unwrap(), None);
     sqlx::query("UPDATE calls SET job_id = 'job-cmp-2' WHERE id = $1")

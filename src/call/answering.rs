@@ -140,7 +140,10 @@ impl AnswerGate {
 
     /// Whether the agent must still wait (the callee's audio is the gate's, not the agent's).
     pub fn holds(&self) -> bool {
-        matches!(self.phase, Phase::Listening | Phase::Machine | Phase::Leaving)
+        matches!(
+            self.phase,
+            Phase::Listening | Phase::Machine | Phase::Leaving
+        )
     }
 
     /// One frame of the callee's audio and the VAD's voiced flag for it.
@@ -342,10 +345,7 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["machine", "ready", "leave"], "{steps:?}");
-        let GateStep::Leave {
-            beep, ready_ms, ..
-        } = &steps[2]
-        else {
+        let GateStep::Leave { beep, ready_ms, .. } = &steps[2] else {
             unreachable!()
         };
         assert!(*beep);
@@ -379,7 +379,10 @@ mod tests {
         let mut gate = AnswerGate::new(RATE, &plan(), false).unwrap();
         let steps = run(&mut gate, &wav("voicemail_greeting_beep.wav"));
         assert!(
-            matches!(&steps[..], [GateStep::Machine { .. }, GateStep::HangUp { error: None }]),
+            matches!(
+                &steps[..],
+                [GateStep::Machine { .. }, GateStep::HangUp { error: None }]
+            ),
             "{steps:?}"
         );
         assert!(!gate.holds());
@@ -401,7 +404,14 @@ mod tests {
         // The message comes later: it is left then.
         gate.message_ready(Ok(speech()), &mut out);
         assert!(
-            matches!(&out[..], [GateStep::Leave { beep: true, ready_ms: 100, .. }]),
+            matches!(
+                &out[..],
+                [GateStep::Leave {
+                    beep: true,
+                    ready_ms: 100,
+                    ..
+                }]
+            ),
             "{out:?}"
         );
         out.clear();
@@ -411,7 +421,13 @@ mod tests {
 
         let mut person = AnswerGate::new(RATE, &plan(), true).unwrap();
         person.carrier_verdict("human", 80, &mut out);
-        assert!(matches!(&out[..], [GateStep::Greet { by: VerdictBy::Carrier, .. }]));
+        assert!(matches!(
+            &out[..],
+            [GateStep::Greet {
+                by: VerdictBy::Carrier,
+                ..
+            }]
+        ));
     }
 
     #[test]
@@ -430,7 +446,10 @@ mod tests {
         let mut fax = AnswerGate::new(RATE, &plan(), true).unwrap();
         out.clear();
         fax.carrier_verdict("fax", 10, &mut out);
-        assert!(matches!(&out[..], [GateStep::Machine { .. }, GateStep::HangUp { .. }]));
+        assert!(matches!(
+            &out[..],
+            [GateStep::Machine { .. }, GateStep::HangUp { .. }]
+        ));
     }
 
     #[test]

@@ -25,11 +25,11 @@ use super::agent::{
     Agent, AgentAction, AgentCatalog, AgentContext, AgentEvent, AgentPort, DtmfSource, Heard,
     SpeechPart, UserTurn, UtteranceId, UtteranceIds,
 };
+use super::answering::{AnswerGate, GateStep};
 use super::control::{CarrierControl, remote_party};
 use super::directory::{CallDirectory, RESOLVE_TIMEOUT};
 use super::egress::{Egress, EgressConfig, MarkOutcome};
 use super::events::{CallEventKind, CallRecorder, EventSink};
-use super::answering::{AnswerGate, GateStep};
 use super::registry::{CallHandle, Control, ExpectedCall, OutboundPlan, Registry};
 use super::transport::{InboundFrame, OutboundFrame};
 use super::turn::{
@@ -846,7 +846,8 @@ impl Session {
                     live.gate = None;
                     self.agent_event(live, AgentEvent::CallStarted)?;
                 }
-                GateStep::Machine { verdict, by, at_ms } | GateStep::Ready { verdict, by, at_ms } => {
+                GateStep::Machine { verdict, by, at_ms }
+                | GateStep::Ready { verdict, by, at_ms } => {
                     self.recorder.record(CallEventKind::Amd {
                         verdict,
                         by,

@@ -26,8 +26,8 @@ use super::calls::plane;
 use super::dial::ws_base;
 use super::error::ApiError;
 use crate::call::CallId;
-use crate::call::registry::Control;
 use crate::call::mask_number;
+use crate::call::registry::Control;
 use crate::carrier::signature;
 use crate::carrier::twiml;
 use crate::carrier::webhook::{

@@ -51,5 +51,5 @@ pub use flow::{Flow, Key, Node, Settings, Target, Template, TemplatePart, Transi
 pub use interpreter::{ScriptAgent, script_agent_factory};
 pub use parse::{Parsed, parse};
 pub use print::{print, script_hash};
-pub use template::parse_template;
 pub use render::{MissingUse, MissingVariable, MissingVariables, StaticText, TextKind};
+pub use template::parse_template;

@@ -1224,6 +1224,6 @@ fn a_voicemail_node_takes_a_message_only_and_is_no_target() {
     );
     assert_eq!(
         error("[start]\nHi.\n-> 1: voicemail\n-> timeout: END\n[voicemail]\nCall us.\n"),
-        "3:9: no transition may lead to [voicemail]: it is only left on answering machines"
+        "3:7: no transition may lead to [voicemail]: it is only left on answering machines"
     );
 }

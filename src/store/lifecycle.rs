@@ -101,15 +101,15 @@ impl Store {
         let Some(verdict) = data_field(&row.data, "verdict") else {
             return Ok(true);
         };
-        let done = sqlx::query(
-            "UPDATE calls SET answered_by = $1, updated_us = $2 WHERE id = $3",
-        )
-        .bind(verdict)
-        .bind(now_us())
-        .bind(row.call_id.clone())
-        .execute(self.pool())
-        .await
-        .map_err(StoreError::db("recording a call's answering-machine verdict"))?;
+        let done = sqlx::query("UPDATE calls SET answered_by = $1, updated_us = $2 WHERE id = $3")
+            .bind(verdict)
+            .bind(now_us())
+            .bind(row.call_id.clone())
+            .execute(self.pool())
+            .await
+            .map_err(StoreError::db(
+                "recording a call's answering-machine verdict",
+            ))?;
         Ok(done.rows_affected() > 0)
     }
 

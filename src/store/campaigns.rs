@@ -15,8 +15,10 @@ use super::{Scope, Store, StoreError, TenantId, now_us, parse_uuid};
 use crate::dialer::retry::RetryPolicyConfig;
 use crate::dialer::window::CallingWindowConfig;
 
-/// Contacts inserted per statement.
+/// Contacts checked and inserted per step of an upload (one statement on PostgreSQL).
 pub const CONTACT_CHUNK: usize = 5_000;
+/// Rows of one SQLite insert: 10 parameters a row stay under SQLite's 32,766 per statement.
+const SQLITE_ROWS: usize = 3_000;
 
 /// A campaign's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -564,25 +566,27 @@ impl ContactUpload {
                         .map_err(StoreError::db("adding contacts"))?;
                 }
                 UploadTx::Any(tx) => {
-                    let sql = sqlite_jobs_sql(rows.len());
-                    let mut query = sqlx::query(AssertSqlSafe(sql));
-                    for row in &rows {
-                        query = query
-                            .bind(row.id.as_str())
-                            .bind(campaign.as_str())
-                            .bind(tenant.as_str())
-                            .bind(row.position)
-                            .bind(row.phone.as_str())
-                            .bind(row.variables.as_str())
-                            .bind(row.timezone.as_deref())
-                            .bind(self.due_us)
-                            .bind(self.now)
-                            .bind(self.now);
+                    for rows in rows.chunks(SQLITE_ROWS) {
+                        let sql = sqlite_jobs_sql(rows.len());
+                        let mut query = sqlx::query(AssertSqlSafe(sql));
+                        for row in rows {
+                            query = query
+                                .bind(row.id.as_str())
+                                .bind(campaign.as_str())
+                                .bind(tenant.as_str())
+                                .bind(row.position)
+                                .bind(row.phone.as_str())
+                                .bind(row.variables.as_str())
+                                .bind(row.timezone.as_deref())
+                                .bind(self.due_us)
+                                .bind(self.now)
+                                .bind(self.now);
+                        }
+                        query
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(StoreError::db("adding contacts"))?;
                     }
-                    query
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(StoreError::db("adding contacts"))?;
                 }
             }
         }

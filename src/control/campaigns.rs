@@ -939,22 +939,12 @@ pub async fn create_campaign(
     };
     let rules = ContactRules::new(script.as_deref(), &probe)?;
     let contacts = check_contacts(&rules, std::mem::take(&mut request.contacts))?;
-    let campaign = state.store.create_campaign(tenant, &new).await?;
+    let (campaign, added) = state
+        .store
+        .create_campaign_with_contacts(tenant, &new, &contacts, request.start)
+        .await?;
+    drop(contacts);
     let scope = Scope::Tenant(tenant);
-    let added = if contacts.is_empty() {
-        AddedContacts::default()
-    } else {
-        state
-            .store
-            .add_contacts(scope, campaign.id, &contacts)
-            .await?
-    };
-    if request.start {
-        state
-            .store
-            .set_campaign_status(scope, campaign.id, CampaignAction::Start)
-            .await?;
-    }
     let campaign = view(&state, scope, campaign.id).await?;
     Ok((
         StatusCode::CREATED,

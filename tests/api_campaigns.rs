@@ -383,6 +383,35 @@ async fn every_validation_error(db: TestDb) {
     assert_eq!(got.1["error"]["contacts"].as_array().unwrap().len(), 100);
     assert_eq!(got.1["error"]["invalid"], 150);
 
+    // Not JSON, or not JSON at all.
+    let raw = |content_type: &'static str, text: &'static str| {
+        let request = s
+            .api
+            .http
+            .post(s.api.url("/v1/campaigns"))
+            .bearer_auth(&s.a.key)
+            .header("content-type", content_type)
+            .body(text);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    assert_error(
+        &raw("text/plain", "{}").await,
+        415,
+        "unsupported_media_type",
+    );
+    assert_error(
+        &raw("application/json", "{\"name\": ").await,
+        400,
+        "malformed_json",
+    );
+
     let (_, list) = s.api.get("/v1/campaigns", &s.a.key).await;
     assert_eq!(list["campaigns"], json!([]), "nothing was stored");
 

@@ -6,9 +6,11 @@
 //! - [`retry`]: the per-outcome retry policy (backoff schedule, attempts, deterministic jitter).
 //! - [`limiter`]: the calls-per-second limiter that never lets more than N calls start in any
 //!   one-second window.
+//! - [`redis_limiter`]: the same limiter shared by every process through Redis.
 //! - [`amd`]: answering-machine detection on the call audio (greeting shape and the beep).
 
 pub mod amd;
 pub mod limiter;
+pub mod redis_limiter;
 pub mod retry;
 pub mod window;

@@ -12,6 +12,7 @@
 pub mod call_plan;
 pub mod call_records;
 pub mod calls;
+pub mod campaigns;
 pub mod catalog;
 pub mod control_events;
 pub mod events;

@@ -13,6 +13,7 @@ pub mod call_records;
 pub mod calls;
 pub mod catalog;
 pub mod control_events;
+pub mod dial_jobs;
 pub mod events;
 pub mod hub;
 pub mod ingest;

@@ -290,7 +290,6 @@ async fn adjust_live(
 struct Candidate {
     id: String,
     tenant_id: String,
-    free: i64,
 }
 
 impl Store {
@@ -312,6 +311,14 @@ impl Store {
         }
     }
 
+    /// `MATERIALIZED ` on PostgreSQL (a CTE evaluated once), nothing on SQLite.
+    fn materialized(&self) -> &'static str {
+        match self.backend() {
+            Backend::Postgres => "MATERIALIZED ",
+            Backend::Sqlite => "",
+        }
+    }
+
     /// Claims up to `limit` due jobs for `worker`, leased until `lease_until_us`: pending
     /// jobs due by `now_us` of running campaigns inside their start/end bounds, never taking
     /// a campaign past `max_concurrency` live calls or a tenant past `max_live_calls`.
@@ -326,29 +333,27 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.write_tx("starting a claim").await?;
-        // Least-loaded campaigns first; another worker's campaigns are skipped, not waited on.
-        let sql = format!(
-            "SELECT c.id, c.tenant_id, c.max_concurrency - c.live_calls FROM campaigns c \
+        // Least-loaded campaigns first. Each is then locked on its own (PostgreSQL: skipped
+        // when another claimer holds it, never waited on) and its free slots read again.
+        let rows = sqlx::query(
+            "SELECT c.id, c.tenant_id FROM campaigns c \
              WHERE c.status = 'running' AND c.live_calls < c.max_concurrency \
              AND (c.starts_at_us IS NULL OR c.starts_at_us <= $1) \
              AND (c.ends_at_us IS NULL OR c.ends_at_us > $1) \
              AND EXISTS (SELECT 1 FROM dial_jobs j WHERE j.campaign_id = c.id \
              AND j.state = 'pending' AND j.due_us <= $1) \
-             ORDER BY c.live_calls, c.id LIMIT 50{}",
-            self.skip_locked()
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(now_us)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StoreError::db("finding campaigns to dial"))?;
+             ORDER BY c.live_calls, c.id LIMIT 50",
+        )
+        .bind(now_us)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::db("finding campaigns to dial"))?;
         let mut candidates = rows
             .iter()
             .map(|row| {
                 Ok(Candidate {
                     id: row.try_get(0)?,
                     tenant_id: row.try_get(1)?,
-                    free: row.try_get(2)?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -362,6 +367,21 @@ impl Store {
             if left == 0 {
                 break;
             }
+            let locked = sqlx::query(AssertSqlSafe(format!(
+                "SELECT max_concurrency - live_calls FROM campaigns WHERE id = $1 \
+                 AND status = 'running' AND live_calls < max_concurrency{}",
+                self.skip_locked()
+            )))
+            .bind(candidate.id.clone())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::db("locking a campaign"))?;
+            let Some(locked) = locked else {
+                continue;
+            };
+            let campaign_free: i64 = locked
+                .try_get(0)
+                .map_err(StoreError::db("reading a campaign's free slots"))?;
             let free_for_tenant = match tenant_free.get(&candidate.tenant_id) {
                 Some(free) => *free,
                 None => {
@@ -393,18 +413,22 @@ impl Store {
                     free
                 }
             };
-            let mut want = left.min(candidate.free);
+            let mut want = left.min(campaign_free);
             if let Some(free) = free_for_tenant {
                 want = want.min(free);
             }
             if want <= 0 {
                 continue;
             }
+            // The picked ids are materialized once: a plain `IN (SELECT … LIMIT n)` may be
+            // rescanned per row by PostgreSQL and take more than `n`.
             let sql = format!(
-                "UPDATE dial_jobs SET state = 'claimed', lease_owner = $1, lease_until_us = $2, \
-                 updated_us = $3 WHERE state = 'pending' AND id IN (SELECT id FROM dial_jobs \
-                 WHERE campaign_id = $4 AND state = 'pending' AND due_us <= $3 \
-                 ORDER BY due_us, position LIMIT {want}{}) RETURNING id",
+                "WITH picked AS {}(SELECT id FROM dial_jobs WHERE campaign_id = $4 \
+                 AND state = 'pending' AND due_us <= $3 ORDER BY due_us, position \
+                 LIMIT {want}{}) UPDATE dial_jobs SET state = 'claimed', lease_owner = $1, \
+                 lease_until_us = $2, updated_us = $3 WHERE state = 'pending' \
+                 AND id IN (SELECT id FROM picked) RETURNING id",
+                self.materialized(),
                 self.skip_locked()
             );
             let rows = sqlx::query(AssertSqlSafe(sql))
@@ -786,9 +810,11 @@ impl Store {
     ) -> Result<Vec<DialJob>, StoreError> {
         let mut tx = self.write_tx("claiming text messages").await?;
         let sql = format!(
-            "UPDATE dial_jobs SET sms_state = 'sending', lease_owner = $1, lease_until_us = $2, \
-             updated_us = $3 WHERE sms_state = 'due' AND id IN (SELECT id FROM dial_jobs \
-             WHERE sms_state = 'due' LIMIT {}{}) RETURNING id",
+            "WITH picked AS {}(SELECT id FROM dial_jobs WHERE sms_state = 'due' LIMIT {}{}) \
+             UPDATE dial_jobs SET sms_state = 'sending', lease_owner = $1, lease_until_us = $2, \
+             updated_us = $3 WHERE sms_state = 'due' AND id IN (SELECT id FROM picked) \
+             RETURNING id",
+            self.materialized(),
             limit.clamp(1, 1000),
             self.skip_locked()
         );

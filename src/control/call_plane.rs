@@ -99,6 +99,27 @@ impl CallPlane {
         name: &str,
         variables: &BTreeMap<String, String>,
     ) -> Result<ResolvedAgent, ApiError> {
+        let (agent, script) = self.tenant_script_loaded(store, tenant, name).await?;
+        let mut vars: HashMap<String, String> = script.defaults.clone();
+        vars.extend(variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Err(missing) = script.flow.check_variables(&vars) {
+            return Err(ApiError::unprocessable(
+                "missing_variables",
+                missing.to_string(),
+            ));
+        }
+        Ok(agent)
+    }
+
+    /// The latest version of `tenant`'s script `name`, loaded for calls (cached), with the
+    /// loaded script itself (its flow and default variables), for callers that check many
+    /// sets of variables against it (422 `unknown_script` / `script_unusable`).
+    pub async fn tenant_script_loaded(
+        &self,
+        store: &Store,
+        tenant: TenantId,
+        name: &str,
+    ) -> Result<(ResolvedAgent, Arc<LoadedScript>), ApiError> {
         let version = store
             .latest_script(Scope::Tenant(tenant), name)
             .await?
@@ -109,19 +130,12 @@ impl CallPlane {
                 )
             })?;
         let script = self.load(&version)?;
-        let mut vars: HashMap<String, String> = script.defaults.clone();
-        vars.extend(variables.iter().map(|(k, v)| (k.clone(), v.clone())));
-        if let Err(missing) = script.flow.check_variables(&vars) {
-            return Err(ApiError::unprocessable(
-                "missing_variables",
-                missing.to_string(),
-            ));
-        }
-        Ok(ResolvedAgent {
+        let agent = ResolvedAgent {
             agent: format!("script:{name}"),
             script_id: Some(version.id.to_string()),
-            factory: Some(crate::script::script_agent_factory(script)),
-        })
+            factory: Some(crate::script::script_agent_factory(script.clone())),
+        };
+        Ok((agent, script))
     }
 
     /// Renders and synthesizes ahead every prompt the latest version of `tenant`'s script

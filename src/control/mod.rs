@@ -14,11 +14,13 @@
 //! - [`calls`], [`events`]: `/v1/calls` and their CallEvents (list and live stream);
 //!   [`dial`] and [`call_plane`]: the carriers and agents behind them; [`webhooks`]: the
 //!   carriers' callbacks.
+//! - [`campaigns`]: `/v1/campaigns`, the dialer's outbound campaigns and their contacts.
 
 pub mod auth;
 pub mod bootstrap;
 pub mod call_plane;
 pub mod calls;
+pub mod campaigns;
 pub mod carriers;
 pub mod dial;
 pub mod error;
@@ -108,6 +110,7 @@ pub fn router(state: ControlState) -> Router {
         .merge(numbers::router())
         .merge(scripts::router())
         .merge(openapi::router())
+        .merge(campaigns::router())
         .route("/v1/calls", get(calls::list_calls).post(calls::create_call))
         .route(
             "/v1/calls/{id}",

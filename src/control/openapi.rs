@@ -16,7 +16,7 @@ use super::model::{
     ErrorDetail, PhoneNumber, PhoneNumberList, Script, ScriptDiagnostic, ScriptList, ScriptSaved,
     Tenant, TenantList, UpdateNumber, UpdateTenant,
 };
-use super::{calls, events, keys, numbers, scripts, tenants};
+use super::{calls, campaigns, events, keys, numbers, scripts, tenants};
 
 /// The name of the bearer security scheme the paths refer to.
 pub const BEARER: &str = "bearer";
@@ -55,6 +55,16 @@ pub const BEARER: &str = "bearer";
         calls::delete_call,
         events::list_events,
         events::stream_events,
+        campaigns::create_campaign,
+        campaigns::list_campaigns,
+        campaigns::get_campaign,
+        campaigns::list_jobs,
+        campaigns::add_contacts,
+        campaigns::start_campaign,
+        campaigns::pause_campaign,
+        campaigns::resume_campaign,
+        campaigns::cancel_campaign,
+        campaigns::set_tenant_dialer,
     ),
     components(schemas(
         ErrorBody,
@@ -81,6 +91,18 @@ pub const BEARER: &str = "bearer";
         calls::CreateCallRequest,
         events::CallEventView,
         events::CallEventListView,
+        campaigns::CampaignView,
+        campaigns::ProgressView,
+        campaigns::CampaignListView,
+        campaigns::CampaignCreatedView,
+        campaigns::ContactsAddedView,
+        campaigns::DialJobView,
+        campaigns::DialJobListView,
+        campaigns::TenantDialerView,
+        campaigns::CreateCampaignRequest,
+        campaigns::ContactInput,
+        campaigns::AddContactsRequest,
+        campaigns::SetTenantDialerRequest,
     )),
     modifiers(&BearerScheme),
     tags(
@@ -88,6 +110,7 @@ pub const BEARER: &str = "bearer";
         (name = "keys", description = "Bearer API keys"),
         (name = "numbers", description = "A tenant's phone numbers"),
         (name = "scripts", description = "A tenant's Destiny-Scripts, versioned"),
+        (name = "campaigns", description = "Outbound campaigns: contacts dialed as durable jobs within calling hours, with retries, caps and progress"),
         (name = "calls", description = "Calls and their CallEvents (time-ordered; session events numbered 1, 2, 3 …, control-plane events from 2^40; opaque cursors)"),
     )
 )]

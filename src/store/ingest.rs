@@ -67,6 +67,11 @@ impl PgIngest {
         Ok(done.rows_affected())
     }
 
+    /// The typed pool, for other bulk writes that bind arrays (contact uploads).
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Closes the pool's connections.
     pub(crate) async fn close(&self) {
         self.pool.close().await;

@@ -11,6 +11,7 @@
 
 pub mod call_records;
 pub mod calls;
+pub mod campaigns;
 pub mod catalog;
 pub mod control_events;
 pub mod dial_jobs;

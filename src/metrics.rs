@@ -45,6 +45,8 @@ pub struct Metrics {
     /// Carrier webhooks, by carrier, kind (`voice`, `status`, `amd`, …) and outcome
     /// (`routed`, `applied`, `unknown_number`, `unknown_call`, …).
     pub webhooks: IntCounterVec,
+    /// Failed checks of the shared (Redis) CPS limiter, by carrier; calls wait meanwhile.
+    pub limiter_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -166,6 +168,14 @@ impl Metrics {
             &["carrier", "kind", "outcome"],
         )?;
         registry.register(Box::new(webhooks.clone()))?;
+        let limiter_errors = IntCounterVec::new(
+            Opts::new(
+                "voicegw_cps_limiter_errors_total",
+                "Failed shared CPS limiter checks (calls held until Redis answers), by carrier",
+            ),
+            &["carrier"],
+        )?;
+        registry.register(Box::new(limiter_errors.clone()))?;
         Ok(Metrics {
             registry,
             live_calls,
@@ -182,6 +192,7 @@ impl Metrics {
             provider_calls,
             stage_seconds,
             webhooks,
+            limiter_errors,
         })
     }
 

@@ -70,7 +70,7 @@ async fn places_reads_and_lists(db: TestDb) {
     );
     assert_eq!(
         placed[0].status_callback,
-        format!("{PUBLIC_URL}/twilio/status")
+        format!("{PUBLIC_URL}/twilio/status?call_id={id}")
     );
     assert_eq!(placed[0].from, a.number);
 

@@ -197,7 +197,7 @@ async fn an_outbound_call_runs_the_tenants_script(db: TestDb) {
     );
     assert_eq!(
         form("StatusCallback").unwrap(),
-        format!("{public}/twilio/status")
+        format!("{public}/twilio/status?call_id={id}")
     );
     let stream = record.stream.as_ref().expect("the stream ran");
     assert_eq!(stream.custom_parameters["call_id"], id);
@@ -535,4 +535,112 @@ async fn a_ringing_call_is_cancelled_and_a_key_dials_once() {
     assert!(record.stream.is_none(), "a cancelled call never connects");
     let call = s.api.get(&format!("/v1/calls/{id}"), &s.key).await.1;
     assert_eq!(call["status"], "canceled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_sid_was_never_stored_is_tracked_by_its_status_callbacks() {
+    let s = setup(TestDb::sqlite().await, Duration::from_millis(20)).await;
+    s.carrier.script(CALLEE, Outcome::NoAnswer);
+    // Twilio places the call but its answer is lost: the gateway never learns the SID.
+    s.carrier.rest().push_fault(Fault::ServerErrorAfterActing);
+    let created = s
+        .api
+        .post(
+            "/v1/calls",
+            &s.key,
+            &json!({"to": CALLEE, "from": OUR_NUMBER, "agent": "echo"}),
+        )
+        .await;
+    assert_eq!(created.0.as_u16(), 502, "{:?}", created.1);
+    assert_eq!(created.1["error"]["code"], "carrier_unreachable");
+    let listed = s.api.get("/v1/calls", &s.key).await.1;
+    let id = listed["calls"][0]["id"].as_str().unwrap().to_owned();
+    assert!(listed["calls"][0]["carrier_sid"].is_null(), "{listed:?}");
+    let sid = s
+        .carrier
+        .wait_call_to(CALLEE, LIMIT)
+        .await
+        .expect("the fake dialled");
+    let record = s.carrier.wait_finished(&sid, LIMIT).await.unwrap();
+    assert!(
+        record
+            .callbacks
+            .iter()
+            .all(|c| c.url.ends_with(&format!("/twilio/status?call_id={id}"))),
+        "callbacks name the call"
+    );
+    // The status callbacks alone (nobody answered: no TwiML fetch) bind the SID and end it.
+    let call = wait_call(&s.api, &s.key, &id, |c| c["status"] == "no_answer").await;
+    assert_eq!(call["status"], "no_answer", "{call:?}");
+    assert_eq!(call["carrier_sid"], sid.as_str());
+    let metrics = common::http_get(&s.api.gw.http_url("/metrics")).await.1;
+    assert!(
+        metrics.contains(
+            "voicegw_webhooks_total{carrier=\"twilio\",kind=\"status\",outcome=\"sid_bound\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_callback_binds_only_the_call_it_names_and_is_signed_with_its_query() {
+    let s = setup(TestDb::sqlite().await, Duration::from_millis(20)).await;
+    s.carrier.script(CALLEE, Outcome::NoAnswer);
+    s.carrier.rest().push_fault(Fault::ServerErrorAfterActing);
+    let created = s
+        .api
+        .post(
+            "/v1/calls",
+            &s.key,
+            &json!({"to": CALLEE, "from": OUR_NUMBER, "agent": "echo"}),
+        )
+        .await;
+    assert_eq!(created.0.as_u16(), 502);
+    let id = s.api.get("/v1/calls", &s.key).await.1["calls"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stranger = "CA00000000000000000000000000000bad";
+    let path = format!("/twilio/status?call_id={id}");
+    // A callback for other numbers does not take the call.
+    let other = [
+        ("CallSid", stranger),
+        ("AccountSid", ACCOUNT_SID),
+        ("CallStatus", "ringing"),
+        ("To", "+14155550999"),
+        ("From", OUR_NUMBER),
+    ];
+    assert_eq!(post_signed(&s, &path, &other).await.0, 200);
+    let call = s.api.get(&format!("/v1/calls/{id}"), &s.key).await.1;
+    assert!(call["carrier_sid"].is_null(), "{call:?}");
+    // A signature over the URL without its query is refused.
+    let ours = [
+        ("CallSid", stranger),
+        ("AccountSid", ACCOUNT_SID),
+        ("CallStatus", "ringing"),
+        ("To", CALLEE),
+        ("From", OUR_NUMBER),
+    ];
+    let unsigned_query = twilio_signature(AUTH_TOKEN, &s.api.gw.http_url("/twilio/status"), &ours);
+    assert_eq!(post_form(&s, &path, &ours, &unsigned_query).await.0, 403);
+    // A malformed call id is a 400.
+    let (status, body) = post_signed(&s, "/twilio/status?call_id=nope", &ours).await;
+    assert_eq!(status, 400, "{body}");
+    // Signed over the full URL, the named call takes the SID.
+    assert_eq!(post_signed(&s, &path, &ours).await.0, 200);
+    let call = s.api.get(&format!("/v1/calls/{id}"), &s.key).await.1;
+    assert_eq!(call["carrier_sid"], stranger);
+    assert_eq!(call["status"], "ringing");
+    // Once bound, a different SID naming the same call is not taken.
+    let again = [
+        ("CallSid", "CA00000000000000000000000000000bee"),
+        ("AccountSid", ACCOUNT_SID),
+        ("CallStatus", "completed"),
+        ("To", CALLEE),
+        ("From", OUR_NUMBER),
+    ];
+    assert_eq!(post_signed(&s, &path, &again).await.0, 200);
+    let call = s.api.get(&format!("/v1/calls/{id}"), &s.key).await.1;
+    assert_eq!(call["carrier_sid"], stranger);
+    assert_eq!(call["status"], "ringing");
 }

@@ -6,7 +6,8 @@
 //! they are read case-insensitively; an error body is `{"RestException":{…}}`. A call is never
 //! placed twice: only a refused connection and 429 (Exotel did not act) are retried; a timeout,
 //! a broken exchange or a 5xx after the request went out is [`ExotelApiError::OutcomeUnknown`].
-//! The API token never appears in `Debug` output or errors.
+//! The API token never appears in `Debug` output or errors. A placed call can be looked up by
+//! its id (Call Details, [`ExotelRest::fetch_call`]).
 
 use std::time::Duration;
 
@@ -398,6 +399,107 @@ impl ExotelRest {
             error,
             retry_after,
         })
+    }
+}
+
+/// A call as Exotel's Call Details API reports it (`GET /v1/Accounts/{sid}/Calls/{CallSid}.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExotelCallDetails {
+    /// Exotel's call id.
+    pub sid: String,
+    /// Exotel's status (`queued`, `in-progress`, `completed`, `failed`, `busy`, `no-answer`).
+    pub status: Option<String>,
+    /// Seconds the call lasted, once over.
+    pub duration_secs: Option<i64>,
+    /// Who answered, where Exotel says (`NA` is left out).
+    pub answered_by: Option<String>,
+}
+
+impl ExotelCallDetails {
+    /// The stored status for Exotel's; `None` when missing or unknown.
+    pub fn call_status(&self) -> Option<crate::store::calls::CallStatus> {
+        self.status
+            .as_deref()
+            .and_then(super::webhook::parse_exotel_status)
+    }
+}
+
+/// Reads a Call Details body: `{"Call":{"Sid":…,"Status":…,"Duration":…}}` in any key case.
+pub fn parse_call_details(body: &str) -> Result<ExotelCallDetails, ExotelApiError> {
+    let value: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| ExotelApiError::Response(format!("not JSON: {e}")))?;
+    let call = get_ci(&value, "Call")
+        .filter(|c| c.is_object())
+        .ok_or_else(|| ExotelApiError::Response("no Call object".into()))?;
+    let sid = text_ci(call, "Sid").ok_or_else(|| ExotelApiError::Response("no call Sid".into()))?;
+    Ok(ExotelCallDetails {
+        sid,
+        status: text_ci(call, "Status"),
+        duration_secs: text_ci(call, "Duration").and_then(|d| d.trim().parse().ok()),
+        answered_by: text_ci(call, "AnsweredBy")
+            .map(|a| a.trim().to_ascii_lowercase())
+            .filter(|a| !a.is_empty() && a != "na"),
+    })
+}
+
+impl ExotelRest {
+    /// Looks one call up (Call Details, §3.6); `None` when Exotel has no such call (404).
+    /// Reads are repeated on a refused connection, 429 and 5xx.
+    pub async fn fetch_call(
+        &self,
+        call_sid: &str,
+    ) -> Result<Option<ExotelCallDetails>, ExotelApiError> {
+        if call_sid.is_empty()
+            || call_sid.len() > 128
+            || !call_sid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ExotelApiError::Invalid(
+                "the call id is empty or not a plain identifier".into(),
+            ));
+        }
+        let url = format!(
+            "{}/v1/Accounts/{}/Calls/{call_sid}.json",
+            self.config.base_url.trim_end_matches('/'),
+            self.config.account_sid
+        );
+        let attempt = || async {
+            let answer = super::rest::get_json(
+                &self.http,
+                &url,
+                &self.config.api_key,
+                &self.config.api_token,
+                self.config.request_timeout,
+            )
+            .await
+            .map_err(|e| Failure {
+                retryable: e.is_connect(),
+                error: ExotelApiError::Transport(e.to_string()),
+                retry_after: None,
+            })?;
+            if (200..300).contains(&answer.status) {
+                return Ok(Some(answer.body));
+            }
+            if answer.status == 404 {
+                return Ok(None);
+            }
+            Err(Failure {
+                retryable: answer.status == 429 || answer.status >= 500,
+                error: parse_error(answer.status, &answer.body),
+                retry_after: answer.retry_after,
+            })
+        };
+        let text = with_retries(
+            &self.config.retry,
+            attempt,
+            |attempts, delay, error| {
+                tracing::info!(attempts, delay_ms = delay.as_millis() as u64, error = %error, "exotel call lookup failed; retrying");
+            },
+            |attempts, error| tracing::warn!(attempts, error = %error, "exotel call lookup failed"),
+        )
+        .await?;
+        text.as_deref().map(parse_call_details).transpose()
     }
 }
 

@@ -1,4 +1,4 @@
-//! What the carriers' REST clients share: one form-encoded POST with Basic auth, read into a
+//! What the carriers' REST clients share: one form-encoded POST (or a GET) with Basic auth, read into a
 //! bounded [`Answer`], and the retry loop that repeats a failed attempt as a [`RetryPolicy`]
 //! allows.
 
@@ -51,7 +51,7 @@ pub(crate) async fn post_form(
     http: &reqwest::Client,
     post: FormPost<'_>,
 ) -> Result<Answer, reqwest::Error> {
-    let mut response = http
+    let response = http
         .post(post.url)
         .basic_auth(post.user, Some(post.password))
         .header(
@@ -63,6 +63,30 @@ pub(crate) async fn post_form(
         .body(post.form)
         .send()
         .await?;
+    read_answer(response).await
+}
+
+/// Sends a GET of `url` (asking for JSON) with Basic auth and reads the answer, like
+/// [`post_form`].
+pub(crate) async fn get_json(
+    http: &reqwest::Client,
+    url: &str,
+    user: &str,
+    password: &str,
+    timeout: Duration,
+) -> Result<Answer, reqwest::Error> {
+    let response = http
+        .get(url)
+        .basic_auth(user, Some(password))
+        .header(reqwest::header::ACCEPT, "application/json")
+        .timeout(timeout)
+        .send()
+        .await?;
+    read_answer(response).await
+}
+
+/// The status, `Retry-After` and bounded body of `response`.
+async fn read_answer(mut response: reqwest::Response) -> Result<Answer, reqwest::Error> {
     let status = response.status().as_u16();
     let retry_after = response
         .headers()

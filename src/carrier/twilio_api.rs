@@ -1,6 +1,7 @@
 //! Twilio's REST API for dialing and live-call control (`specs/telephony.md` §2): place a call
 //! (Calls create, §2.2), hang up or cancel it and redirect it to new TwiML (Calls update, §2.3),
-//! and send a text message (Messages, §2.4).
+//! and send a text message (Messages, §2.4); look a call up (Calls fetch and list), to learn
+//! whether a call whose create went unanswered was placed after all.
 //!
 //! Requests are form-encoded with HTTP Basic auth (Account SID : Auth Token) and ask for JSON.
 //! A Twilio error body (`code`, `message`, `more_info`, `status`, §2.5) becomes
@@ -814,6 +815,251 @@ impl TwilioRest {
             error,
             retry_after,
         })
+    }
+}
+
+/// Most calls asked for per list page.
+pub const LIST_PAGE_SIZE: u32 = 100;
+/// Most list pages followed by one [`TwilioRest::list_calls`].
+pub const MAX_LIST_PAGES: usize = 20;
+
+/// A call as Twilio's Call resource reports it (fetch and list, §2.2's body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallInfo {
+    /// `CA…`.
+    pub sid: String,
+    /// Twilio's status (`queued`, `ringing`, `in-progress`, `completed`, `busy`, …).
+    pub status: String,
+    /// The called number.
+    pub to: Option<String>,
+    /// The calling number.
+    pub from: Option<String>,
+    /// `outbound-api`, `inbound`, ….
+    pub direction: Option<String>,
+    /// Who answered, when detection ran (`human`, `machine_start`, …).
+    pub answered_by: Option<String>,
+    /// Seconds the call lasted, once over.
+    pub duration_secs: Option<i64>,
+    /// When Twilio created it (from the RFC 2822 `date_created`).
+    pub date_created: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl CallInfo {
+    /// The stored status for Twilio's; `None` for a status Twilio does not document.
+    pub fn call_status(&self) -> Option<crate::store::calls::CallStatus> {
+        super::webhook::TwilioCallStatus::parse(&self.status).map(|s| s.call_status())
+    }
+}
+
+/// The Call resource as it comes (every field but `sid` may be missing or null).
+#[derive(Debug, Deserialize)]
+struct CallBody {
+    sid: String,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    direction: Option<String>,
+    #[serde(default)]
+    answered_by: Option<String>,
+    #[serde(default)]
+    duration: Option<serde_json::Value>,
+    #[serde(default)]
+    date_created: Option<String>,
+}
+
+impl CallBody {
+    fn into_info(self) -> Result<CallInfo, TwilioApiError> {
+        if !is_sid("CA", &self.sid) {
+            return Err(TwilioApiError::Response(format!(
+                "call SID {:?} is not CA followed by 32 hex digits",
+                clip(&self.sid, 40)
+            )));
+        }
+        let date_created = match self.date_created.as_deref() {
+            None => None,
+            Some(text) => Some(parse_rfc2822(text).ok_or_else(|| {
+                TwilioApiError::Response(format!(
+                    "date_created {:?} is not an RFC 2822 date",
+                    clip(text, 60)
+                ))
+            })?),
+        };
+        let duration_secs = match self.duration {
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            Some(serde_json::Value::Number(n)) => n.as_i64(),
+            _ => None,
+        };
+        Ok(CallInfo {
+            sid: self.sid,
+            status: self.status.unwrap_or_default(),
+            to: self.to,
+            from: self.from,
+            direction: self.direction,
+            answered_by: self.answered_by.filter(|a| !a.is_empty()),
+            duration_secs,
+            date_created,
+        })
+    }
+}
+
+/// A page of the Calls list.
+#[derive(Debug, Deserialize)]
+struct CallPage {
+    calls: Vec<CallBody>,
+    #[serde(default)]
+    next_page_uri: Option<String>,
+}
+
+/// An RFC 2822 date (`Fri, 18 Oct 2019 17:00:00 +0000`) in UTC.
+pub fn parse_rfc2822(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc2822(text.trim())
+        .ok()
+        .map(|d| d.with_timezone(&chrono::Utc))
+}
+
+impl TwilioRest {
+    /// Fetches one call (`GET …/Calls/{CallSid}.json`); `None` when Twilio has no such call
+    /// (404 / 20404).
+    pub async fn fetch_call(
+        &self,
+        account_sid: &str,
+        call_sid: &str,
+    ) -> Result<Option<CallInfo>, TwilioApiError> {
+        check_sid("account", "AC", account_sid)?;
+        check_sid("call", "CA", call_sid)?;
+        let path = format!("/{API_VERSION}/Accounts/{account_sid}/Calls/{call_sid}.json");
+        let body = match self.get("calls.fetch", &path, account_sid).await {
+            Ok(body) => body,
+            Err(TwilioApiError::Api { status, code, .. })
+                if status == 404 && code.is_none_or(|c| c == 20404) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let call: CallBody = serde_json::from_str(&body)
+            .map_err(|e| TwilioApiError::Response(format!("call resource: {e}")))?;
+        call.into_info().map(Some)
+    }
+
+    /// The account's calls from `from` to `to` that started on or after `start_date` (UTC),
+    /// newest first as Twilio lists them (`GET …/Calls.json?To=&From=&StartTime>=`), following
+    /// `next_page_uri` for at most [`MAX_LIST_PAGES`] pages.
+    pub async fn list_calls(
+        &self,
+        account_sid: &str,
+        to: &str,
+        from: &str,
+        start_date: chrono::NaiveDate,
+    ) -> Result<Vec<CallInfo>, TwilioApiError> {
+        check_sid("account", "AC", account_sid)?;
+        if !is_e164(to) || !is_e164(from) {
+            return Err(TwilioApiError::Invalid(
+                "calls are looked up by E.164 numbers".into(),
+            ));
+        }
+        let query = encode_form(&[
+            ("To", to),
+            ("From", from),
+            ("StartTime>", &start_date.format("%Y-%m-%d").to_string()),
+            ("PageSize", &LIST_PAGE_SIZE.to_string()),
+        ]);
+        let mut path = format!("/{API_VERSION}/Accounts/{account_sid}/Calls.json?{query}");
+        let mut calls = Vec::new();
+        for _ in 0..MAX_LIST_PAGES {
+            let body = self.get("calls.list", &path, account_sid).await?;
+            let page: CallPage = serde_json::from_str(&body)
+                .map_err(|e| TwilioApiError::Response(format!("call list: {e}")))?;
+            for call in page.calls {
+                calls.push(call.into_info()?);
+            }
+            match page.next_page_uri.filter(|u| !u.is_empty()) {
+                Some(next) if next.starts_with(&format!("/{API_VERSION}/Accounts/")) => {
+                    path = next;
+                }
+                Some(next) => {
+                    return Err(TwilioApiError::Response(format!(
+                        "next_page_uri {:?} is not an account path",
+                        clip(&next, 80)
+                    )));
+                }
+                None => return Ok(calls),
+            }
+        }
+        tracing::warn!(
+            account_sid,
+            pages = MAX_LIST_PAGES,
+            "twilio call list longer than the page limit; the rest is not read"
+        );
+        Ok(calls)
+    }
+
+    /// GETs `path` (after the base URL), retrying what a repeated read cannot harm: a refused
+    /// connection, 429 and 5xx.
+    async fn get(
+        &self,
+        operation: &'static str,
+        path: &str,
+        account_sid: &str,
+    ) -> Result<String, TwilioApiError> {
+        let url = format!("{}{}", self.config.base_url.trim_end_matches('/'), path);
+        let timeout_ms = self.config.request_timeout.as_millis() as u64;
+        let attempt = || async {
+            let answer = super::rest::get_json(
+                &self.http,
+                &url,
+                &self.config.account_sid,
+                &self.config.auth_token,
+                self.config.request_timeout,
+            )
+            .await
+            .map_err(|e| Failure {
+                retryable: e.is_connect(),
+                error: if e.is_timeout() {
+                    TwilioApiError::Timeout(timeout_ms)
+                } else {
+                    TwilioApiError::Transport(error_chain(&e))
+                },
+                retry_after: None,
+            })?;
+            if (200..300).contains(&answer.status) {
+                return Ok(answer.body);
+            }
+            Err(Failure {
+                retryable: answer.status == 429 || answer.status >= 500,
+                error: parse_error(answer.status, &answer.body),
+                retry_after: answer.retry_after,
+            })
+        };
+        with_retries(
+            &self.config.retry,
+            attempt,
+            |attempts, delay, error: &TwilioApiError| {
+                tracing::info!(
+                    operation,
+                    attempts,
+                    delay_ms = delay.as_millis() as u64,
+                    error = %error.log_summary(),
+                    "twilio request failed; retrying"
+                );
+            },
+            |attempts, error| {
+                if !matches!(error, TwilioApiError::Api { status: 404, .. }) {
+                    tracing::warn!(
+                        operation,
+                        account_sid,
+                        attempts,
+                        error = %error.log_summary(),
+                        "twilio request failed"
+                    );
+                }
+            },
+        )
+        .await
     }
 }
 

@@ -1,10 +1,12 @@
-//! The carriers' REST clients behind [`Carriers`]: Twilio (create, cancel, hang up) and
-//! Exotel (Connect Voice AI; Exotel has no REST call to end a call, so ending one relies on
-//! its live session here).
+//! The carriers' REST clients behind [`Carriers`]: Twilio (create, cancel, hang up, look up)
+//! and Exotel (Connect Voice AI and Call Details; Exotel has no REST call to end a call, so
+//! ending one relies on its live session here).
 
 use async_trait::async_trait;
 
-use super::dial::{CarrierName, Carriers, DialError, MachineDetection, PlaceCall};
+use super::dial::{
+    CarrierCallState, CarrierName, Carriers, DialError, FindCall, MachineDetection, PlaceCall,
+};
 use crate::carrier::exotel_api::{ExotelApiError, ExotelConnect, ExotelRest};
 use crate::carrier::twilio_api::{self, CreateCall, TwilioApiError, TwilioRest};
 use crate::config::{Config, ConfigError};
@@ -74,6 +76,39 @@ fn exotel_error(error: ExotelApiError) -> DialError {
         }
         e => DialError::Refused(e.to_string()),
     }
+}
+
+/// The carrier's state of a Twilio call, when its status is one Twilio documents.
+fn twilio_state(call: twilio_api::CallInfo) -> Result<CarrierCallState, DialError> {
+    let status = call.call_status().ok_or_else(|| {
+        DialError::Unsupported(format!(
+            "Twilio reported an unknown status {:?}",
+            call.status
+        ))
+    })?;
+    Ok(CarrierCallState {
+        sid: call.sid,
+        status,
+        answered_by: call.answered_by,
+        duration_secs: call.duration_secs,
+    })
+}
+
+/// The newest of `calls` created at or after `placed_after_us` (µs), if any. Twilio's
+/// `StartTime>=` filter works on whole days; the instant is checked here.
+fn pick_placed_call(
+    calls: Vec<twilio_api::CallInfo>,
+    placed_after_us: i64,
+) -> Option<twilio_api::CallInfo> {
+    // Twilio's dates have whole seconds: compare against the second the call was placed in.
+    let placed_after_secs = placed_after_us.div_euclid(1_000_000);
+    calls
+        .into_iter()
+        .filter(|c| {
+            c.date_created
+                .is_some_and(|d| d.timestamp() >= placed_after_secs)
+        })
+        .max_by_key(|c| c.date_created)
 }
 
 #[async_trait]
@@ -148,11 +183,147 @@ impl Carriers for RestCarriers {
             )),
         }
     }
+
+    async fn find(
+        &self,
+        carrier: CarrierName,
+        call: &FindCall,
+    ) -> Result<Option<CarrierCallState>, DialError> {
+        match carrier {
+            CarrierName::Twilio => {
+                let rest = self.twilio()?;
+                let found = match &call.sid {
+                    Some(sid) => rest
+                        .fetch_call(rest.account_sid(), sid)
+                        .await
+                        .map_err(twilio_lookup_error)?,
+                    None => {
+                        let day = chrono::DateTime::from_timestamp_micros(call.placed_after_us)
+                            .ok_or_else(|| {
+                                DialError::Unsupported(format!(
+                                    "placement instant {} µs is out of range",
+                                    call.placed_after_us
+                                ))
+                            })?
+                            .date_naive();
+                        let calls = rest
+                            .list_calls(rest.account_sid(), &call.to, &call.from, day)
+                            .await
+                            .map_err(twilio_lookup_error)?;
+                        pick_placed_call(calls, call.placed_after_us)
+                    }
+                };
+                found.map(twilio_state).transpose()
+            }
+            CarrierName::Exotel => {
+                let rest = self.exotel()?;
+                let Some(sid) = &call.sid else {
+                    return Err(DialError::Unsupported(
+                        "Exotel looks calls up by their id only".to_owned(),
+                    ));
+                };
+                let Some(details) = rest.fetch_call(sid).await.map_err(exotel_lookup_error)? else {
+                    return Ok(None);
+                };
+                let status = details.call_status().ok_or_else(|| {
+                    DialError::Unsupported(format!(
+                        "Exotel reported an unknown status {:?}",
+                        details.status
+                    ))
+                })?;
+                Ok(Some(CarrierCallState {
+                    sid: details.sid,
+                    status,
+                    answered_by: details.answered_by,
+                    duration_secs: details.duration_secs,
+                }))
+            }
+        }
+    }
+}
+
+/// What a failed Twilio lookup means: nothing is placed by a read, so a failure is only
+/// "cannot say now" (unreachable) or a refusal.
+fn twilio_lookup_error(error: TwilioApiError) -> DialError {
+    match error {
+        TwilioApiError::Transport(message) => DialError::Unreachable(message),
+        e @ (TwilioApiError::Timeout(_) | TwilioApiError::OutcomeUnknown { .. }) => {
+            DialError::Unreachable(e.to_string())
+        }
+        TwilioApiError::Api { status, .. } if status == 429 || status >= 500 => {
+            DialError::Unreachable(error.to_string())
+        }
+        e => DialError::Refused(e.to_string()),
+    }
+}
+
+/// What a failed Exotel lookup means (see [`twilio_lookup_error`]).
+fn exotel_lookup_error(error: ExotelApiError) -> DialError {
+    match error {
+        ExotelApiError::Transport(message) => DialError::Unreachable(message),
+        e @ ExotelApiError::OutcomeUnknown(_) => DialError::Unreachable(e.to_string()),
+        ExotelApiError::Api { status, .. } if status == 429 || status >= 500 => {
+            DialError::Unreachable(error.to_string())
+        }
+        e => DialError::Refused(e.to_string()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info(sid: u8, created: Option<&str>) -> twilio_api::CallInfo {
+        twilio_api::CallInfo {
+            sid: format!("CA{sid:032x}"),
+            status: "completed".into(),
+            to: None,
+            from: None,
+            direction: None,
+            answered_by: None,
+            duration_secs: None,
+            date_created: created.and_then(twilio_api::parse_rfc2822),
+        }
+    }
+
+    #[test]
+    fn the_newest_call_since_placement_is_picked() {
+        // 2019-10-18 17:00:00 UTC.
+        let placed = 1_571_418_000_000_000 + 250_000;
+        let calls = vec![
+            info(1, Some("Fri, 18 Oct 2019 16:59:59 +0000")),
+            info(2, Some("Fri, 18 Oct 2019 17:00:00 +0000")),
+            info(3, Some("Fri, 18 Oct 2019 17:00:07 +0000")),
+            info(4, None),
+        ];
+        assert_eq!(
+            pick_placed_call(calls.clone(), placed).map(|c| c.sid),
+            Some(format!("CA{:032x}", 3))
+        );
+        assert_eq!(
+            pick_placed_call(calls[..2].to_vec(), placed).map(|c| c.sid),
+            Some(format!("CA{:032x}", 2)),
+            "the same second counts: Twilio's dates have no fraction"
+        );
+        assert_eq!(pick_placed_call(calls[..1].to_vec(), placed), None);
+        assert_eq!(pick_placed_call(vec![info(4, None)], placed), None);
+    }
+
+    #[test]
+    fn lookup_failures_never_claim_a_call_is_gone() {
+        assert!(matches!(
+            twilio_lookup_error(TwilioApiError::Timeout(100)),
+            DialError::Unreachable(_)
+        ));
+        assert!(matches!(
+            twilio_lookup_error(twilio_api::parse_error(503, "")),
+            DialError::Unreachable(_)
+        ));
+        assert!(matches!(
+            twilio_lookup_error(twilio_api::parse_error(401, r#"{"code":20003}"#)),
+            DialError::Refused(_)
+        ));
+    }
 
     #[test]
     fn failures_keep_their_meaning() {

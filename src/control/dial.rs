@@ -73,6 +73,36 @@ pub struct PlaceCall {
     pub call_id: String,
 }
 
+/// A call to look up at the carrier: by its carrier id when known, else by its numbers and
+/// when it was placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindCall {
+    /// The carrier's call id, when the gateway recorded it.
+    pub sid: Option<String>,
+    /// The person called (E.164).
+    pub to: String,
+    /// The calling number (E.164).
+    pub from: String,
+    /// The call was placed at or after this instant (µs since the Unix epoch); earlier calls
+    /// between the same numbers are someone else's attempt.
+    pub placed_after_us: i64,
+    /// The gateway's call id (for logs; carriers that echo a custom field may match on it).
+    pub call_id: String,
+}
+
+/// A call as the carrier reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarrierCallState {
+    /// The carrier's call id.
+    pub sid: String,
+    /// Its status, in the gateway's terms.
+    pub status: crate::store::calls::CallStatus,
+    /// Who answered, where the carrier detected it (`human`, `machine_start`, …).
+    pub answered_by: Option<String>,
+    /// Seconds the call lasted, once over.
+    pub duration_secs: Option<i64>,
+}
+
 /// Why a carrier request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DialError {
@@ -105,6 +135,13 @@ pub trait Carriers: Send + Sync {
     async fn cancel(&self, carrier: CarrierName, sid: &str) -> Result<(), DialError>;
     /// Ends a call in any state.
     async fn hang_up(&self, carrier: CarrierName, sid: &str) -> Result<(), DialError>;
+    /// Looks a placed call up: `Ok(None)` when the carrier has no such call (so it was never
+    /// placed); an error when the carrier cannot say.
+    async fn find(
+        &self,
+        carrier: CarrierName,
+        call: &FindCall,
+    ) -> Result<Option<CarrierCallState>, DialError>;
 }
 
 /// No carrier configured: every request is [`DialError::NotConfigured`].
@@ -122,6 +159,14 @@ impl Carriers for NoCarriers {
     }
 
     async fn hang_up(&self, carrier: CarrierName, _sid: &str) -> Result<(), DialError> {
+        Err(DialError::NotConfigured(carrier.as_str()))
+    }
+
+    async fn find(
+        &self,
+        carrier: CarrierName,
+        _call: &FindCall,
+    ) -> Result<Option<CarrierCallState>, DialError> {
         Err(DialError::NotConfigured(carrier.as_str()))
     }
 }
@@ -144,14 +189,17 @@ pub fn is_e164(number: &str) -> bool {
     })
 }
 
-/// The URLs of a placed call, from the gateway's public base URL (`https://host[/prefix]`).
+/// The URLs of a placed call, from the gateway's public base URL (`https://host[/prefix]`):
+/// answer (TwiML), stream (Exotel), status callback and AMD callback. The answer and status
+/// URLs carry the call id, so a status callback binds a carrier call id the gateway never
+/// recorded (a crash between the carrier's answer and the store write).
 pub fn call_urls(public_url: &str, call_id: &str) -> (String, String, String, String) {
     let base = public_url.trim_end_matches('/');
     let ws = ws_base(base);
     (
         format!("{base}/twilio/outbound?call_id={call_id}"),
         format!("{ws}/stream/exotel?call_id={call_id}"),
-        format!("{base}/twilio/status"),
+        format!("{base}/twilio/status?call_id={call_id}"),
         format!("{base}/twilio/amd"),
     )
 }
@@ -189,7 +237,7 @@ mod tests {
         let (answer, stream, status, amd) = call_urls("https://gw.example.com/", "abc");
         assert_eq!(answer, "https://gw.example.com/twilio/outbound?call_id=abc");
         assert_eq!(stream, "wss://gw.example.com/stream/exotel?call_id=abc");
-        assert_eq!(status, "https://gw.example.com/twilio/status");
+        assert_eq!(status, "https://gw.example.com/twilio/status?call_id=abc");
         assert_eq!(amd, "https://gw.example.com/twilio/amd");
         assert_eq!(ws_base("http://127.0.0.1:8080"), "wss://127.0.0.1:8080");
     }

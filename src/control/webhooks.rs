@@ -10,7 +10,9 @@
 //! Status callbacks move a call along its lifecycle and never backwards, so callbacks that
 //! arrive out of order or twice change nothing; each is recorded as a `carrier_status`
 //! CallEvent (a replayed one once). A callback for a call we do not know is answered 200 and
-//! logged: the carrier retrying it would not help.
+//! logged: the carrier retrying it would not help. The status URL of a call we place names
+//! it (`?call_id=`), so a callback whose SID was never stored (a crash between the carrier's
+//! answer and the store write) binds that SID to the call it names.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -419,11 +421,19 @@ async fn twilio_status(
         &body,
         TwilioStatusCallback::from_pairs,
     )?;
-    let Some(call) = state
+    let query: StatusQuery = serde_urlencoded_query(&uri)?;
+    let call = match state
         .store
         .find_call_by_sid("twilio", &callback.call_sid)
         .await?
-    else {
+    {
+        Some(call) => Some(call),
+        None => match query.call_id {
+            Some(id) => bind_placed_call(&state, plane, CallId(id), &callback).await?,
+            None => None,
+        },
+    };
+    let Some(call) = call else {
         count(plane, "twilio", "status", "unknown_call");
         tracing::info!(call_sid = %callback.call_sid, status = callback.status.as_str(),
             "status callback for a call this gateway does not know");
@@ -450,6 +460,57 @@ async fn twilio_status(
     apply_status(&state, &call, callback.status.call_status(), report, event).await?;
     count(plane, "twilio", "status", "applied");
     Ok(StatusCode::OK.into_response())
+}
+
+/// The optional `call_id` query parameter of a status callback.
+#[derive(Debug, serde::Deserialize)]
+struct StatusQuery {
+    call_id: Option<uuid::Uuid>,
+}
+
+/// The call `id` named by a status callback whose SID the gateway has not stored (it crashed
+/// between the carrier's answer and the store write): when it is one of our outbound Twilio
+/// calls to and from the callback's numbers with no other SID yet, the SID is bound to it.
+async fn bind_placed_call(
+    state: &ControlState,
+    plane: &CallPlane,
+    id: CallId,
+    callback: &TwilioStatusCallback,
+) -> Result<Option<Call>, ApiError> {
+    let matches = |c: &Call| {
+        c.carrier == "twilio"
+            && c.direction == Direction::Outbound
+            && c.carrier_sid
+                .as_deref()
+                .is_none_or(|sid| sid == callback.call_sid)
+            && callback.to.as_deref().is_none_or(|to| to == c.to)
+            && callback.from.as_deref().is_none_or(|from| from == c.from)
+    };
+    let Some(call) = state
+        .store
+        .get_call(Scope::Super, id)
+        .await?
+        .filter(matches)
+    else {
+        count(plane, "twilio", "status", "call_id_mismatch");
+        tracing::warn!(%id, call_sid = %callback.call_sid,
+            "status callback names a call that is not this outbound Twilio call");
+        return Ok(None);
+    };
+    if call.carrier_sid.is_none() {
+        let report = CarrierReport {
+            carrier_sid: Some(callback.call_sid.clone()),
+            ..CarrierReport::default()
+        };
+        state
+            .store
+            .record_carrier_report(Scope::Tenant(call.tenant_id), call.id, &report)
+            .await?;
+        count(plane, "twilio", "status", "sid_bound");
+        tracing::info!(call_id = %call.id, call_sid = %callback.call_sid,
+            "status callback bound a carrier call id the gateway had not stored");
+    }
+    Ok(Some(call))
 }
 
 /// `POST /twilio/amd`: an asynchronous answering-machine verdict.

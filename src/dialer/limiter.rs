@@ -293,6 +293,86 @@ mod tests {
         }
     }
 
+    /// The most starts inside any window `[t, t + 1 s)`, counted directly.
+    fn busiest_window(sorted: &[Duration]) -> usize {
+        let mut best = 0;
+        let mut lo = 0;
+        for hi in 0..sorted.len() {
+            while sorted[hi] - sorted[lo] >= WINDOW {
+                lo += 1;
+            }
+            best = best.max(hi - lo + 1);
+        }
+        best
+    }
+
+    #[test]
+    fn exact_window_boundaries() {
+        // A start exactly one second after the oldest is admitted; a microsecond earlier is not.
+        let us = Duration::from_micros;
+        let mut w = SlidingWindow::new(n(2));
+        assert_eq!(w.try_acquire(us(10)), Ok(()));
+        assert_eq!(w.try_acquire(us(20)), Ok(()));
+        assert_eq!(w.try_acquire(us(1_000_009)), Err(Wait(us(1))));
+        assert_eq!(w.try_acquire(us(1_000_010)), Ok(()));
+        assert_eq!(w.try_acquire(us(1_000_019)), Err(Wait(us(1))));
+        assert_eq!(w.try_acquire(us(1_000_020)), Ok(()));
+        // The windows [10 µs, 1 s + 10 µs) and [20 µs, 1 s + 20 µs) each hold two starts.
+        let starts = [us(10), us(20), us(1_000_010), us(1_000_020)];
+        assert_eq!(busiest_window(&starts), 2);
+    }
+
+    #[test]
+    fn repeated_bursts_after_idle_gaps() {
+        // Bursts of 2N arriving together, a quiet second and more between bursts: each burst
+        // sends N at once and the rest exactly one window later.
+        let starts = simulate(
+            10,
+            &(0..5u64)
+                .flat_map(|burst| std::iter::repeat_n(ms(burst * 5_000), 20))
+                .collect::<Vec<_>>(),
+        );
+        for burst in 0..5u64 {
+            let first = &starts[(burst * 20) as usize..(burst * 20 + 10) as usize];
+            let second = &starts[(burst * 20 + 10) as usize..(burst * 20 + 20) as usize];
+            assert!(first.iter().all(|&s| s == ms(burst * 5_000)));
+            assert!(second.iter().all(|&s| s == ms(burst * 5_000 + 1_000)));
+        }
+        assert_eq!(busiest_window(&starts), 10);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn long_bursty_runs_keep_the_limit_and_waste_nothing(
+            per_second in 1u32..40,
+            clusters in proptest::collection::vec((0u64..20_000_000, 1usize..200), 1..20),
+        ) {
+            // Clustered arrivals over 20 s, up to ~4000 callers.
+            let mut arrivals: Vec<Duration> = clusters
+                .iter()
+                .flat_map(|&(at, count)| (0..count).map(move |i| Duration::from_micros(at + i as u64 * 37)))
+                .collect();
+            arrivals.sort_unstable();
+            let starts = simulate(per_second, &arrivals);
+            let n = per_second as usize;
+            prop_assert!(busiest_window(&starts) <= n);
+            // Served in order, each as early as the limit allows: at its arrival, after the
+            // previous start, and one window after the start N places earlier.
+            for i in 0..starts.len() {
+                let mut earliest = arrivals[i];
+                if i > 0 {
+                    earliest = earliest.max(starts[i - 1]);
+                }
+                if i >= n {
+                    earliest = earliest.max(starts[i - n] + WINDOW);
+                }
+                prop_assert_eq!(starts[i], earliest, "start {}", i);
+            }
+        }
+    }
+
     #[tokio::test]
     async fn local_limiter_paces_concurrent_callers() {
         let limiter: Arc<dyn CpsLimiter> = Arc::new(LocalCpsLimiter::new(n(20)));

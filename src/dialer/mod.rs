@@ -6,6 +6,7 @@
 //! - [`retry`]: the per-outcome retry policy (backoff schedule, attempts, deterministic jitter).
 //! - [`limiter`]: the calls-per-second limiter that never lets more than N calls start in any
 //!   one-second window.
+//! - [`redis_limiter`]: the same limiter shared by every process through Redis.
 //! - [`amd`]: answering-machine detection on the call audio (greeting shape and the beep).
 //!
 //! And the worker around them, over the queue in [`crate::store::dial_jobs`]:
@@ -18,6 +19,7 @@
 
 pub mod amd;
 pub mod limiter;
+pub mod redis_limiter;
 pub mod retry;
 pub mod window;
 // LOOKUP pub mod lookup;

@@ -6,7 +6,9 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use voicegw::control::dial::{CarrierName, Carriers, DialError, PlaceCall};
+use voicegw::control::dial::{
+    CarrierCallState, CarrierName, Carriers, DialError, FindCall, PlaceCall,
+};
 use voicegw::store::TenantId;
 use voicegw::store::tenants::{Plan, Role};
 
@@ -57,6 +59,7 @@ pub enum Asked {
     Place(CarrierName, PlaceCall),
     Cancel(CarrierName, String),
     HangUp(CarrierName, String),
+    Find(CarrierName, FindCall),
 }
 
 /// A carrier that records requests, refuses malformed ones as a carrier would, and answers
@@ -67,6 +70,8 @@ pub struct RecordingCarriers {
     pub asked: Mutex<Vec<Asked>>,
     pub place_outcomes: Mutex<VecDeque<Result<String, DialError>>>,
     pub end_outcomes: Mutex<VecDeque<Result<(), DialError>>>,
+    /// Answers to lookups, in order; by default the carrier has no such call.
+    pub find_outcomes: Mutex<VecDeque<Result<Option<CarrierCallState>, DialError>>>,
 }
 
 impl RecordingCarriers {
@@ -110,7 +115,9 @@ impl Carriers for RecordingCarriers {
         if !http(&call.answer_url)
             || !call.answer_url.ends_with(&answer_path)
             || !http(&call.status_callback)
-            || !call.status_callback.ends_with("/status")
+            || !call
+                .status_callback
+                .ends_with(&format!("/twilio/status?call_id={}", call.call_id))
         {
             return Err(DialError::Refused(format!(
                 "21205: bad Url {:?} / StatusCallback {:?}",
@@ -145,5 +152,24 @@ impl Carriers for RecordingCarriers {
             .unwrap()
             .pop_front()
             .unwrap_or(Ok(()))
+    }
+
+    async fn find(
+        &self,
+        carrier: CarrierName,
+        call: &FindCall,
+    ) -> Result<Option<CarrierCallState>, DialError> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push(Asked::Find(carrier, call.clone()));
+        if !e164(&call.to) || !e164(&call.from) {
+            return Err(DialError::Refused("lookup by numbers needs E.164".into()));
+        }
+        self.find_outcomes
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Ok(None))
     }
 }

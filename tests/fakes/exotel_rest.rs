@@ -1,5 +1,6 @@
 //! Fake Exotel Connect Voice AI API on 127.0.0.1 (`specs/telephony.md` §3.6 B):
-//! `POST /v1/Accounts/{sid}/Calls/connect.json`.
+//! `POST /v1/Accounts/{sid}/Calls/connect.json`, and the Call Details lookup
+//! `GET /v1/Accounts/{sid}/Calls/{CallSid}.json` (§3.6) of the calls it placed.
 //!
 //! Checks like the real API: HTTP Basic auth with the API key and token (401 with a
 //! `RestException`), the path's account (404), a form body, `From` and `CallerId` present and
@@ -8,10 +9,11 @@
 //! `StatusCallbackEvents[n]` values (`answered`, `terminal`, `ringing`), `CustomField` at most
 //! 128 characters, `TimeLimit` at most 14400. Unknown parameters are refused (a misspelt name is
 //! a bug in the client). Answers `{"Call":{…}}` — with capitalised or lowercase keys, as set —
-//! or `{"RestException":{"Status","Message","Code"}}`. Faults: 429 (with `Retry-After`), 500
-//! after placing the call, or a stall after placing it.
+//! or `{"RestException":{"Status","Message","Code"}}`. A lookup of an unknown call is 404
+//! with a `RestException`; a placed call's status and duration are set by the test. Faults:
+//! 429 (with `Retry-After`), 500 after placing the call, or a stall after placing it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,11 +73,23 @@ impl ExotelRequest {
     }
 }
 
+/// A call the fake placed, as Call Details reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExotelFakeCall {
+    /// The number called.
+    pub from: String,
+    /// `in-progress`, `completed`, `busy`, `no-answer`, `failed`.
+    pub status: String,
+    /// Seconds, once over.
+    pub duration: Option<u64>,
+}
+
 struct Inner {
     lowercase: bool,
     faults: Mutex<VecDeque<ExotelFault>>,
     log: Mutex<Vec<ExotelRequest>>,
     placed: Mutex<Vec<String>>,
+    calls: Mutex<HashMap<String, ExotelFakeCall>>,
 }
 
 /// The running fake; stops when dropped.
@@ -99,6 +113,7 @@ impl FakeExotelRest {
             faults: Mutex::new(VecDeque::new()),
             log: Mutex::new(Vec::new()),
             placed: Mutex::new(Vec::new()),
+            calls: Mutex::new(HashMap::new()),
         });
         let app = Router::new().fallback(handle).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -122,6 +137,21 @@ impl FakeExotelRest {
     /// Requests so far.
     pub fn requests(&self) -> Vec<ExotelRequest> {
         self.inner.log.lock().unwrap().clone()
+    }
+
+    /// Sets a placed call's status and duration, as Call Details will report them.
+    pub fn set_call(&self, sid: &str, status: &str, duration: Option<u64>) {
+        if let Some(call) = self.inner.calls.lock().unwrap().get_mut(sid) {
+            call.status = status.to_owned();
+            call.duration = duration;
+        }
+    }
+
+    /// The call ids placed so far, in order.
+    pub fn placed_sids(&self) -> Vec<String> {
+        (1..=self.inner.placed.lock().unwrap().len())
+            .map(placed_sid)
+            .collect()
     }
 
     /// Numbers called so far (one per call placed).
@@ -194,6 +224,9 @@ fn respond(
     let refuse = |status, code: &str, message: &str| (exception(status, code, message), None);
     if basic != Some(&format!("{API_KEY}:{API_TOKEN}")) {
         return refuse(401, "AUTHENTICATION_FAILED", "Authentication is required");
+    }
+    if method == Method::GET {
+        return (call_details(inner, path), None);
     }
     if path != format!("/v1/Accounts/{ACCOUNT_SID}/Calls/connect.json") {
         return refuse(404, "NOT_FOUND", "Resource not found");
@@ -299,8 +332,16 @@ fn respond(
     }
     let mut placed = inner.placed.lock().unwrap();
     placed.push(from.to_owned());
-    let sid = format!("{:032x}", 0xe0_0000 + placed.len());
+    let sid = placed_sid(placed.len());
     drop(placed);
+    inner.calls.lock().unwrap().insert(
+        sid.clone(),
+        ExotelFakeCall {
+            from: from.to_owned(),
+            status: "in-progress".to_owned(),
+            duration: None,
+        },
+    );
     let call: Value = if inner.lowercase {
         json!({"call": {"sid": sid, "status": "in-progress", "from": from, "direction": "outbound-api"}})
     } else {
@@ -318,4 +359,40 @@ fn respond(
         ),
         _ => ((StatusCode::OK, axum::Json(call)).into_response(), None),
     }
+}
+
+/// The id of the `n`th call placed (from 1).
+fn placed_sid(n: usize) -> String {
+    format!("{:032x}", 0xe0_0000 + n)
+}
+
+/// `GET /v1/Accounts/{sid}/Calls/{CallSid}.json`: the call, or 404.
+fn call_details(inner: &Inner, path: &str) -> Response {
+    let prefix = format!("/v1/Accounts/{ACCOUNT_SID}/Calls/");
+    let Some(sid) = path
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(".json"))
+        .filter(|sid| !sid.is_empty() && !sid.contains('/'))
+    else {
+        return exception(404, "NOT_FOUND", "Resource not found");
+    };
+    let Some(call) = inner.calls.lock().unwrap().get(sid).cloned() else {
+        return exception(404, "NOT_FOUND", &format!("Call {sid} not found"));
+    };
+    let over = !matches!(call.status.as_str(), "queued" | "in-progress" | "ringing");
+    let body = if inner.lowercase {
+        json!({"call": {"sid": sid, "status": call.status, "from": call.from,
+            "duration": call.duration.map(|d| d.to_string()), "direction": "outbound-api"}})
+    } else {
+        json!({"Call": {"Sid": sid, "ParentCallSid": null, "DateCreated": "2017-03-03 12:30:24",
+            "DateUpdated": "2017-03-03 12:31:00", "AccountSid": ACCOUNT_SID, "To": EXOPHONE,
+            "From": call.from, "PhoneNumberSid": EXOPHONE, "Status": call.status,
+            "StartTime": "2017-03-03 12:30:27",
+            "EndTime": if over { json!("2017-03-03 12:31:00") } else { Value::Null },
+            "Duration": call.duration.map(|d| d.to_string()), "Price": null,
+            "Direction": "outbound-api", "AnsweredBy": "NA", "ForwardedFrom": null,
+            "CallerName": null, "RecordingUrl": null,
+            "Uri": format!("/v1/Accounts/{ACCOUNT_SID}/Calls/{sid}.json")}})
+    };
+    (StatusCode::OK, axum::Json(body)).into_response()
 }

@@ -703,6 +703,9 @@ async fn run_outbound(
     callbacks.post(&shared, &call, "in-progress", &[]).await;
     let detection = record.form_value("MachineDetection").is_some();
     let answered_by = detection.then(|| machine.clone().unwrap_or_else(|| "human".to_owned()));
+    if let Some(verdict) = &answered_by {
+        shared.rest.set_call_answered_by(&call.sid, verdict);
+    }
     let async_amd = record.form_value("AsyncAmd") == Some("true");
     let mut params = common_params(&shared, &call, "in-progress");
     if let (Some(verdict), false) = (&answered_by, async_amd) {
@@ -733,6 +736,7 @@ async fn run_outbound(
     let url = record.form_value("Url").unwrap_or_default().to_owned();
     let ended = fetch_and_run(&shared, &call, &url, params, behaviour, &mut control).await;
     let duration = answered_at.elapsed().as_secs_f64().ceil() as u64;
+    shared.rest.set_call_duration(&call.sid, duration);
     shared.rest.set_call_status(&call.sid, "completed");
     callbacks
         .post(
@@ -762,6 +766,7 @@ async fn finish_unanswered(
     status: &str,
     ended: EndedBy,
 ) {
+    shared.rest.set_call_duration(&call.sid, 0);
     shared.rest.set_call_status(&call.sid, status);
     let mut extra = vec![("CallDuration", "0".to_owned())];
     if status == "failed" {

@@ -2,7 +2,8 @@
 //! (`POST /2010-04-01/Accounts/{AccountSid}/Calls.json`), live-call updates
 //! (`POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`) and text messages
 //! (`POST /2010-04-01/Accounts/{AccountSid}/Messages.json`), as `specs/telephony.md` §2.1–2.5
-//! describe them.
+//! describe them; and call lookups: fetch (`GET …/Calls/{CallSid}.json`) and list
+//! (`GET …/Calls.json?To=&From=&StartTime>=&PageSize=&Page=&PageToken=`).
 //!
 //! Checks like the real API: HTTP Basic auth with the account SID and auth token (401, code
 //! 20003), the path's account (the account or one of its subaccounts, else 404 20404), a
@@ -22,8 +23,17 @@
 //! before acting — or act and then answer 500 or stall (the client cannot know the outcome).
 //! Created calls and status updates are reported to a subscriber ([`FakeTwilioRest::subscribe`]),
 //! which is how the carrier fake (`twilio_carrier.rs`) learns what to dial.
+//!
+//! Lookups answer like the real API: the Call resource with the call's current status,
+//! `answered_by`, `duration` and an RFC 2822 `date_created` (the instant the fake created the
+//! call); an unknown SID is 404 20404. A list is newest first, filtered by `To`, `From` and the
+//! `StartTime>=` day (UTC; the fake takes a call's creation day as its start day), paged by
+//! `PageSize` (1–1000, default 50) with `next_page_uri` (`Page` + `PageToken`, as Twilio's
+//! paging needs) and the other paging fields; unknown query names are refused.
 
 use std::collections::{HashMap, VecDeque};
+
+use chrono::{DateTime, NaiveDate, Utc};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -148,6 +158,8 @@ pub struct RestRequest {
     pub content_type: Option<String>,
     /// The form fields in order (empty when the body is not a form).
     pub form: Vec<(String, String)>,
+    /// The query's fields in order.
+    pub query: Vec<(String, String)>,
     /// The status answered.
     pub status: u16,
     /// The Twilio error code answered, if any.
@@ -194,9 +206,31 @@ pub enum Fault {
     },
 }
 
+/// What a lookup reports beyond [`FakeCall`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallFacts {
+    /// When the fake created (or was given) the call.
+    pub created: DateTime<Utc>,
+    /// `answered_by`.
+    pub answered_by: Option<String>,
+    /// `duration` (s), once over.
+    pub duration: Option<u64>,
+}
+
+impl CallFacts {
+    fn now() -> CallFacts {
+        CallFacts {
+            created: Utc::now(),
+            answered_by: None,
+            duration: None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Model {
     calls: HashMap<String, FakeCall>,
+    facts: HashMap<String, CallFacts>,
     messages: Vec<FakeMessage>,
     next_message: u64,
     next_call: u64,
@@ -270,7 +304,9 @@ impl FakeTwilioRest {
 
     /// Adds an in-progress call on `account_sid`.
     pub fn add_call(&self, account_sid: &str, sid: &str) {
-        self.inner.model.lock().unwrap().calls.insert(
+        let mut model = self.inner.model.lock().unwrap();
+        model.facts.insert(sid.to_owned(), CallFacts::now());
+        model.calls.insert(
             sid.to_owned(),
             FakeCall {
                 sid: sid.to_owned(),
@@ -289,12 +325,38 @@ impl FakeTwilioRest {
 
     /// Adds a call with its numbers and direction, in `status`.
     pub fn insert_call(&self, call: FakeCall) {
-        self.inner
-            .model
-            .lock()
-            .unwrap()
-            .calls
-            .insert(call.sid.clone(), call);
+        let mut model = self.inner.model.lock().unwrap();
+        model
+            .facts
+            .entry(call.sid.clone())
+            .or_insert_with(CallFacts::now);
+        model.calls.insert(call.sid.clone(), call);
+    }
+
+    /// Sets who answered a call (`human`, `machine_start`, …), as lookups report it.
+    pub fn set_call_answered_by(&self, sid: &str, answered_by: &str) {
+        if let Some(facts) = self.inner.model.lock().unwrap().facts.get_mut(sid) {
+            facts.answered_by = Some(answered_by.to_owned());
+        }
+    }
+
+    /// Sets a call's duration (s), as lookups report it.
+    pub fn set_call_duration(&self, sid: &str, secs: u64) {
+        if let Some(facts) = self.inner.model.lock().unwrap().facts.get_mut(sid) {
+            facts.duration = Some(secs);
+        }
+    }
+
+    /// Sets when a call was created, as lookups report it.
+    pub fn set_call_created(&self, sid: &str, created: DateTime<Utc>) {
+        if let Some(facts) = self.inner.model.lock().unwrap().facts.get_mut(sid) {
+            facts.created = created;
+        }
+    }
+
+    /// What lookups report about a call beyond [`FakeCall`].
+    pub fn call_facts(&self, sid: &str) -> Option<CallFacts> {
+        self.inner.model.lock().unwrap().facts.get(sid).cloned()
     }
 
     /// A new call SID, unused so far.
@@ -315,7 +377,7 @@ impl FakeTwilioRest {
     pub fn created_calls(&self) -> Vec<RestRequest> {
         self.requests()
             .into_iter()
-            .filter(|r| r.path.ends_with("/Calls.json"))
+            .filter(|r| r.method == "POST" && r.path.ends_with("/Calls.json"))
             .collect()
     }
 
@@ -424,10 +486,12 @@ async fn handle(
     };
     let (basic_user, password) = basic_auth(&headers);
     let password_ok = password.as_deref() == Some(inner.config.auth_token.as_str());
+    let query = uri.query().map(decode_form);
     let mut answer = respond(
         &inner,
         &method,
         uri.path(),
+        query.clone(),
         basic_user.as_deref(),
         password_ok,
         is_form,
@@ -440,6 +504,7 @@ async fn handle(
         password_ok,
         content_type,
         form: form.unwrap_or_default(),
+        query: query.flatten().unwrap_or_default(),
         status: answer.response.status().as_u16(),
         code: answer.code,
     });
@@ -463,10 +528,12 @@ fn basic_auth(headers: &HeaderMap) -> (Option<String>, Option<String>) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn respond(
     inner: &Inner,
     method: &Method,
     path: &str,
+    query: Option<Option<Vec<(String, String)>>>,
     user: Option<&str>,
     password_ok: bool,
     is_form: bool,
@@ -483,6 +550,15 @@ fn respond(
     if account != inner.config.account_sid && !inner.config.subaccounts.iter().any(|s| s == account)
     {
         return not_found(path);
+    }
+    if method == Method::GET {
+        if let Some(fault) = inner.faults.lock().unwrap().pop_front() {
+            return fault_answer(fault);
+        }
+        let Some(query) = query.unwrap_or(Some(Vec::new())) else {
+            return err(400, 20001, "fake: the query is not valid urlencoding");
+        };
+        return read(inner, account, path, resource, &query);
     }
     if method != Method::POST {
         return err(405, 20004, "Method not allowed");
@@ -531,6 +607,193 @@ fn act(
         ["Messages.json"] => create_message(inner, account, form),
         _ => not_found(path),
     }
+}
+
+/// Names a Calls list takes (Twilio's read filters and paging).
+const LIST_NAMES: &[&str] = &[
+    "To",
+    "From",
+    "ParentCallSid",
+    "Status",
+    "StartTime",
+    "StartTime<",
+    "StartTime>",
+    "EndTime",
+    "EndTime<",
+    "EndTime>",
+    "PageSize",
+    "Page",
+    "PageToken",
+];
+
+/// A GET: fetch one call or list calls.
+fn read(
+    inner: &Inner,
+    account: &str,
+    path: &str,
+    resource: &[&str],
+    query: &[(String, String)],
+) -> Answer {
+    match resource {
+        ["Calls.json"] => list_calls(inner, account, query),
+        ["Calls", file] if file.ends_with(".json") && query.is_empty() => {
+            let sid = &file[..file.len() - 5];
+            let model = inner.model.lock().unwrap();
+            match model.calls.get(sid).filter(|c| c.account_sid == account) {
+                Some(call) => ok(StatusCode::OK, call_json(call, model.facts.get(sid))),
+                None => not_found(path),
+            }
+        }
+        ["Calls", _] => err(400, 20001, "fake: a call fetch takes no query"),
+        _ => not_found(path),
+    }
+}
+
+/// Form-encodes pairs (the fake's own encoder, for `next_page_uri`).
+fn encode_query(pairs: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        for (j, text) in [k, v].into_iter().enumerate() {
+            if j == 1 {
+                out.push('=');
+            }
+            for b in text.bytes() {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    out.push(char::from(b));
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `GET …/Calls.json`: the account's calls, newest first, filtered and paged.
+fn list_calls(inner: &Inner, account: &str, query: &[(String, String)]) -> Answer {
+    if let Some(answer) = check_names(query, LIST_NAMES) {
+        return answer;
+    }
+    for name in [
+        "StartTime",
+        "StartTime<",
+        "EndTime",
+        "EndTime<",
+        "EndTime>",
+        "Status",
+        "ParentCallSid",
+    ] {
+        if param(query, name).is_some() {
+            return err(
+                400,
+                20001,
+                &format!("fake: the {name} filter is not modelled"),
+            );
+        }
+    }
+    let since = match param(query, "StartTime>") {
+        None => None,
+        Some(day) => match NaiveDate::parse_from_str(day, "%Y-%m-%d") {
+            Ok(parsed) if day_text(parsed) == day => Some(parsed),
+            _ => {
+                return err(
+                    400,
+                    20001,
+                    &format!("StartTime {day:?} is not a YYYY-MM-DD date"),
+                );
+            }
+        },
+    };
+    let page_size = match param(query, "PageSize").map(str::parse::<usize>) {
+        None => 50,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return err(400, 20001, "PageSize must be 1–1000"),
+    };
+    let page = match param(query, "Page").map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return err(400, 20001, "Page must be a number"),
+    };
+    if page > 0 && param(query, "PageToken").is_none_or(str::is_empty) {
+        return err(
+            400,
+            20001,
+            "fake: a page after the first needs its PageToken",
+        );
+    }
+    for name in ["To", "From"] {
+        if let Some(number) = param(query, name)
+            && !is_e164(number)
+        {
+            return err(400, 20001, &format!("fake: {name} {number:?} is not E.164"));
+        }
+    }
+    let model = inner.model.lock().unwrap();
+    let mut matching: Vec<(&FakeCall, Option<&CallFacts>)> = model
+        .calls
+        .values()
+        .filter(|c| c.account_sid == account)
+        .filter(|c| param(query, "To").is_none_or(|to| c.to == to))
+        .filter(|c| param(query, "From").is_none_or(|from| c.from == from))
+        .map(|c| (c, model.facts.get(&c.sid)))
+        .filter(|(_, f)| since.is_none_or(|day| f.is_some_and(|f| f.created.date_naive() >= day)))
+        .collect();
+    matching.sort_by(|a, b| {
+        let created = |x: &(&FakeCall, Option<&CallFacts>)| x.1.map(|f| f.created);
+        created(b)
+            .cmp(&created(a))
+            .then_with(|| b.0.sid.cmp(&a.0.sid))
+    });
+    let start = page * page_size;
+    let calls: Vec<Value> = matching
+        .iter()
+        .skip(start)
+        .take(page_size)
+        .map(|(c, f)| call_json(c, *f))
+        .collect();
+    let filters: Vec<(String, String)> = query
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "PageSize" | "Page" | "PageToken"))
+        .cloned()
+        .collect();
+    let base = format!("/2010-04-01/Accounts/{account}/Calls.json");
+    let uri_for = |page: usize, token: Option<String>| {
+        let mut pairs = filters.clone();
+        pairs.push(("PageSize".into(), page_size.to_string()));
+        pairs.push(("Page".into(), page.to_string()));
+        if let Some(token) = token {
+            pairs.push(("PageToken".into(), token));
+        }
+        format!("{base}?{}", encode_query(&pairs))
+    };
+    let more = matching.len() > start + calls.len();
+    let next = more.then(|| {
+        let last = &matching[start + calls.len() - 1].0.sid;
+        uri_for(page + 1, Some(format!("PA{last}")))
+    });
+    let previous = (page > 0).then(|| uri_for(page - 1, Some("PB".to_owned())));
+    let end = (start + calls.len()).saturating_sub(1);
+    ok(
+        StatusCode::OK,
+        json!({
+            "calls": calls,
+            "first_page_uri": uri_for(0, None),
+            "next_page_uri": next,
+            "previous_page_uri": previous,
+            "page": page,
+            "page_size": page_size,
+            "start": start,
+            "end": end,
+            "uri": uri_for(page, param(query, "PageToken").map(str::to_owned)),
+        }),
+    )
+}
+
+fn day_text(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
 }
 
 fn not_found(path: &str) -> Answer {
@@ -731,7 +994,8 @@ fn update_call(
     } else {
         return err(400, 20001, "fake: nothing to update");
     }
-    ok(StatusCode::OK, call_json(call))
+    let body = call_json(call, None);
+    ok(StatusCode::OK, body)
 }
 
 /// Calls create (§2.2), with the checks Twilio makes.
@@ -896,9 +1160,11 @@ fn create_call(inner: &Inner, account: &str, form: &[(String, String)]) -> Answe
         direction: "outbound-api".to_owned(),
         create_form: form.to_vec(),
     };
+    let facts = CallFacts::now();
+    let body = call_json(&call, Some(&facts));
+    model.facts.insert(sid.clone(), facts);
     model.calls.insert(sid, call.clone());
     drop(model);
-    let body = call_json(&call);
     inner.notify(RestEvent::Created(call));
     ok(StatusCode::CREATED, body)
 }
@@ -915,19 +1181,26 @@ fn valid_callback_url(url: &str) -> bool {
     !host.is_empty() && !host.contains('_') && !host.contains(' ')
 }
 
-fn call_json(call: &FakeCall) -> Value {
+fn call_json(call: &FakeCall, facts: Option<&CallFacts>) -> Value {
+    let rfc2822 = |d: &DateTime<Utc>| d.format("%a, %d %b %Y %H:%M:%S +0000").to_string();
+    let created = facts
+        .map(|f| rfc2822(&f.created))
+        .unwrap_or_else(|| "Fri, 18 Oct 2019 17:00:00 +0000".to_owned());
+    let started = (call.status != "queued").then(|| created.clone());
     json!({
         "sid": call.sid, "account_sid": call.account_sid, "parent_call_sid": null,
         "to": call.to, "to_formatted": call.to,
         "from": call.from, "from_formatted": call.from,
         "phone_number_sid": "PN0123456789abcdef0123456789abcdef",
-        "status": call.status, "direction": call.direction, "answered_by": null,
+        "status": call.status, "direction": call.direction,
+        "answered_by": facts.and_then(|f| f.answered_by.clone()),
         "api_version": "2010-04-01", "caller_name": null, "forwarded_from": null,
         "group_sid": null, "trunk_sid": null, "queue_time": "0",
-        "start_time": "Fri, 18 Oct 2019 17:00:00 +0000", "end_time": null, "duration": null,
+        "start_time": started, "end_time": null,
+        "duration": facts.and_then(|f| f.duration).map(|d| d.to_string()),
         "price": null, "price_unit": "USD",
-        "date_created": "Fri, 18 Oct 2019 17:00:00 +0000",
-        "date_updated": "Fri, 18 Oct 2019 17:00:05 +0000",
+        "date_created": created,
+        "date_updated": created,
         "uri": format!("/2010-04-01/Accounts/{}/Calls/{}.json", call.account_sid, call.sid),
         "subresource_uris": {
             "recordings": format!("/2010-04-01/Accounts/{}/Calls/{}/Recordings.json", call.account_sid, call.sid),

@@ -230,6 +230,9 @@ pub enum AgentAction {
         /// The message.
         body: String,
     },
+    /// The voicemail asked for with [`Agent::prepare_voicemail`]: its audio, or why it could
+    /// not be made.
+    VoicemailReady(Result<Speech, String>),
     /// Stop the current speech (as on barge-in, but at the agent's wish).
     StopSpeaking,
     /// End the call, with a reason for the record.
@@ -338,6 +341,16 @@ pub trait Agent: Send + 'static {
     /// menu's "yeah" or "okay"), so it is a turn even where it would otherwise pass for a
     /// backchannel. Must not block.
     fn answers(&self, _transcript: &str) -> bool {
+        false
+    }
+
+    /// An answering machine may answer this call: prepare the voicemail, `message` (already
+    /// rendered) or, when `None`, the agent's own (a script's `[voicemail]` node), and send
+    /// its audio with [`AgentAction::VoicemailReady`] once it is ready (the session plays it
+    /// after the beep). Called before [`AgentEvent::CallStarted`], maybe never followed by
+    /// it. Returns false when there is nothing to leave (the call then hangs up on a
+    /// machine). Must not block. Agents that cannot speak text leave nothing.
+    fn prepare_voicemail(&mut self, _message: Option<&str>, _ctx: &mut AgentContext) -> bool {
         false
     }
 }

@@ -351,6 +351,25 @@ pub enum CallEventKind {
         /// Why (`not_expected`, `not_found`, `directory_timeout`, `already_live`).
         reason: &'static str,
     },
+    /// An answering-machine verdict the call acted on (it also sets the call's
+    /// `answered_by`).
+    Amd {
+        /// `human`, `unknown`, `machine_start`, `machine_end_beep`, `machine_end_silence`, …
+        verdict: String,
+        /// Whose verdict: the gateway's detector or the carrier's.
+        by: super::answering::VerdictBy,
+        /// When, ms since the stream started.
+        ms: u64,
+    },
+    /// A voicemail message was played to the end on an answering machine.
+    VoicemailLeft {
+        /// The machine's beep was the cue.
+        beep: bool,
+        /// When the message started, ms since the stream started.
+        ms: u64,
+        /// How long it lasted, ms.
+        duration_ms: u64,
+    },
     /// The call ended (always the last event).
     CallEnded {
         /// Why (stable label).

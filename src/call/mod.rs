@@ -9,6 +9,7 @@
 //! live call for the control plane.
 
 pub mod agent;
+pub mod answering;
 pub mod carrier_control;
 pub mod control;
 pub mod conversation;

@@ -30,6 +30,12 @@ pub enum Control {
     },
     /// Say something now, after whatever is queued.
     Say(Speech),
+    /// The carrier's answering-machine verdict (`AnsweredBy`: `human`, `machine_start`,
+    /// `machine_end_beep`, …) arrived for the call.
+    AnsweredBy {
+        /// The verdict as the carrier gave it.
+        verdict: String,
+    },
 }
 
 /// Why a control request did not reach its call.
@@ -88,6 +94,37 @@ pub struct ExpectedCall {
     /// The call's template variables; they win over the stream's custom parameters (except
     /// `call_id`).
     pub variables: BTreeMap<String, String>,
+    /// What to do first on an outbound call the gateway placed (answering-machine detection,
+    /// voicemail); `None`: the agent starts at once.
+    pub outbound: Option<OutboundPlan>,
+    /// The carrier's answering-machine verdict, when it came before the stream started.
+    pub answered_by: Option<String>,
+}
+
+/// How an outbound call starts once answered: listen for a machine before greeting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundPlan {
+    /// Run our own answering-machine detection on the callee's audio before greeting.
+    pub detect_machine: bool,
+    /// Spoken after the beep when a machine answers (already rendered); None: the script's
+    /// `[voicemail]` node if it has one, else hang up on machines.
+    pub voicemail_message: Option<String>,
+    /// Greet anyway when the callee says nothing for this long after answering (ms).
+    pub greet_after_silence_ms: u32,
+}
+
+impl OutboundPlan {
+    /// The default wait for a silent callee before greeting anyway (ms).
+    pub const DEFAULT_GREET_AFTER_SILENCE_MS: u32 = 2_500;
+
+    /// Machine detection on, with `voicemail_message` and the default silence wait.
+    pub fn detect(voicemail_message: Option<String>) -> Self {
+        OutboundPlan {
+            detect_machine: true,
+            voicemail_message,
+            greet_after_silence_ms: Self::DEFAULT_GREET_AFTER_SILENCE_MS,
+        }
+    }
 }
 
 impl ExpectedCall {
@@ -99,6 +136,8 @@ impl ExpectedCall {
             agent: agent.into(),
             factory: None,
             variables: BTreeMap::new(),
+            outbound: None,
+            answered_by: None,
         }
     }
 }
@@ -111,6 +150,7 @@ impl std::fmt::Debug for ExpectedCall {
             .field("agent", &self.agent)
             .field("factory", &self.factory.as_ref().map(|_| "custom"))
             .field("variables", &self.variables.keys().collect::<Vec<_>>())
+            .field("outbound", &self.outbound)
             .finish()
     }
 }
@@ -246,6 +286,18 @@ impl Registry {
     pub fn take_expected(&self, call_id: &str) -> Option<ExpectedCall> {
         let (_, pending) = self.expected.remove(call_id)?;
         (pending.expires > Instant::now()).then_some(pending.expected)
+    }
+
+    /// Notes the carrier's answering-machine verdict on a call still expected (its stream
+    /// not yet started); true when there was one to note it on.
+    pub fn note_verdict(&self, call_id: &str, verdict: &str) -> bool {
+        match self.expected.get_mut(call_id) {
+            Some(mut pending) => {
+                pending.expected.answered_by = Some(verdict.to_owned());
+                true
+            }
+            None => false,
+        }
     }
 
     /// How many expectations are held (expired ones not yet swept included).

@@ -25,11 +25,12 @@ use super::agent::{
     Agent, AgentAction, AgentCatalog, AgentContext, AgentEvent, AgentPort, DtmfSource, Heard,
     SpeechPart, UserTurn, UtteranceId, UtteranceIds,
 };
+use super::answering::{AnswerGate, GateStep};
 use super::control::{CarrierControl, remote_party};
 use super::directory::{CallDirectory, RESOLVE_TIMEOUT};
 use super::egress::{Egress, EgressConfig, MarkOutcome};
 use super::events::{CallEventKind, CallRecorder, EventSink};
-use super::registry::{CallHandle, Control, ExpectedCall, Registry};
+use super::registry::{CallHandle, Control, ExpectedCall, OutboundPlan, Registry};
 use super::transport::{InboundFrame, OutboundFrame};
 use super::turn::{
     JudgedFrame, Judgement, TurnConfig, TurnEvent, TurnJudge, TurnTaker, is_backchannel,
@@ -152,6 +153,10 @@ pub enum EndReason {
     Idle,
     /// The agent handed the call to another number.
     Transfer(String),
+    /// An answering machine answered and the voicemail message was left.
+    Voicemail,
+    /// An answering machine answered and there was no message to leave.
+    MachineNoMessage,
 }
 
 impl EndReason {
@@ -170,6 +175,8 @@ impl EndReason {
             EndReason::WriterStalled => "writer_stalled",
             EndReason::Idle => "idle",
             EndReason::Transfer(_) => "transfer",
+            EndReason::Voicemail => "voicemail",
+            EndReason::MachineNoMessage => "machine_no_message",
         }
     }
 
@@ -202,6 +209,10 @@ impl EndReason {
                 format!("no frames for {} s", limits.idle_timeout_secs),
             )),
             EndReason::Transfer(to) => Some((1000, format!("transfer to {}", mask_number(to)))),
+            EndReason::Voicemail => Some((1000, "voicemail left".into())),
+            EndReason::MachineNoMessage => {
+                Some((1000, "answering machine: no message to leave".into()))
+            }
         }
     }
 }
@@ -283,6 +294,22 @@ struct Live {
     /// Backchannel words (from the turn config).
     backchannels: Arc<[String]>,
     barge_in_confirm_samples: u64,
+    /// An outbound call's start plan and a carrier verdict that came before the stream, until
+    /// the live loop opens the gate.
+    outbound: Option<(OutboundPlan, Option<String>)>,
+    /// Holds the greeting while it is found out who answered.
+    gate: Option<AnswerGate>,
+    /// The voicemail message being left.
+    voicemail: Option<LeftMessage>,
+}
+
+/// A voicemail message playing on an answering machine.
+#[derive(Debug, Clone, Copy)]
+struct LeftMessage {
+    utterance: UtteranceId,
+    beep: bool,
+    started_ms: u64,
+    duration_ms: u64,
 }
 
 /// A barge-in that paused playback and may still turn out to be noise or a backchannel.
@@ -578,8 +605,12 @@ impl Session {
         expected: Option<ExpectedCall>,
     ) -> Result<Live, EndReason> {
         let settings = &self.deps.settings;
+        let mut outbound = None;
         let (agent_name, factory, tenant_id, start) = match expected {
             Some(expected) => {
+                outbound = expected
+                    .outbound
+                    .map(|plan| (plan, expected.answered_by.clone()));
                 tracing::info!(
                     stream_call_id = %self.call_id,
                     call_id = %expected.call_id,
@@ -707,8 +738,13 @@ impl Session {
             digits: Vec::new(),
             turn_events: Vec::new(),
             last_inband_digit: None,
+            gate: None,
+            voicemail: None,
+            outbound,
         };
-        self.agent_event(&mut live, AgentEvent::CallStarted)?;
+        if live.outbound.is_none() {
+            self.agent_event(&mut live, AgentEvent::CallStarted)?;
+        }
         Ok(live)
     }
 
@@ -719,6 +755,9 @@ impl Session {
         let mut watchdog = tokio::time::interval(IDLE_CHECK);
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_frame = Instant::now();
+        if let Err(reason) = self.open_gate(live) {
+            return reason;
+        }
         loop {
             let step = tokio::select! {
                 biased;
@@ -752,7 +791,98 @@ impl Session {
         match control {
             Control::Hangup { reason } => Err(EndReason::Hangup(reason)),
             Control::Say(speech) => self.apply(live, AgentAction::Say(speech)),
+            Control::AnsweredBy { verdict } => self.carrier_verdict(live, &verdict),
         }
+    }
+
+    /// Starts an outbound call's plan: with machine detection the agent prepares the
+    /// voicemail and waits behind the gate; otherwise it starts at once.
+    fn open_gate(&mut self, live: &mut Live) -> Result<(), EndReason> {
+        let Some((plan, noted)) = live.outbound.take() else {
+            return Ok(());
+        };
+        if !plan.detect_machine {
+            return self.agent_event(live, AgentEvent::CallStarted);
+        }
+        let has_message = live
+            .agent
+            .prepare_voicemail(plan.voicemail_message.as_deref(), &mut live.ctx);
+        match AnswerGate::new(live.info.media_format.sample_rate, &plan, has_message) {
+            Ok(gate) => live.gate = Some(gate),
+            Err(error) => {
+                tracing::warn!(%error, "answering-machine detection off for this call");
+                return self.agent_event(live, AgentEvent::CallStarted);
+            }
+        }
+        for action in live.ctx.take_actions() {
+            self.apply(live, action)?;
+        }
+        match noted {
+            Some(verdict) => self.carrier_verdict(live, &verdict),
+            None => Ok(()),
+        }
+    }
+
+    /// The carrier's answering-machine verdict: acted on while the gate still listens.
+    fn carrier_verdict(&mut self, live: &mut Live, verdict: &str) -> Result<(), EndReason> {
+        let Some(gate) = live.gate.as_mut() else {
+            return Ok(());
+        };
+        let mut steps = Vec::new();
+        gate.carrier_verdict(verdict, live.turn.ms(live.inbound_samples), &mut steps);
+        self.gate_steps(live, steps)
+    }
+
+    /// Carries out what the gate decided.
+    fn gate_steps(&mut self, live: &mut Live, steps: Vec<GateStep>) -> Result<(), EndReason> {
+        for step in steps {
+            match step {
+                GateStep::Greet { verdict, by, at_ms } => {
+                    self.recorder.record(CallEventKind::Amd {
+                        verdict,
+                        by,
+                        ms: at_ms,
+                    });
+                    live.gate = None;
+                    self.agent_event(live, AgentEvent::CallStarted)?;
+                }
+                GateStep::Machine { verdict, by, at_ms }
+                | GateStep::Ready { verdict, by, at_ms } => {
+                    self.recorder.record(CallEventKind::Amd {
+                        verdict,
+                        by,
+                        ms: at_ms,
+                    });
+                }
+                GateStep::Leave { speech, beep, .. } => {
+                    let duration_ms = speech.duration_ms();
+                    let utterance = match live.egress.enqueue(speech) {
+                        Ok(id) => id,
+                        Err(error) => {
+                            tracing::warn!(%error, "voicemail dropped: cannot convert its sample rate");
+                            return Err(EndReason::MachineNoMessage);
+                        }
+                    };
+                    live.voicemail = Some(LeftMessage {
+                        utterance,
+                        beep,
+                        started_ms: live.turn.ms(live.inbound_samples),
+                        duration_ms,
+                    });
+                    if live.egress.close(utterance) {
+                        self.speech_finished(live, utterance)?;
+                    }
+                    self.pump(live)?;
+                }
+                GateStep::HangUp { error } => {
+                    if let Some(error) = error {
+                        tracing::warn!(%error, "answering machine: the voicemail could not be prepared");
+                    }
+                    return Err(EndReason::MachineNoMessage);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn on_event(&mut self, live: &mut Live, event: CarrierEvent) -> Result<(), EndReason> {
@@ -809,6 +939,28 @@ impl Session {
         let frame_start = live.inbound_samples;
         live.inbound_samples += live.pcm.len() as u64;
         let frame_len = live.vad.frame_samples();
+        if live.gate.as_ref().is_some_and(AnswerGate::holds) {
+            // Who answered is not known yet: the callee's audio is the gate's alone.
+            let mut steps = Vec::new();
+            let mut consumed = 0;
+            for vad_frame in &live.vad_frames {
+                let Some(pcm) = live.frame_pcm.get(consumed..consumed + frame_len) else {
+                    break;
+                };
+                consumed += frame_len;
+                if let Some(gate) = live.gate.as_mut() {
+                    gate.push_frame(pcm, vad_frame.voiced, &mut steps);
+                }
+            }
+            live.frame_pcm.drain(..consumed.min(live.frame_pcm.len()));
+            self.gate_steps(live, steps)?;
+            self.pump(live)?;
+            live.metrics.frames_in.inc();
+            live.metrics
+                .frame_seconds
+                .observe(began.elapsed().as_secs_f64());
+            return Ok(());
+        }
         live.turn_events.clear();
         live.judgements.clear();
         let mut consumed = 0;
@@ -1204,11 +1356,23 @@ impl Session {
         live.ended_streams.insert(utterance);
         self.recorder
             .record(CallEventKind::BotSpeechFinished { utterance });
+        if let Some(left) = live.voicemail.filter(|m| m.utterance == utterance) {
+            self.recorder.record(CallEventKind::VoicemailLeft {
+                beep: left.beep,
+                ms: left.started_ms,
+                duration_ms: left.duration_ms,
+            });
+            return Err(EndReason::Voicemail);
+        }
         self.agent_event(live, AgentEvent::SpeechFinished { utterance })
     }
 
     fn dtmf(&mut self, live: &mut Live, digit: char, source: DtmfSource) -> Result<(), EndReason> {
         self.recorder.record(CallEventKind::Dtmf { digit, source });
+        if live.gate.as_ref().is_some_and(AnswerGate::holds) {
+            // The agent has not started: keys pressed over a machine's greeting are not input.
+            return Ok(());
+        }
         self.agent_event(live, AgentEvent::Dtmf { digit, source })
     }
 
@@ -1248,6 +1412,14 @@ impl Session {
                         .record(CallEventKind::BotSpeechCancelled(heard));
                 }
                 Ok(())
+            }
+            AgentAction::VoicemailReady(result) => {
+                let Some(gate) = live.gate.as_mut() else {
+                    return Ok(());
+                };
+                let mut steps = Vec::new();
+                gate.message_ready(result, &mut steps);
+                self.gate_steps(live, steps)
             }
             AgentAction::StopSpeaking => {
                 if let Some(heard) = self.stop_speaking(live)? {
@@ -1518,6 +1690,10 @@ mod tests {
         assert_eq!(code(EndReason::Hangup("x".into())), Some(1000));
         assert_eq!(code(EndReason::PeerClosed), None);
         assert_eq!(code(EndReason::Idle), Some(1008));
+        assert_eq!(code(EndReason::Voicemail), Some(1000));
+        assert_eq!(code(EndReason::MachineNoMessage), Some(1000));
+        assert_eq!(EndReason::Voicemail.label(), "voicemail");
+        assert_eq!(EndReason::MachineNoMessage.label(), "machine_no_message");
         let (_, text) = EndReason::NoStart.close_frame(&limits).unwrap();
         assert_eq!(text, "no start event within 10 s");
     }

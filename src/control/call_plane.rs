@@ -12,7 +12,7 @@ use super::dial::Carriers;
 use super::error::ApiError;
 use crate::call::CallId;
 use crate::call::agent::AgentFactory;
-use crate::call::registry::{ExpectedCall, Registry};
+use crate::call::registry::{ExpectedCall, OutboundPlan, Registry};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, TenantScriptError};
 use crate::script::prompts::LoadedScript;
@@ -210,6 +210,53 @@ impl CallPlane {
         expected.variables = variables.clone();
         registry.expect(&call_id.to_string(), expected);
     }
+
+    /// [`CallPlane::expect`] for an outbound call that starts with `plan` (answering-machine
+    /// detection, a voicemail message).
+    pub fn expect_outbound(
+        &self,
+        registry: &Registry,
+        call_id: CallId,
+        tenant: TenantId,
+        agent: &ResolvedAgent,
+        variables: &BTreeMap<String, String>,
+        plan: OutboundPlan,
+    ) {
+        let mut expected = ExpectedCall::new(call_id, agent.agent.clone());
+        expected.tenant_id = Some(tenant.to_string());
+        expected.factory = agent.factory.clone();
+        expected.variables = variables.clone();
+        expected.outbound = Some(plan);
+        registry.expect(&call_id.to_string(), expected);
+    }
+}
+
+/// `template` (a voicemail message with `{{ variable }}` slots) filled with `variables`; 422
+/// `invalid_voicemail_message` when it does not parse, `missing_variables` naming a variable
+/// it needs and the call lacks.
+pub fn render_voicemail(
+    template: &str,
+    variables: &BTreeMap<String, String>,
+) -> Result<String, ApiError> {
+    let parsed = crate::script::parse_template(template).map_err(|message| {
+        ApiError::unprocessable(
+            "invalid_voicemail_message",
+            format!("`voicemail_message`: {message}"),
+        )
+    })?;
+    let vars: HashMap<String, String> = variables
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    parsed.render(&vars).map_err(|missing| {
+        ApiError::unprocessable(
+            "missing_variables",
+            format!(
+                "`voicemail_message` needs the variable {:?}, which the call does not have",
+                missing.name
+            ),
+        )
+    })
 }
 
 /// Whether `plan` lets a tenant place calls.
@@ -242,6 +289,35 @@ pub struct StoreDirectory {
     pub plane: Arc<CallPlane>,
 }
 
+impl StoreDirectory {
+    /// The plan of a campaign call, rebuilt from its campaign (`None`: not a campaign call, or
+    /// the campaign runs no machine detection). A voicemail message that cannot be rendered
+    /// is left out (the call hangs up on machines) and logged.
+    async fn campaign_plan(
+        &self,
+        id: CallId,
+        variables: &BTreeMap<String, String>,
+    ) -> Option<OutboundPlan> {
+        let setup = match self.store.campaign_call_plan(id).await {
+            Ok(setup) => setup?,
+            Err(error) => {
+                tracing::warn!(call_id = %id, %error, "call directory: reading the campaign failed");
+                return None;
+            }
+        };
+        setup.machine_detection.as_ref()?;
+        let message = setup.voicemail_message.and_then(|template| {
+            render_voicemail(&template, variables)
+                .map_err(|error| {
+                    tracing::warn!(call_id = %id, message = %error.message,
+                        "call directory: the campaign's voicemail message cannot be rendered")
+                })
+                .ok()
+        });
+        Some(OutboundPlan::detect(message))
+    }
+}
+
 #[async_trait::async_trait]
 impl crate::call::directory::CallDirectory for StoreDirectory {
     async fn resolve(&self, call_id: &str) -> Option<ExpectedCall> {
@@ -267,6 +343,7 @@ impl crate::call::directory::CallDirectory for StoreDirectory {
                 let mut expected = ExpectedCall::new(id, agent.agent);
                 expected.tenant_id = Some(call.tenant_id.to_string());
                 expected.factory = agent.factory;
+                expected.outbound = self.campaign_plan(id, &call.variables).await;
                 expected.variables = call.variables;
                 Some(expected)
             }

@@ -14,14 +14,14 @@ use sha2::{Digest, Sha256};
 
 use super::ControlState;
 use super::auth::Principal;
-use super::call_plane::{CallPlane, plan_dials, tenant_plan};
+use super::call_plane::{CallPlane, plan_dials, render_voicemail, tenant_plan};
 use super::dial::{CarrierName, DialError, MachineDetection, PlaceCall, call_urls, is_e164};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 #[allow(unused_imports)]
 use super::model::ErrorBody;
 use crate::call::CallId;
-use crate::call::registry::Control;
+use crate::call::registry::{Control, OutboundPlan};
 use crate::store::call_records::{CallCursor, CallFilter, CallSetup, CarrierReport, Created};
 use crate::store::calls::{Call, CallStatus, Direction, NewCall};
 use crate::store::tenants::Role;
@@ -33,6 +33,8 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 pub const MAX_VARIABLES: usize = 100;
 /// Longest variable value (characters).
 pub const MAX_VARIABLE_CHARS: usize = 1000;
+/// Longest voicemail message (characters).
+pub const MAX_VOICEMAIL_CHARS: usize = 2000;
 
 /// A call as the API shows it (`voicegw.v1.Call`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -155,9 +157,15 @@ pub struct CreateCallRequest {
     /// The tenant (SUPERADMIN keys only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<uuid::Uuid>,
-    /// Answering-machine detection: `enable` or `detect_message_end`.
+    /// Answering-machine detection: `enable` or `detect_message_end`. The callee is listened
+    /// to before the agent greets: a person is greeted, a machine gets `voicemail_message`
+    /// after its beep (or the script's `[voicemail]` node) or is hung up on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_detection: Option<MachineDetection>,
+    /// Left on an answering machine after the beep (`{{ variable }}` slots filled from
+    /// `variables`); needs `machine_detection`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voicemail_message: Option<String>,
     /// Ring time, 1–600 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u32>,
@@ -220,6 +228,21 @@ impl CreateCallRequest {
                     "variable {name:?}: names are 1–64 characters, values at most {MAX_VARIABLE_CHARS}"
                 ),
             );
+        }
+        if let Some(message) = &self.voicemail_message {
+            if self.machine_detection.is_none() {
+                return bad(
+                    "invalid_body",
+                    "`voicemail_message` needs `machine_detection`: only a detected machine gets it"
+                        .to_owned(),
+                );
+            }
+            if message.trim().is_empty() || message.chars().count() > MAX_VOICEMAIL_CHARS {
+                return bad(
+                    "invalid_body",
+                    format!("`voicemail_message` must be 1–{MAX_VOICEMAIL_CHARS} characters"),
+                );
+            }
         }
         if let Some(t) = self.timeout_secs
             && !(1..=600).contains(&t)
@@ -367,6 +390,11 @@ pub async fn create_call(
         (None, Some(agent)) => plane.catalog_agent(agent)?,
         (None, None) => return Err(ApiError::internal("neither script nor agent")),
     };
+    let voicemail = request
+        .voicemail_message
+        .as_deref()
+        .map(|template| render_voicemail(template, &request.variables))
+        .transpose()?;
     let new = NewCall {
         direction: Direction::Outbound,
         from: number.e164.clone(),
@@ -390,9 +418,19 @@ pub async fn create_call(
             return existing(&call, stored.as_deref(), &request_hash);
         }
     };
-    plane.expect(&state.registry, call.id, tenant, &agent, &request.variables);
+    match request.machine_detection {
+        Some(_) => plane.expect_outbound(
+            &state.registry,
+            call.id,
+            tenant,
+            &agent,
+            &request.variables,
+            OutboundPlan::detect(voicemail),
+        ),
+        None => plane.expect(&state.registry, call.id, tenant, &agent, &request.variables),
+    }
     let call_id = call.id.to_string();
-    let (answer_url, stream_url, status_callback, _amd_callback) = call_urls(&public_url, &call_id);
+    let (answer_url, stream_url, status_callback, amd_callback) = call_urls(&public_url, &call_id);
     let place = PlaceCall {
         to: call.to.clone(),
         from: call.from.clone(),
@@ -402,8 +440,12 @@ pub async fn create_call(
             CarrierName::Twilio => status_callback,
             CarrierName::Exotel => format!("{}/exotel/status", public_url.trim_end_matches('/')),
         },
-        // Synchronous detection: the verdict comes with the TwiML request on answer.
-        amd_callback: None,
+        // Asynchronous detection: the stream starts at once (the gateway listens for a machine
+        // itself) and the carrier's verdict is forwarded to the live call when it comes.
+        amd_callback: match (carrier, request.machine_detection) {
+            (CarrierName::Twilio, Some(_)) => Some(amd_callback),
+            _ => None,
+        },
         machine_detection: request.machine_detection,
         timeout_secs: request.timeout_secs,
         time_limit_secs: request.time_limit_secs,

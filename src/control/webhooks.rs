@@ -29,6 +29,7 @@ use super::dial::ws_base;
 use super::error::ApiError;
 use crate::call::CallId;
 use crate::call::mask_number;
+use crate::call::registry::Control;
 use crate::carrier::signature;
 use crate::carrier::twiml;
 use crate::carrier::webhook::{
@@ -341,6 +342,7 @@ async fn twilio_outbound(
     }
     if let Some(verdict) = answered.answered_by {
         record_verdict(&state, scope, id, verdict.as_str(), None).await?;
+        forward_verdict(&state, id, verdict.as_str());
     }
     count(plane, "twilio", "outbound", "answered");
     if call.status.is_final() {
@@ -379,6 +381,20 @@ async fn record_verdict(
     }
     state.record_event(scope, id, "answered_by", &data).await?;
     Ok(())
+}
+
+/// Hands a carrier's answering-machine verdict to the call when it is live on this gateway
+/// (its session decides what to do: greet, or wait for the beep and leave the voicemail). A
+/// call served elsewhere, or already over, keeps the verdict in the record only.
+fn forward_verdict(state: &ControlState, id: CallId, verdict: &str) {
+    let control = Control::AnsweredBy {
+        verdict: verdict.to_owned(),
+    };
+    if let Err(error) = state.registry.send(id, control)
+        && !state.registry.note_verdict(&id.to_string(), verdict)
+    {
+        tracing::debug!(call_id = %id, %error, "answering-machine verdict not forwarded");
+    }
 }
 
 /// Applies a carrier's status report to `call`: the lifecycle (forward only), what it says
@@ -536,6 +552,7 @@ async fn twilio_amd(
                 verdict.machine_detection_duration_ms,
             )
             .await?;
+            forward_verdict(&state, call.id, verdict.answered_by.as_str());
             count(plane, "twilio", "amd", "applied");
         }
         None => {

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// The name of the node every call starts in.
 pub const START_NODE: &str = "start";
+/// The node left as a voicemail on answering machines (its prompt; no transitions, never
+/// entered by the flow).
+pub const VOICEMAIL_NODE: &str = "voicemail";
 
 /// Words that cannot name a node (they are target or trigger words).
 pub const RESERVED_WORDS: &[&str] = &[
@@ -86,6 +89,11 @@ impl Flow {
     /// The node every call begins in.
     pub fn start(&self) -> Option<&Node> {
         self.node(START_NODE)
+    }
+
+    /// The `[voicemail]` node, whose prompt is left on answering machines.
+    pub fn voicemail(&self) -> Option<&Node> {
+        self.node(VOICEMAIL_NODE)
     }
 
     /// The same flow in normal form: every template [`Template::normalized`], every phrase's

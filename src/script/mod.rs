@@ -52,3 +52,4 @@ pub use interpreter::{ScriptAgent, script_agent_factory};
 pub use parse::{Parsed, parse};
 pub use print::{print, script_hash};
 pub use render::{MissingUse, MissingVariable, MissingVariables, StaticText, TextKind};
+pub use template::parse_template;

@@ -1185,3 +1185,45 @@ fn huge_hostile_input_is_read_in_linear_time() {
         started.elapsed()
     );
 }
+
+// ---- the [voicemail] node ----
+
+#[test]
+fn a_voicemail_node_is_a_message_without_transitions_and_never_unreachable() {
+    let p = ok("[start]\nHello.\n-> END\n\n[voicemail]\nHi {{ name | there }}, call us back.\n");
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let node = p.flow.voicemail().unwrap();
+    assert_eq!(
+        node.prompt,
+        Some(Template {
+            parts: vec![
+                text("Hi "),
+                var("name", Some("there")),
+                text(", call us back.")
+            ]
+        })
+    );
+    assert!(node.transitions.is_empty());
+    let printed = crate::script::print(&p.flow);
+    assert_eq!(ok(&printed).flow, p.flow, "{printed}");
+}
+
+#[test]
+fn a_voicemail_node_takes_a_message_only_and_is_no_target() {
+    assert_eq!(
+        error("[start]\nHi.\n-> END\n[voicemail]\n"),
+        "4:1: the [voicemail] node needs the message to leave on answering machines"
+    );
+    assert_eq!(
+        error("[start]\nHi.\n-> END\n[voicemail]\nCall us.\n-> END\n"),
+        "6:1: the [voicemail] node takes no transitions: the call hangs up once the message is left"
+    );
+    assert_eq!(
+        error("[start]\nHi.\n-> END\n[voicemail]\nCall us.\nreprompt: Again.\n"),
+        "6:1: the [voicemail] node takes no `reprompt:`: it is only said to machines"
+    );
+    assert_eq!(
+        error("[start]\nHi.\n-> 1: voicemail\n-> timeout: END\n[voicemail]\nCall us.\n"),
+        "3:7: no transition may lead to [voicemail]: it is only left on answering machines"
+    );
+}

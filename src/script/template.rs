@@ -136,6 +136,34 @@ pub(crate) fn join_lines(lines: Vec<Vec<TemplatePart>>) -> Option<Template> {
     (!template.parts.is_empty()).then_some(template)
 }
 
+/// Parses a template given outside a script (e.g. a voicemail message from the API): lines
+/// joined with a space; the first error's message when a slot is malformed. An empty text is
+/// an empty template.
+pub fn parse_template(text: &str) -> Result<Template, String> {
+    let mut sink = Sink::default();
+    let mut lines = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let chars: Vec<char> = line.chars().collect();
+        let columns: Vec<usize> = (1..=chars.len()).collect();
+        let parsed = parse_line(
+            LineText {
+                line: index + 1,
+                chars: &chars,
+                columns: &columns,
+            },
+            &mut sink,
+        );
+        if let Some(parts) = parsed {
+            lines.push(parts);
+        }
+    }
+    let diagnostics = sink.finish();
+    if let Some(first) = diagnostics.errors().next() {
+        return Err(first.message.clone());
+    }
+    Ok(join_lines(lines).unwrap_or_else(|| Template::text("")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +262,14 @@ mod tests {
         .unwrap();
         assert_eq!(t.parts, vec![text("Hi "), var("a", None), text(" there")]);
         assert_eq!(join_lines(vec![vec![text("  ")], vec![]]), None);
+    }
+
+    #[test]
+    fn a_template_from_outside_a_script_renders_and_reports_bad_slots() {
+        let t = parse_template("Hi {{ name | there }},\ncall {{ tenant }} back.").unwrap();
+        let vars = std::collections::HashMap::from([("tenant".to_owned(), "Acme".to_owned())]);
+        assert_eq!(t.render(&vars).unwrap(), "Hi there, call Acme back.");
+        assert!(parse_template("Hi {{ name").is_err());
+        assert_eq!(parse_template("").unwrap().render(&vars).unwrap(), "");
     }
 }

@@ -1,11 +1,12 @@
 //! The rules a script must keep beyond its line syntax: within a node (at most one of each
 //! special transition, no repeated key, agent-node limits) and across the flow (a `[start]`
-//! node, known targets, every node reachable).
+//! node, known targets, every node reachable) and the `[voicemail]` node (a message only,
+//! never a target).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::diag::{Position, Sink, did_you_mean_within};
-use super::flow::{Key, START_NODE, Trigger};
+use super::flow::{Key, START_NODE, Trigger, VOICEMAIL_NODE};
 use super::parse::TextField;
 use super::transition::ParsedTransition;
 
@@ -58,6 +59,10 @@ impl NodeDraft {
 
 /// Checks one node once all its lines are read.
 pub(crate) fn check_node(node: &NodeDraft, sink: &mut Sink) {
+    if node.name == VOICEMAIL_NODE {
+        check_voicemail(node, sink);
+        return;
+    }
     for (field, message) in [
         (
             &node.reprompt,
@@ -114,6 +119,31 @@ pub(crate) fn check_node(node: &NodeDraft, sink: &mut Sink) {
                 "node `{}` has no prompt: the caller hears nothing before it waits for input",
                 node.name
             ),
+        );
+    }
+}
+
+/// The `[voicemail]` node: a message and nothing else (it is played on answering machines,
+/// then the call hangs up).
+fn check_voicemail(node: &NodeDraft, sink: &mut Sink) {
+    if !node.failed && !NodeDraft::has_text(&node.prompt) {
+        sink.error(
+            node.header,
+            "the [voicemail] node needs the message to leave on answering machines",
+        );
+    }
+    for (field, what) in [(&node.reprompt, "`reprompt:`"), (&node.agent, "`agent:`")] {
+        if let Some(f) = field {
+            sink.error(
+                f.at,
+                format!("the [voicemail] node takes no {what}: it is only said to machines"),
+            );
+        }
+    }
+    if let Some(t) = node.transitions.first() {
+        sink.error(
+            t.at,
+            "the [voicemail] node takes no transitions: the call hangs up once the message is left",
         );
     }
 }
@@ -237,6 +267,13 @@ pub(crate) fn check_flow(nodes: &[NodeDraft], sink: &mut Sink) {
     for node in nodes {
         for t in &node.transitions {
             for (name, at) in &t.refs {
+                if name == VOICEMAIL_NODE && names.contains(VOICEMAIL_NODE) {
+                    sink.error(
+                        *at,
+                        "no transition may lead to [voicemail]: it is only left on answering machines",
+                    );
+                    continue;
+                }
                 if let Some(&known) = names.get(name.as_str()) {
                     edges.entry(node.name.as_str()).or_default().push(known);
                     continue;
@@ -274,7 +311,7 @@ pub(crate) fn check_flow(nodes: &[NodeDraft], sink: &mut Sink) {
         }
     }
     for node in nodes {
-        if !reached.contains(node.name.as_str()) {
+        if !reached.contains(node.name.as_str()) && node.name != VOICEMAIL_NODE {
             sink.warning(
                 node.header,
                 format!("node `{}` is never reached from [start]", node.name),

@@ -6,7 +6,8 @@
 //! reason). A call that may not move (already final, or not yet answered) keeps its status;
 //! `call_ended` still fills an empty `outcome`. Events of streams nobody created (ids not in
 //! `calls`) change nothing and are counted. Every statement is idempotent, so replaying a batch
-//! is harmless. Only these two kinds of event cost a query.
+//! is harmless. An `amd` event (the session's answering-machine verdict) sets the call's
+//! `answered_by`. Only these kinds of event cost a query.
 
 use sqlx::AssertSqlSafe;
 
@@ -17,6 +18,8 @@ use super::{Store, StoreError, now_us};
 pub const STREAM_STARTED: &str = "stream_started";
 /// The event that marks a call ended.
 pub const CALL_ENDED: &str = "call_ended";
+/// The event that gives a call's answering-machine verdict.
+pub const AMD: &str = "amd";
 
 /// What applying a batch's lifecycle events did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,8 +42,13 @@ fn from_list(status: CallStatus) -> String {
 
 /// The end reason in a `call_ended` event's data, if it has one.
 fn end_reason(data: &str) -> Option<String> {
+    data_field(data, "reason")
+}
+
+/// The string field `name` of an event's data, if it has one.
+fn data_field(data: &str, name: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(data).ok()?;
-    value.get("reason")?.as_str().map(str::to_owned)
+    value.get(name)?.as_str().map(str::to_owned)
 }
 
 impl Store {
@@ -52,6 +60,7 @@ impl Store {
             let matched = match row.kind.as_str() {
                 STREAM_STARTED => self.mark_answered(row).await?,
                 CALL_ENDED => self.mark_ended(row).await?,
+                AMD => self.mark_answered_by(row).await?,
                 _ => continue,
             };
             if matched {
@@ -84,6 +93,23 @@ impl Store {
             .execute(self.pool())
             .await
             .map_err(StoreError::db("marking a call answered"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// `answered_by` from an `amd` event's verdict; true when the call exists.
+    async fn mark_answered_by(&self, row: &EventRow) -> Result<bool, StoreError> {
+        let Some(verdict) = data_field(&row.data, "verdict") else {
+            return Ok(true);
+        };
+        let done = sqlx::query("UPDATE calls SET answered_by = $1, updated_us = $2 WHERE id = $3")
+            .bind(verdict)
+            .bind(now_us())
+            .bind(row.call_id.clone())
+            .execute(self.pool())
+            .await
+            .map_err(StoreError::db(
+                "recording a call's answering-machine verdict",
+            ))?;
         Ok(done.rows_affected() > 0)
     }
 

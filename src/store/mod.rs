@@ -9,6 +9,7 @@
 //!
 //! Every read of tenant data takes a [`Scope`]; only [`Scope::Super`] crosses tenants.
 
+pub mod call_plan;
 pub mod call_records;
 pub mod calls;
 pub mod campaigns;

@@ -233,6 +233,9 @@ pub struct StreamRecord {
     pub clears: usize,
     /// Media frames sent.
     pub frames_sent: u32,
+    /// Media frames the fake had sent when the gateway's first audio arrived (so where in
+    /// the callee's audio the gateway started speaking).
+    pub first_media_at_frame: Option<u32>,
     /// DTMF digits sent.
     pub dtmf_sent: Vec<char>,
     /// The gateway closed the socket (rather than the fake ending the stream).
@@ -1024,6 +1027,7 @@ impl Stream<'_> {
                         self.queue.push_back(Queued::Audio(bytes.len()));
                         self.shared.update(&self.sid, |c| {
                             if let Some(s) = c.stream.as_mut() {
+                                s.first_media_at_frame.get_or_insert(s.frames_sent);
                                 s.media.extend_from_slice(&bytes);
                             }
                         });

@@ -28,7 +28,7 @@ use super::timers::{Timer, TimerFired, Timers};
 use super::vars;
 use crate::call::agent::{
     Agent, AgentAction, AgentContext, AgentError, AgentEvent, AgentFactory, DtmfSource, Heard,
-    SpeechPart, UserTurn, UtteranceId,
+    Speech, SpeechPart, UserTurn, UtteranceId,
 };
 use crate::call::conversation::{ConversationAgent, Handover};
 use crate::call::events::{CallEventKind, ScriptInputSource, ScriptPromptKind};
@@ -208,6 +208,8 @@ pub struct ScriptAgent {
     /// Nodes entered since the call last said something or waited for the caller: more than
     /// the flow has means the flow goes round in silence.
     hops: usize,
+    /// The voicemail text being prepared for the session.
+    voicemail: Option<TextId>,
 }
 
 impl std::fmt::Debug for ScriptAgent {
@@ -250,6 +252,7 @@ impl ScriptAgent {
             timers: Timers::new(),
             hung_up: false,
             hops: 0,
+            voicemail: None,
         }
     }
 
@@ -303,6 +306,32 @@ impl ScriptAgent {
         match self.index.get(START_NODE) {
             Some(&start) => self.enter(ctx, start, Arrival::Flow),
             None => self.fail(ctx, "the script has no [start] node".to_owned()),
+        }
+    }
+
+    /// The voicemail to leave: `message`, else the `[voicemail]` node's prompt rendered with
+    /// the call's variables; its audio goes to the session once ready.
+    fn voicemail_text(&mut self, message: Option<&str>, ctx: &AgentContext) -> Option<String> {
+        if let Some(message) = message {
+            return Some(message.to_owned()).filter(|t| !t.trim().is_empty());
+        }
+        self.vars = vars::for_call(&self.script.defaults, ctx.info());
+        let node = self.flow.voicemail()?;
+        match node.prompt.as_ref()?.render(&self.vars) {
+            Ok(text) => Some(text).filter(|t| !t.trim().is_empty()),
+            Err(missing) => {
+                tracing::warn!(variable = %missing.name, "the [voicemail] node cannot be rendered");
+                None
+            }
+        }
+    }
+
+    /// A voicemail clip as speech.
+    fn voicemail_speech(prompts: &CallPrompts, text: TextId, clip: &PromptClip) -> Speech {
+        Speech {
+            pcm: clip.to_vec(),
+            sample_rate: PROMPT_RATE,
+            text: Some(prompts.text(text).to_owned()),
         }
     }
 
@@ -371,6 +400,15 @@ impl ScriptAgent {
 
     fn on_prompt_ready(&mut self, ctx: &mut AgentContext, ready: PromptReady) {
         self.prompts.store(&ready);
+        if self.voicemail == Some(ready.text) {
+            self.voicemail = None;
+            let result = ready
+                .result
+                .as_ref()
+                .map(|clip| Self::voicemail_speech(&self.prompts, ready.text, clip))
+                .map_err(|e| e.to_string());
+            ctx.act(AgentAction::VoicemailReady(result));
+        }
         let awaited = self
             .speaking
             .as_ref()
@@ -507,6 +545,25 @@ impl Agent for ScriptAgent {
 
     fn wants_transcripts(&self) -> bool {
         self.transcripts
+    }
+
+    fn prepare_voicemail(&mut self, message: Option<&str>, ctx: &mut AgentContext) -> bool {
+        let Some(text) = self.voicemail_text(message, ctx) else {
+            return false;
+        };
+        let id = self.prompts.add(&text);
+        match self.prompts.ready(id) {
+            Some((clip, _)) => {
+                let speech = Self::voicemail_speech(&self.prompts, id, &clip);
+                ctx.act(AgentAction::VoicemailReady(Ok(speech)));
+            }
+            None => {
+                self.voicemail = Some(id);
+                self.prompts
+                    .request(id, &ctx.port(), self.timers.call_token());
+            }
+        }
+        true
     }
 
     /// Words matching a key of the node waiting for input are an answer, even when they

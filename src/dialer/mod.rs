@@ -22,7 +22,7 @@ pub mod limiter;
 pub mod redis_limiter;
 pub mod retry;
 pub mod window;
-// LOOKUP pub mod lookup;
+pub mod lookup;
 pub mod metrics;
 pub mod outcome;
 pub mod reconcile;

@@ -152,8 +152,13 @@ pub(crate) async fn reconcile_once(ctx: &Ctx) -> Result<(), StoreError> {
         )
         .await?;
     for (job, call) in overdue {
-        // LOOKUP
-        let _ = (job, call);
+        if let Err(error) = super::lookup::lookup_attempt(ctx, &job, &call).await {
+            tracing::warn!(job_id = %job.id, %error, "dialer: looking an attempt up failed");
+        }
+    }
+    let completed = store.complete_finished_campaigns().await?;
+    if completed > 0 {
+        tracing::info!(completed, "dialer: campaigns completed");
     }
     let expired = store.expire_sms(now).await?;
     if expired > 0 {

@@ -6,7 +6,7 @@
 //! CallEvent `sms_fallback` on the last attempt's call. A send whose lease expired is never
 //! retried (`unknown`): a contact never gets two texts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 
@@ -59,40 +59,28 @@ impl SmsSender for TwilioSms {
     }
 }
 
-/// A variable an SMS template uses without a value or fallback.
+/// Why an SMS template gives no text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the SMS template needs the variable {0:?}")]
-pub struct MissingSmsVariable(pub String);
+pub enum SmsTemplateError {
+    /// The template does not parse.
+    #[error("the SMS template does not parse: {0}")]
+    Invalid(String),
+    /// A variable it needs has no value and no fallback.
+    #[error("the SMS template needs the variable {0:?}")]
+    Missing(String),
+}
 
-/// Renders an SMS template: `{{ name }}` is the variable's value, `{{ name | fallback }}` the
-/// fallback when the value is missing or blank; other text is kept as written.
+/// Renders an SMS template like a script's texts: `{{ name }}` is the variable's value,
+/// `{{ name | fallback }}` the fallback when the value is missing or blank.
 pub fn render_sms(
     template: &str,
     vars: &BTreeMap<String, String>,
-) -> Result<String, MissingSmsVariable> {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        let Some(len) = rest[start + 2..].find("}}") else {
-            break;
-        };
-        out.push_str(&rest[..start]);
-        let slot = &rest[start + 2..start + 2 + len];
-        let (name, fallback) = match slot.split_once('|') {
-            Some((name, fallback)) => (name.trim(), Some(fallback.trim())),
-            None => (slot.trim(), None),
-        };
-        match vars.get(name).filter(|v| !v.trim().is_empty()) {
-            Some(value) => out.push_str(value),
-            None => match fallback {
-                Some(fallback) => out.push_str(fallback),
-                None => return Err(MissingSmsVariable(name.to_owned())),
-            },
-        }
-        rest = &rest[start + 2 + len + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
+) -> Result<String, SmsTemplateError> {
+    let parsed = crate::script::parse_template(template).map_err(SmsTemplateError::Invalid)?;
+    let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    parsed
+        .render(&vars)
+        .map_err(|missing| SmsTemplateError::Missing(missing.name))
 }
 
 #[cfg(test)]
@@ -112,8 +100,11 @@ mod tests {
         );
         assert_eq!(
             render_sms("Hi {{ other }}", &vars),
-            Err(MissingSmsVariable("other".into()))
+            Err(SmsTemplateError::Missing("other".into()))
         );
-        assert_eq!(render_sms("50% off {{ broken", &vars).unwrap(), "50% off {{ broken");
+        assert!(matches!(
+            render_sms("50% off {{ broken", &vars),
+            Err(SmsTemplateError::Invalid(_))
+        ));
     }
 }

@@ -28,9 +28,9 @@ use super::metrics::DialerMetrics;
 use super::sms::SmsSender;
 use super::window::{CallingWindow, CallingWindowConfig};
 use crate::call::CallId;
-use crate::call::registry::Registry;
+use crate::call::registry::{OutboundPlan, Registry};
 use crate::config::DialerSettings;
-use crate::control::call_plane::{CallPlane, ResolvedAgent};
+use crate::control::call_plane::{CallPlane, ResolvedAgent, render_voicemail};
 use crate::control::dial::{CarrierName, DialError, MachineDetection, PlaceCall, call_urls};
 use crate::store::call_records::{CallSetup, CarrierReport};
 use crate::store::calls::{Call, CallStatus, Direction, NewCall};
@@ -370,16 +370,39 @@ async fn dial_job(ctx: &Ctx, job: DialJob) {
             return give_back(ctx, &job, now_us(), "store error").await;
         }
     };
-    ctx.deps.plane.expect(
-        &ctx.deps.registry,
-        call.id,
-        job.tenant_id,
-        &agent,
-        &vars,
-    );
+    match outbound_plan(&job, &vars) {
+        Some(plan) => ctx.deps.plane.expect_outbound(
+            &ctx.deps.registry,
+            call.id,
+            job.tenant_id,
+            &agent,
+            &vars,
+            plan,
+        ),
+        None => ctx
+            .deps
+            .plane
+            .expect(&ctx.deps.registry, call.id, job.tenant_id, &agent, &vars),
+    }
     let place = place_request(ctx, &job, &call, carrier);
     let result = ctx.deps.plane.carriers.place(carrier, &place).await;
     placed(ctx, &job, &call, result).await;
+}
+
+/// The answering-machine plan of a campaign call (as the call directory rebuilds it for a
+/// call served by another gateway): detection when the campaign asks for it, with its
+/// voicemail message rendered for the contact (left out, and logged, when it cannot be).
+fn outbound_plan(job: &DialJob, vars: &BTreeMap<String, String>) -> Option<OutboundPlan> {
+    job.campaign.machine_detection.as_ref()?;
+    let message = job.campaign.voicemail_message.as_deref().and_then(|template| {
+        render_voicemail(template, vars)
+            .map_err(|error| {
+                tracing::warn!(job_id = %job.id, message = %error.message,
+                    "dialer: the campaign's voicemail message cannot be rendered")
+            })
+            .ok()
+    });
+    Some(OutboundPlan::detect(message))
 }
 
 /// The number the job's next attempt is placed from: the campaign's numbers in turn.

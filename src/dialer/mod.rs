@@ -15,7 +15,8 @@
 //! - [`reconcile`]: settling finished attempts, lease takeover, SMS fallback sends;
 //! - [`lookup`]: asking the carrier about an attempt the gateway lost track of;
 //! - [`sms`]: the SMS fallback sender and its template;
-//! - [`metrics`]: the dialer's Prometheus families.
+//! - [`metrics`]: the dialer's Prometheus families;
+//! - [`run`]: starting it inside `serve` or as `voicegw worker`.
 
 pub mod amd;
 pub mod limiter;
@@ -26,5 +27,6 @@ pub mod lookup;
 pub mod metrics;
 pub mod outcome;
 pub mod reconcile;
+pub mod run;
 pub mod sms;
 pub mod worker;

@@ -35,7 +35,7 @@ use crate::control::dial::{CarrierName, DialError, MachineDetection, PlaceCall, 
 use crate::store::call_records::{CallSetup, CarrierReport};
 use crate::store::calls::{Call, CallStatus, Direction, NewCall};
 use crate::store::dial_jobs::DialJob;
-use crate::store::{Scope, Store, StoreError, now_us};
+use crate::store::{Scope, Store, now_us};
 
 /// Most jobs claimed in one transaction.
 const MAX_CLAIM_BATCH: u32 = 100;
@@ -419,7 +419,12 @@ fn caller_id(job: &DialJob) -> Option<String> {
 fn place_request(ctx: &Ctx, job: &DialJob, call: &Call, carrier: CarrierName) -> PlaceCall {
     let public = &ctx.deps.public_url;
     let call_id = call.id.to_string();
-    let (answer_url, stream_url, status_callback, _amd) = call_urls(public, &call_id);
+    let (answer_url, stream_url, status_callback, amd_callback) = call_urls(public, &call_id);
+    let machine_detection = match job.campaign.machine_detection.as_deref() {
+        Some("enable") => Some(MachineDetection::Enable),
+        Some("detect_message_end") => Some(MachineDetection::DetectMessageEnd),
+        _ => None,
+    };
     PlaceCall {
         to: call.to.clone(),
         from: call.from.clone(),
@@ -429,13 +434,13 @@ fn place_request(ctx: &Ctx, job: &DialJob, call: &Call, carrier: CarrierName) ->
             CarrierName::Twilio => status_callback,
             CarrierName::Exotel => format!("{}/exotel/status", public.trim_end_matches('/')),
         },
-        // Synchronous detection: the verdict comes with the TwiML request on answer.
-        amd_callback: None,
-        machine_detection: match job.campaign.machine_detection.as_deref() {
-            Some("enable") => Some(MachineDetection::Enable),
-            Some("detect_message_end") => Some(MachineDetection::DetectMessageEnd),
+        // Asynchronous detection, as POST /v1/calls: the stream starts at once and the
+        // carrier's verdict is forwarded to the live call.
+        amd_callback: match (carrier, machine_detection) {
+            (CarrierName::Twilio, Some(_)) => Some(amd_callback),
             _ => None,
         },
+        machine_detection,
         timeout_secs: job
             .campaign
             .timeout_secs
@@ -563,19 +568,3 @@ pub(crate) async fn record_event(
     }
 }
 
-/// Why the dialer could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum DialerStartError {
-    /// No public URL: carriers could not reach the calls.
-    #[error("the dialer needs VOICEGW_PUBLIC_URL: carriers must reach this gateway to connect a call")]
-    NoPublicUrl,
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The metrics could not be registered.
-    #[error("dialer metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
-    /// The config is unusable.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-}

@@ -46,15 +46,11 @@ pub fn final_reason_label(reason: FinalReason) -> &'static str {
     }
 }
 
-/// Whether a contact whose last attempt ended `outcome` on `call` gets the campaign's SMS
-/// fallback: nobody picked up (no answer, busy), or a machine answered and no message was
-/// left.
-pub fn sms_due(outcome: Outcome, call: &Call) -> bool {
-    match outcome {
-        Outcome::NoAnswer | Outcome::Busy => true,
-        Outcome::Voicemail => call.outcome.as_deref() == Some("machine_no_message"),
-        Outcome::Completed | Outcome::Failed => false,
-    }
+/// Whether a contact whose last attempt ended `outcome` gets the campaign's SMS fallback:
+/// nobody picked up (no answer, or the line was busy). A machine that answered heard the
+/// voicemail message, or the call hung up on it as the campaign asked.
+pub fn sms_due(outcome: Outcome) -> bool {
+    matches!(outcome, Outcome::NoAnswer | Outcome::Busy)
 }
 
 /// What the campaign around an attempt allows next.
@@ -68,13 +64,12 @@ pub struct CampaignState<'a> {
     pub has_sms: bool,
 }
 
-/// The job's next step after `call` (final, attempt number `attempts`), per `policy` in
+/// The job's next step after an attempt (number `attempts`) that ended `outcome`, per `policy` in
 /// `window`, with the jitter seeded by `seed`: a retry at the policy's time, or the end with
 /// its reason (a canceled campaign ends every job; a retry past the campaign's end is
 /// `campaign_ended`).
 pub fn next_step(
     outcome: Outcome,
-    call: &Call,
     attempts: u32,
     ended_at: DateTime<Utc>,
     (policy, window): (&RetryPolicy, &CallingWindow),
@@ -83,7 +78,7 @@ pub fn next_step(
 ) -> AttemptEnd {
     let done = |reason: &str, sms: bool| AttemptEnd::Final {
         reason: reason.to_owned(),
-        sms_due: sms && campaign.has_sms && sms_due(outcome, call),
+        sms_due: sms && campaign.has_sms && sms_due(outcome),
     };
     if campaign.status == "canceled" {
         return done("campaign_canceled", false);
@@ -192,15 +187,14 @@ mod tests {
             ends_at_us: None,
             has_sms: true,
         };
-        let busy = call(CallStatus::NoAnswer, None, None);
         assert_eq!(
-            next_step(Outcome::NoAnswer, &busy, 1, now, (&policy, &window), 1, running),
+            next_step(Outcome::NoAnswer, 1, now, (&policy, &window), 1, running),
             AttemptEnd::Retry {
                 due_us: now.timestamp_micros() + 60_000_000
             }
         );
         assert_eq!(
-            next_step(Outcome::NoAnswer, &busy, 2, now, (&policy, &window), 1, running),
+            next_step(Outcome::NoAnswer, 2, now, (&policy, &window), 1, running),
             AttemptEnd::Final {
                 reason: "max_attempts".into(),
                 sms_due: true
@@ -211,7 +205,7 @@ mod tests {
             ..running
         };
         assert_eq!(
-            next_step(Outcome::NoAnswer, &busy, 1, now, (&policy, &window), 1, ended),
+            next_step(Outcome::NoAnswer, 1, now, (&policy, &window), 1, ended),
             AttemptEnd::Final {
                 reason: "campaign_ended".into(),
                 sms_due: true
@@ -222,15 +216,14 @@ mod tests {
             ..running
         };
         assert_eq!(
-            next_step(Outcome::NoAnswer, &busy, 1, now, (&policy, &window), 1, canceled),
+            next_step(Outcome::NoAnswer, 1, now, (&policy, &window), 1, canceled),
             AttemptEnd::Final {
                 reason: "campaign_canceled".into(),
                 sms_due: false
             }
         );
-        let done = call(CallStatus::Completed, None, Some("human"));
         assert_eq!(
-            next_step(Outcome::Completed, &done, 1, now, (&policy, &window), 1, running),
+            next_step(Outcome::Completed, 1, now, (&policy, &window), 1, running),
             AttemptEnd::Final {
                 reason: "completed".into(),
                 sms_due: false

@@ -49,7 +49,6 @@ pub(crate) async fn settle(ctx: &Ctx, job: &DialJob, call: &Call) -> Result<bool
     let end = match (policy, contact_window(job)) {
         (Ok(policy), Ok(window)) => next_step(
             outcome,
-            call,
             attempts,
             ended_at,
             (&policy, &window),

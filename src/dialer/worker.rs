@@ -326,19 +326,6 @@ async fn dial_job(ctx: &Ctx, job: DialJob) {
             };
         }
     };
-    // The limiter, unless the pool is stopping: then the job goes back undialled.
-    let limiter = ctx.deps.limiters.for_carrier(carrier);
-    let waited = std::time::Instant::now();
-    tokio::select! {
-        () = limiter.acquire() => {}
-        () = ctx.stop.cancelled() => {
-            return give_back(ctx, &job, now_us(), "stopping").await;
-        }
-    }
-    ctx.deps
-        .metrics
-        .limiter_wait_seconds
-        .observe(waited.elapsed().as_secs_f64());
     let new = NewCall {
         direction: Direction::Outbound,
         from,
@@ -384,6 +371,26 @@ async fn dial_job(ctx: &Ctx, job: DialJob) {
             .plane
             .expect(&ctx.deps.registry, call.id, job.tenant_id, &agent, &vars),
     }
+    // The limiter right before the request (so starts are paced as the carrier sees
+    // them), unless the pool is stopping: then the attempt is undone, never sent.
+    let limiter = ctx.deps.limiters.for_carrier(carrier);
+    let waited = std::time::Instant::now();
+    tokio::select! {
+        () = limiter.acquire() => {}
+        () = ctx.stop.cancelled() => {
+            let undone = ctx.deps.store
+                .abandon_attempt(&job.id, &call.id.to_string(), now_us(), "not placed: stopping")
+                .await;
+            if let Err(error) = undone {
+                tracing::warn!(job_id = %job.id, %error, "dialer: undoing an attempt failed");
+            }
+            return;
+        }
+    }
+    ctx.deps
+        .metrics
+        .limiter_wait_seconds
+        .observe(waited.elapsed().as_secs_f64());
     let place = place_request(ctx, &job, &call, carrier);
     let result = ctx.deps.plane.carriers.place(carrier, &place).await;
     placed(ctx, &job, &call, result).await;

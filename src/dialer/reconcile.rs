@@ -193,9 +193,7 @@ pub(crate) async fn send_due_sms(ctx: &Ctx) -> Result<usize, StoreError> {
     };
     let store = &ctx.deps.store;
     let until = now_us() + duration_us(ctx.options.lease);
-    let jobs = store
-        .claim_sms(&ctx.options.worker_id, until, 100)
-        .await?;
+    let jobs = store.claim_sms(&ctx.options.worker_id, until, 100).await?;
     let claimed = jobs.len();
     for job in jobs {
         let template = job.campaign.sms_fallback.clone().unwrap_or_default();

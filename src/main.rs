@@ -87,6 +87,52 @@ enum Command {
         /// A SUPERADMIN API key secret (`vgw_…`) to store at start-up.
         #[arg(long, env = "VOICEGW_ADMIN_KEY", hide_env_values = true)]
         admin_key: Option<String>,
+        /// `redis://…`: the dialer's CPS limits shared by every instance.
+        #[arg(long, env = "VOICEGW_REDIS_URL", hide_env_values = true)]
+        redis_url: Option<String>,
+        /// The database.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Provider keys and endpoints.
+        #[command(flatten)]
+        providers: ProviderArgs,
+    },
+    /// Run only the outbound dialer (campaign jobs from the store's queue) until Ctrl-C or
+    /// SIGTERM; calls it places are served by `serve` instances on the same store.
+    Worker {
+        /// A TOML config file (see README); flags and VOICEGW_* variables override it.
+        #[arg(long, env = "VOICEGW_CONFIG")]
+        config: Option<PathBuf>,
+        /// Twilio auth token (the REST password with --twilio-account-sid).
+        #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+        twilio_auth_token: Option<String>,
+        /// Twilio account SID: calls and SMS fallbacks through Twilio.
+        #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+        twilio_account_sid: Option<String>,
+        /// Twilio REST API base URL.
+        #[arg(long, env = "TWILIO_BASE_URL")]
+        twilio_base_url: Option<String>,
+        /// Exotel account SID: calls through Exotel.
+        #[arg(long, env = "EXOTEL_ACCOUNT_SID")]
+        exotel_account_sid: Option<String>,
+        /// Exotel API key (Basic auth user).
+        #[arg(long, env = "EXOTEL_API_KEY")]
+        exotel_api_key: Option<String>,
+        /// Exotel API token (Basic auth password).
+        #[arg(long, env = "EXOTEL_API_TOKEN", hide_env_values = true)]
+        exotel_api_token: Option<String>,
+        /// Exotel REST API base URL (the account's cluster).
+        #[arg(long, env = "EXOTEL_BASE_URL")]
+        exotel_base_url: Option<String>,
+        /// The ExoPhone outbound Exotel calls show.
+        #[arg(long, env = "EXOTEL_CALLER_ID")]
+        exotel_caller_id: Option<String>,
+        /// The base URL carriers use to reach the gateways serving the calls (required).
+        #[arg(long, env = "VOICEGW_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// `redis://…`: CPS limits shared by every instance.
+        #[arg(long, env = "VOICEGW_REDIS_URL", hide_env_values = true)]
+        redis_url: Option<String>,
         /// The database.
         #[command(flatten)]
         store: StoreArgs,
@@ -349,6 +395,57 @@ fn main() -> ExitCode {
         Command::Script {
             command: ScriptCommand::Check { file, json },
         } => script_check(&file, json),
+        Command::Worker {
+            config,
+            twilio_auth_token,
+            twilio_account_sid,
+            twilio_base_url,
+            exotel_account_sid,
+            exotel_api_key,
+            exotel_api_token,
+            exotel_base_url,
+            exotel_caller_id,
+            public_url,
+            redis_url,
+            store,
+            providers,
+        } => {
+            let overrides = Overrides {
+                twilio_auth_token,
+                twilio_account_sid,
+                twilio_base_url,
+                exotel_account_sid,
+                exotel_api_key,
+                exotel_api_token,
+                exotel_base_url,
+                exotel_caller_id,
+                public_url,
+                redis_url,
+                database_url: store.database_url,
+                ..providers.overrides()
+            };
+            let config = match Config::load(config.as_deref(), &overrides) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("voicegw: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("voicegw: cannot start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(voicegw::dialer::run::run_worker(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("voicegw: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve {
             listen,
             agent,
@@ -364,10 +461,12 @@ fn main() -> ExitCode {
             exotel_caller_id,
             public_url,
             admin_key,
+            redis_url,
             store,
             providers,
         } => {
             let overrides = Overrides {
+                redis_url,
                 listen,
                 agent,
                 twilio_auth_token,

@@ -228,6 +228,11 @@ impl Metrics {
             .inc();
     }
 
+    /// The registry, for subsystems that register families of their own (the dialer).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition format, for `GET /metrics`.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();

@@ -556,6 +556,25 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             store: store.clone(),
             plane: plane.clone(),
         }));
+    let dialer = if config.dialer.enabled {
+        match crate::dialer::run::start_dialer(
+            &config,
+            store.clone(),
+            plane.clone(),
+            gateway.registry(),
+            gateway.metrics(),
+        )
+        .await
+        {
+            Ok(dialer) => Some(dialer),
+            Err(error) => {
+                tracing::warn!(%error, "the dialer does not run in this process");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let control = ControlState::new(ControlDeps {
         store: store.clone(),
         registry: gateway.registry(),
@@ -582,6 +601,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let result = gateway
         .run(listener, config.shutdown_grace(), shutdown_signal())
         .await;
+    if let Some(dialer) = dialer {
+        dialer.stop().await;
+    }
     if let Some(migrator) = migrator {
         migrator.abort();
     }

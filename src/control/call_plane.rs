@@ -138,6 +138,44 @@ impl CallPlane {
         Ok((agent, script))
     }
 
+    /// Renders and synthesizes ahead every prompt the latest version of `tenant`'s script
+    /// `name` speaks with `variables` (the script's defaults under them), so a dialled call
+    /// greets on answer without waiting for speech synthesis. 422 `missing_variables` or
+    /// `unknown_script` like [`CallPlane::tenant_script`]; 503 `prompts_unavailable` when a
+    /// prompt cannot be synthesized now.
+    pub async fn prepare_tenant_script(
+        &self,
+        store: &Store,
+        tenant: TenantId,
+        name: &str,
+        variables: &BTreeMap<String, String>,
+    ) -> Result<(), ApiError> {
+        let version = store
+            .latest_script(Scope::Tenant(tenant), name)
+            .await?
+            .ok_or_else(|| {
+                ApiError::unprocessable(
+                    "unknown_script",
+                    format!("the tenant has no script {name:?}"),
+                )
+            })?;
+        let script = self.load(&version)?;
+        let vars: HashMap<String, String> = variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        match crate::script::prepare::prepare_script(&script, &vars).await {
+            Ok(_) => Ok(()),
+            Err(crate::script::prepare::PrepareError::Missing(missing)) => Err(
+                ApiError::unprocessable("missing_variables", missing.to_string()),
+            ),
+            Err(error) => Err(ApiError::unavailable(
+                "prompts_unavailable",
+                error.to_string(),
+            )),
+        }
+    }
+
     fn load(&self, version: &ScriptVersion) -> Result<Arc<LoadedScript>, ApiError> {
         let key = format!("{}:{}", version.id, version.hash);
         if let Some(script) = self.scripts.get(&key) {

@@ -15,6 +15,7 @@ pub mod calls;
 pub mod campaigns;
 pub mod catalog;
 pub mod control_events;
+pub mod dial_jobs;
 pub mod events;
 pub mod hub;
 pub mod ingest;

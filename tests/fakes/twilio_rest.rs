@@ -164,6 +164,8 @@ pub struct RestRequest {
     pub status: u16,
     /// The Twilio error code answered, if any.
     pub code: Option<u32>,
+    /// When the fake took the request.
+    pub at: std::time::Instant,
 }
 
 impl RestRequest {
@@ -472,6 +474,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let received = std::time::Instant::now();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -507,6 +510,7 @@ async fn handle(
         query: query.flatten().unwrap_or_default(),
         status: answer.response.status().as_u16(),
         code: answer.code,
+        at: received,
     });
     if let Some(delay) = answer.delay.take() {
         tokio::time::sleep(delay).await;

@@ -1541,6 +1541,31 @@ mod tests {
     }
 
     #[test]
+    fn dialer_lookup_periods_parse_and_are_checked() {
+        let config =
+            Config::from_toml_str("[dialer]\nstale_after_secs = 20\nunplaced_after_secs = 5\n")
+                .unwrap();
+        assert_eq!(
+            (
+                config.dialer.stale_after_secs,
+                config.dialer.unplaced_after_secs
+            ),
+            (20, 5)
+        );
+        config.validate().unwrap();
+        let check = |text: &str| {
+            Config::from_toml_str(text)
+                .unwrap()
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        let err = check("[dialer]\nstale_after_secs = 0\n").unwrap_err();
+        assert!(err.contains("dialer.stale_after_secs"), "{err}");
+        let err = check("[dialer]\nunplaced_after_secs = 7200\n").unwrap_err();
+        assert!(err.contains("dialer.unplaced_after_secs"), "{err}");
+    }
+
+    #[test]
     fn missing_file_is_a_clear_error() {
         let err = Config::load(
             Some(Path::new("/nonexistent/voicegw.toml")),

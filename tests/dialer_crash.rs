@@ -62,7 +62,12 @@ impl Gateway {
     async fn start(config: &Path, port: u16, dir: &Path, log: &str) -> Gateway {
         let stderr = std::fs::File::create(dir.join(log)).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_voicegw"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+            ])
             .arg(config)
             .env_clear()
             .env("RUST_LOG", "info")
@@ -228,7 +233,10 @@ unplaced_after_secs = 2
     // Kill the gateway in the middle of the campaign.
     let mut waited = Duration::ZERO;
     while carrier.rest().created_calls().len() < KILL_AFTER {
-        assert!(waited < Duration::from_secs(60), "the campaign does not dial");
+        assert!(
+            waited < Duration::from_secs(60),
+            "the campaign does not dial"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
         waited += Duration::from_millis(10);
     }
@@ -275,7 +283,9 @@ unplaced_after_secs = 2
     let created = carrier.rest().created_calls();
     let mut dials: HashMap<String, usize> = HashMap::new();
     for request in &created {
-        *dials.entry(request.param("To").unwrap().to_owned()).or_default() += 1;
+        *dials
+            .entry(request.param("To").unwrap().to_owned())
+            .or_default() += 1;
     }
     for position in 0..CONTACTS {
         let want = if script_of(position) == Script::Answer {

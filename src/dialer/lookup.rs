@@ -29,7 +29,11 @@ pub enum LookupError {
 }
 
 /// Looks `call` (the attempt in flight of `job`) up at its carrier and applies the answer.
-pub(crate) async fn lookup_attempt(ctx: &Ctx, job: &DialJob, call: &Call) -> Result<(), LookupError> {
+pub(crate) async fn lookup_attempt(
+    ctx: &Ctx,
+    job: &DialJob,
+    call: &Call,
+) -> Result<(), LookupError> {
     let Some(carrier) = CarrierName::parse(&call.carrier) else {
         return Err(LookupError::Carrier(DialError::Unsupported(format!(
             "unknown carrier {:?}",
@@ -54,7 +58,9 @@ pub(crate) async fn lookup_attempt(ctx: &Ctx, job: &DialJob, call: &Call) -> Res
                 ..CarrierReport::default()
             };
             store.record_carrier_report(scope, call.id, &report).await?;
-            let now = store.advance_call_status(scope, call.id, state.status).await?;
+            let now = store
+                .advance_call_status(scope, call.id, state.status)
+                .await?;
             tracing::info!(job_id = %job.id, call_id = %call.id, sid = %state.sid,
                 status = now.status.as_str(), "dialer: attempt found at the carrier");
             let data = serde_json::json!({

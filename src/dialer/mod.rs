@@ -20,13 +20,13 @@
 
 pub mod amd;
 pub mod limiter;
-pub mod redis_limiter;
-pub mod retry;
-pub mod window;
 pub mod lookup;
 pub mod metrics;
 pub mod outcome;
 pub mod reconcile;
+pub mod redis_limiter;
+pub mod retry;
 pub mod run;
 pub mod sms;
+pub mod window;
 pub mod worker;

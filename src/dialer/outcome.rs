@@ -137,7 +137,10 @@ mod tests {
 
     #[test]
     fn outcomes_follow_the_call_row() {
-        assert_eq!(attempt_outcome(&call(CallStatus::Ringing, None, None)), None);
+        assert_eq!(
+            attempt_outcome(&call(CallStatus::Ringing, None, None)),
+            None
+        );
         assert_eq!(
             attempt_outcome(&call(CallStatus::Busy, None, None)),
             Some(Outcome::Busy)

@@ -149,7 +149,10 @@ pub(crate) async fn reconcile_once(ctx: &Ctx) -> Result<(), StoreError> {
         .stale_attempts(
             now,
             &ctx.options.worker_id,
-            (ctx.options.stale_after_secs, ctx.options.unplaced_after_secs),
+            (
+                ctx.options.stale_after_secs,
+                ctx.options.unplaced_after_secs,
+            ),
             BATCH,
         )
         .await?;
@@ -161,7 +164,11 @@ pub(crate) async fn reconcile_once(ctx: &Ctx) -> Result<(), StoreError> {
             tracing::warn!(job_id = %job.id, %error, "dialer: looking an attempt up failed");
             // Counts as a look: the next one waits a full period.
             if let Err(error) = store
-                .record_carrier_report(Scope::Tenant(job.tenant_id), call.id, &CarrierReport::default())
+                .record_carrier_report(
+                    Scope::Tenant(job.tenant_id),
+                    call.id,
+                    &CarrierReport::default(),
+                )
                 .await
             {
                 tracing::warn!(call_id = %call.id, %error, "dialer: noting a lookup failed");
@@ -206,9 +213,7 @@ pub(crate) async fn send_due_sms(ctx: &Ctx) -> Result<usize, StoreError> {
     };
     let store = &ctx.deps.store;
     let until = now_us() + duration_us(ctx.options.lease);
-    let jobs = store
-        .claim_sms(&ctx.options.worker_id, until, 100)
-        .await?;
+    let jobs = store.claim_sms(&ctx.options.worker_id, until, 100).await?;
     let claimed = jobs.len();
     for job in jobs {
         let template = job.campaign.sms_fallback.clone().unwrap_or_default();

@@ -85,7 +85,10 @@ pub async fn start_dialer(
         sms,
         metrics: DialerMetrics::register(metrics.registry())?,
     };
-    Ok(Dialer::spawn(deps, DialerOptions::from_settings(&config.dialer)))
+    Ok(Dialer::spawn(
+        deps,
+        DialerOptions::from_settings(&config.dialer),
+    ))
 }
 
 /// `voicegw worker`: the dialer alone on the configured store, carriers and providers, until

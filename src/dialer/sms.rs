@@ -94,10 +94,7 @@ mod tests {
             render_sms("Hi {{ name }}, call {{ office | us }} back.", &vars).unwrap(),
             "Hi Ana, call us back."
         );
-        assert_eq!(
-            render_sms("Hi {{name}}!", &vars).unwrap(),
-            "Hi Ana!"
-        );
+        assert_eq!(render_sms("Hi {{name}}!", &vars).unwrap(), "Hi Ana!");
         assert_eq!(
             render_sms("Hi {{ other }}", &vars),
             Err(SmsTemplateError::Missing("other".into()))

@@ -80,6 +80,8 @@ pub struct DialerOptions {
     /// How long an attempt with no carrier id may go without a change before it is looked
     /// up at the carrier (s).
     pub unplaced_after_secs: i64,
+    /// Most campaign calls live at once per tenant, on top of each tenant's own cap.
+    pub max_live_calls_per_tenant: Option<u32>,
 }
 
 impl DialerOptions {
@@ -92,6 +94,7 @@ impl DialerOptions {
             poll: Duration::from_millis(settings.poll_ms.max(10)),
             stale_after_secs: i64::try_from(settings.stale_after_secs).unwrap_or(i64::MAX),
             unplaced_after_secs: i64::try_from(settings.unplaced_after_secs).unwrap_or(i64::MAX),
+            max_live_calls_per_tenant: settings.max_live_calls_per_tenant,
         }
     }
 }
@@ -182,18 +185,23 @@ async fn claim_loop(ctx: Arc<Ctx>) {
         let claimed = ctx
             .deps
             .store
-            .claim_jobs(
+            .claim_jobs_capped(
                 &ctx.options.worker_id,
                 now,
                 now + lease_us,
                 free.min(MAX_CLAIM_BATCH),
+                ctx.options.max_live_calls_per_tenant.map(i64::from),
             )
             .await;
         let claimed = match claimed {
             Ok(claimed) => claimed,
             Err(error) => {
                 tracing::warn!(%error, "dialer: claiming jobs failed");
-                ctx.deps.metrics.dial_errors.with_label_values(&["store"]).inc();
+                ctx.deps
+                    .metrics
+                    .dial_errors
+                    .with_label_values(&["store"])
+                    .inc();
                 Vec::new()
             }
         };
@@ -350,6 +358,9 @@ async fn dial_job(ctx: &Ctx, job: DialJob) {
             };
         }
     };
+    if ctx.stop.is_cancelled() {
+        return give_back(ctx, &job, now_us(), "stopping").await;
+    }
     let new = NewCall {
         direction: Direction::Outbound,
         from,
@@ -377,7 +388,11 @@ async fn dial_job(ctx: &Ctx, job: DialJob) {
         }
         Err(error) => {
             tracing::warn!(job_id = %job.id, %error, "dialer: starting an attempt failed");
-            ctx.deps.metrics.dial_errors.with_label_values(&["store"]).inc();
+            ctx.deps
+                .metrics
+                .dial_errors
+                .with_label_values(&["store"])
+                .inc();
             return give_back(ctx, &job, now_us(), "store error").await;
         }
     };
@@ -426,14 +441,18 @@ async fn dial_job(ctx: &Ctx, job: DialJob) {
 /// voicemail message rendered for the contact (left out, and logged, when it cannot be).
 fn outbound_plan(job: &DialJob, vars: &BTreeMap<String, String>) -> Option<OutboundPlan> {
     job.campaign.machine_detection.as_ref()?;
-    let message = job.campaign.voicemail_message.as_deref().and_then(|template| {
-        render_voicemail(template, vars)
-            .map_err(|error| {
-                tracing::warn!(job_id = %job.id, message = %error.message,
+    let message = job
+        .campaign
+        .voicemail_message
+        .as_deref()
+        .and_then(|template| {
+            render_voicemail(template, vars)
+                .map_err(|error| {
+                    tracing::warn!(job_id = %job.id, message = %error.message,
                     "dialer: the campaign's voicemail message cannot be rendered")
-            })
-            .ok()
-    });
+                })
+                .ok()
+        });
     Some(OutboundPlan::detect(message))
 }
 
@@ -515,9 +534,13 @@ async fn placed(ctx: &Ctx, job: &DialJob, call: &Call, result: Result<String, Di
             let message = format!("not placed: {error}");
             tracing::warn!(job_id = %job.id, call_id = %call.id, %message, "dialer: carrier unreachable");
             let due = now_us() + duration_us(UNPLACED_RETRY);
-            match store.abandon_attempt(&job.id, &call.id.to_string(), due, &message).await {
+            match store
+                .abandon_attempt(&job.id, &call.id.to_string(), due, &message)
+                .await
+            {
                 Ok(_) => {
-                    let data = serde_json::json!({"code": "carrier_unreachable", "message": message});
+                    let data =
+                        serde_json::json!({"code": "carrier_unreachable", "message": message});
                     record_event(ctx, job, call.id, "dial_failed", &data).await;
                 }
                 Err(error) => {
@@ -550,7 +573,11 @@ async fn placed(ctx: &Ctx, job: &DialJob, call: &Call, result: Result<String, Di
                 DialError::Unsupported(_) => "unsupported",
                 _ => "refused",
             };
-            ctx.deps.metrics.dial_errors.with_label_values(&[kind]).inc();
+            ctx.deps
+                .metrics
+                .dial_errors
+                .with_label_values(&[kind])
+                .inc();
             let message = error.to_string();
             tracing::warn!(job_id = %job.id, call_id = %call.id, %message, "dialer: carrier refused");
             let report = CarrierReport {
@@ -596,7 +623,8 @@ pub(crate) async fn record_event(
     {
         Ok(Some(row)) => ctx.deps.plane.hub.publish(std::slice::from_ref(&row)),
         Ok(None) => {}
-        Err(error) => tracing::warn!(call_id = %call, kind, %error, "dialer: recording an event failed"),
+        Err(error) => {
+            tracing::warn!(call_id = %call, kind, %error, "dialer: recording an event failed")
+        }
     }
 }
-

@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 
 use sqlx::{AssertSqlSafe, Row};
 
-use super::calls::{Call, CallStatus, NewCall};
 use super::call_records::CallSetup;
+use super::calls::{Call, CallStatus, NewCall};
 use super::{Backend, Scope, Store, StoreError, TenantId, now_us, parse_uuid};
 use crate::call::CallId;
 
@@ -329,6 +329,20 @@ impl Store {
         lease_until_us: i64,
         limit: u32,
     ) -> Result<Vec<DialJob>, StoreError> {
+        self.claim_jobs_capped(worker, now_us, lease_until_us, limit, None)
+            .await
+    }
+
+    /// [`Store::claim_jobs`] with a gateway-wide cap on every tenant's live calls too
+    /// (`[dialer] max_live_calls_per_tenant`), applied with the tenant's own.
+    pub async fn claim_jobs_capped(
+        &self,
+        worker: &str,
+        now_us: i64,
+        lease_until_us: i64,
+        limit: u32,
+        tenant_cap: Option<i64>,
+    ) -> Result<Vec<DialJob>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -397,7 +411,7 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(StoreError::db("reading a tenant's dialer cap"))?;
-                    let free = match row {
+                    let (max, live) = match row {
                         Some(row) => {
                             let max: Option<i64> = row
                                 .try_get(0)
@@ -405,10 +419,15 @@ impl Store {
                             let live: i64 = row
                                 .try_get(1)
                                 .map_err(StoreError::db("reading a tenant's dialer cap"))?;
-                            max.map(|max| (max - live).max(0))
+                            (max, live)
                         }
-                        None => None,
+                        None => (None, 0),
                     };
+                    let cap = match (max, tenant_cap) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    let free = cap.map(|cap| (cap - live).max(0));
                     tenant_free.insert(candidate.tenant_id.clone(), free);
                     free
                 }
@@ -749,7 +768,11 @@ impl Store {
     }
 
     /// Up to `limit` `claimed` or `dialing` jobs whose lease expired before `now_us`.
-    pub async fn expired_leases(&self, now_us: i64, limit: u32) -> Result<Vec<DialJob>, StoreError> {
+    pub async fn expired_leases(
+        &self,
+        now_us: i64,
+        limit: u32,
+    ) -> Result<Vec<DialJob>, StoreError> {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE j.state IN ('claimed', 'dialing') \
              AND j.lease_until_us < $1 ORDER BY j.lease_until_us LIMIT {}",

@@ -11,7 +11,7 @@
 //! a database of its own is created and dropped.
 
 #[path = "../tests/fakes/mod.rs"]
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 mod fakes;
 
 use std::collections::BTreeMap;

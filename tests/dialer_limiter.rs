@@ -111,9 +111,12 @@ async fn an_idle_limiter_admits_a_burst_of_n_at_once() {
     }
     let key = unique_key();
     let limiter = limiter(&key, 5).await;
-    let (at, _) = tokio::time::timeout(Duration::from_secs(20), run(&[limiter.clone()], 6))
-        .await
-        .expect("six starts at 5 CPS");
+    let (at, _) = tokio::time::timeout(
+        Duration::from_secs(20),
+        run(std::slice::from_ref(&limiter), 6),
+    )
+    .await
+    .expect("six starts at 5 CPS");
     // Five within the first second; the sixth a full second after the first.
     assert!(at[4] - at[0] < 1_000_000);
     assert!(at[5] - at[0] >= 1_000_000, "{at:?}");

@@ -48,7 +48,7 @@ fn contact(i: u64) -> NewContact {
     NewContact {
         phone: format!("+1415{:07}", i),
         variables: BTreeMap::from([("name".to_string(), format!("n{i}"))]),
-        timezone: (i % 2 == 0).then(|| "Europe/London".to_string()),
+        timezone: i.is_multiple_of(2).then(|| "Europe/London".to_string()),
     }
 }
 

@@ -571,7 +571,7 @@ impl ContactRules {
                     .variables
                     .get(name.as_str())
                     .or_else(|| self.base.get(name.as_str()));
-                !value.is_some_and(|v| !v.trim().is_empty())
+                value.is_none_or(|v| v.trim().is_empty())
             })
             .map(|(name, used)| format!("{name} (used by {})", used.join(", ")))
             .collect();

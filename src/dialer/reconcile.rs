@@ -127,20 +127,17 @@ pub(crate) async fn reconcile_once(ctx: &Ctx) -> Result<(), StoreError> {
     let lease_until = now + duration_us(ctx.options.lease);
     for job in store.expired_leases(now, BATCH).await? {
         match job.state {
-            JobState::Claimed => {
-                if store.take_over_claimed(&job.id, now).await? {
-                    tracing::info!(job_id = %job.id, owner = ?job.lease_owner,
-                        "dialer: took over a claimed job (back to pending)");
-                }
+            JobState::Claimed if store.take_over_claimed(&job.id, now).await? => {
+                tracing::info!(job_id = %job.id, owner = ?job.lease_owner,
+                    "dialer: took over a claimed job (back to pending)");
             }
-            JobState::Dialing => {
+            JobState::Dialing
                 if store
                     .adopt_dialing(&job.id, &ctx.options.worker_id, now, lease_until)
-                    .await?
-                {
-                    tracing::info!(job_id = %job.id, owner = ?job.lease_owner,
-                        "dialer: adopted an attempt of a stopped worker");
-                }
+                    .await? =>
+            {
+                tracing::info!(job_id = %job.id, owner = ?job.lease_owner,
+                    "dialer: adopted an attempt of a stopped worker");
             }
             _ => {}
         }

@@ -194,6 +194,38 @@ async fn duplicates_body(db: TestDb) {
         3
     );
 
+    // Created with contacts in one transaction: all or nothing.
+    let (started, added) = db
+        .store
+        .create_campaign_with_contacts(t, &new_campaign("at once"), &[contact(1), contact(1)], true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (started.status, started.contacts),
+        (CampaignStatus::Running, 1)
+    );
+    assert_eq!((added.added, added.duplicates), (1, 1));
+    let before = db
+        .store
+        .list_campaigns(scope, None, 100)
+        .await
+        .unwrap()
+        .len();
+    assert!(
+        db.store
+            .create_campaign_with_contacts(t, &new_campaign("bad"), &bad, false)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        db.store
+            .list_campaigns(scope, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        before
+    );
+
     // Another tenant sees nothing and adds nothing.
     let other = Scope::Tenant(tenant(&db, "other").await);
     assert!(db.store.campaign(other, c.id).await.unwrap().is_none());

@@ -9,13 +9,12 @@
 //! 100 bad rows (`index`, or `line` for NDJSON) with what is wrong.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::routing::{get, post, put};
 use futures::StreamExt;
@@ -62,12 +61,7 @@ const CHUNK: usize = crate::store::campaigns::CONTACT_CHUNK;
 /// The campaign routes.
 pub fn router() -> Router<ControlState> {
     Router::new()
-        .route(
-            "/v1/campaigns",
-            post(create_campaign)
-                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-                .get(list_campaigns),
-        )
+        .route("/v1/campaigns", post(create_campaign).get(list_campaigns))
         .route("/v1/campaigns/{id}", get(get_campaign))
         .route("/v1/campaigns/{id}/jobs", get(list_jobs))
         .route("/v1/campaigns/{id}/contacts", post(add_contacts))
@@ -789,6 +783,68 @@ fn campaign_settings(request: &CreateCampaignRequest) -> Result<NewCampaign, Api
     })
 }
 
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`] and parses it off the async workers (a
+/// 64 MiB body takes a while; calls' media shares those threads).
+async fn read_json<T>(body: Body) -> Result<T, ApiError>
+where
+    T: serde::de::DeserializeOwned + Send + 'static,
+{
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body could not be read (at most 64 MiB): {e}"),
+            )
+        })?;
+    off_thread(move || {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            if e.is_data() {
+                unprocessable("invalid_body", format!("the body does not fit: {e}"))
+            } else {
+                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+            }
+        })
+    })
+    .await
+}
+
+/// Runs CPU-heavy `work` (parsing, checking many contacts) on the blocking pool.
+async fn off_thread<T, F>(work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(format!("checking the request failed: {e}")))?
+}
+
+/// The media type of a request, lower case, without parameters.
+fn media_type(request: &Request) -> String {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+fn not_json() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "the body must be JSON with `Content-Type: application/json`",
+    )
+}
+
 /// The carrier of `caller_ids`, all of which must be `tenant`'s numbers on one carrier.
 async fn caller_carrier(
     store: &Store,
@@ -886,9 +942,13 @@ async fn view(state: &ControlState, scope: Scope, id: CampaignId) -> ApiResult<C
 pub async fn create_campaign(
     principal: Principal,
     State(state): State<ControlState>,
-    ApiJson(mut request): ApiJson<CreateCampaignRequest>,
+    request: Request,
 ) -> ApiResult<(StatusCode, Json<CampaignCreatedView>)> {
     principal.require(Role::Agent)?;
+    if media_type(&request) != "application/json" {
+        return Err(not_json());
+    }
+    let mut request: CreateCampaignRequest = read_json(request.into_body()).await?;
     let tenant = principal.acting_tenant(request.tenant_id.map(TenantId))?;
     let plane = plane(&state)?;
     require_outbound(&state, tenant).await?;
@@ -938,23 +998,14 @@ pub async fn create_campaign(
         updated_us: 0,
     };
     let rules = ContactRules::new(script.as_deref(), &probe)?;
-    let contacts = check_contacts(&rules, std::mem::take(&mut request.contacts))?;
-    let campaign = state.store.create_campaign(tenant, &new).await?;
+    let input = std::mem::take(&mut request.contacts);
+    let contacts = off_thread(move || check_contacts(&rules, input)).await?;
+    let (campaign, added) = state
+        .store
+        .create_campaign_with_contacts(tenant, &new, &contacts, request.start)
+        .await?;
+    drop(contacts);
     let scope = Scope::Tenant(tenant);
-    let added = if contacts.is_empty() {
-        AddedContacts::default()
-    } else {
-        state
-            .store
-            .add_contacts(scope, campaign.id, &contacts)
-            .await?
-    };
-    if request.start {
-        state
-            .store
-            .set_campaign_status(scope, campaign.id, CampaignAction::Start)
-            .await?;
-    }
     let campaign = view(&state, scope, campaign.id).await?;
     Ok((
         StatusCode::CREATED,
@@ -1123,39 +1174,39 @@ pub async fn list_jobs(
 /// A temporary file of checked contacts (one JSON object a line), removed when dropped.
 struct Spool {
     path: PathBuf,
-    file: Option<std::io::BufWriter<std::fs::File>>,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+}
+
+fn spool_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("cannot spool the contacts: {e}"))
 }
 
 impl Spool {
-    fn create() -> Result<Spool, ApiError> {
+    async fn create() -> Result<Spool, ApiError> {
         let path = std::env::temp_dir().join(format!(
             "voicegw-contacts-{}.ndjson",
             uuid::Uuid::new_v4().simple()
         ));
-        let file = std::fs::File::create(&path)
-            .map_err(|e| ApiError::internal(format!("cannot spool the contacts: {e}")))?;
+        let file = tokio::fs::File::create(&path).await.map_err(spool_error)?;
         Ok(Spool {
             path,
-            file: Some(std::io::BufWriter::new(file)),
+            file: Some(tokio::io::BufWriter::new(file)),
         })
     }
 
-    fn write(&mut self, contact: &NewContact) -> Result<(), ApiError> {
-        let spool_error = |e: String| ApiError::internal(format!("cannot spool the contacts: {e}"));
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| spool_error("closed".into()))?;
-        serde_json::to_writer(&mut *file, contact).map_err(|e| spool_error(e.to_string()))?;
-        file.write_all(b"\n")
-            .map_err(|e| spool_error(e.to_string()))
+    async fn write(&mut self, contact: &NewContact) -> Result<(), ApiError> {
+        use tokio::io::AsyncWriteExt;
+        let file = self.file.as_mut().ok_or_else(|| spool_error("closed"))?;
+        let mut line = serde_json::to_vec(contact).map_err(spool_error)?;
+        line.push(b'\n');
+        file.write_all(&line).await.map_err(spool_error)
     }
 
     /// Flushes and closes the writer.
-    fn finish(&mut self) -> Result<(), ApiError> {
+    async fn finish(&mut self) -> Result<(), ApiError> {
+        use tokio::io::AsyncWriteExt;
         if let Some(mut file) = self.file.take() {
-            file.flush()
-                .map_err(|e| ApiError::internal(format!("cannot spool the contacts: {e}")))?;
+            file.flush().await.map_err(spool_error)?;
         }
         Ok(())
     }
@@ -1165,17 +1216,11 @@ impl Spool {
         use tokio::io::AsyncBufReadExt;
         let file = tokio::fs::File::open(&self.path)
             .await
-            .map_err(|e| ApiError::internal(format!("cannot read the spooled contacts: {e}")))?;
+            .map_err(spool_error)?;
         let mut lines = tokio::io::BufReader::new(file).lines();
         let mut chunk = Vec::with_capacity(CHUNK);
-        while let Some(line) = lines
-            .next_line()
-            .await
-            .map_err(|e| ApiError::internal(format!("cannot read the spooled contacts: {e}")))?
-        {
-            let contact: NewContact = serde_json::from_str(&line).map_err(|e| {
-                ApiError::internal(format!("cannot read the spooled contacts: {e}"))
-            })?;
+        while let Some(line) = lines.next_line().await.map_err(spool_error)? {
+            let contact: NewContact = serde_json::from_str(&line).map_err(spool_error)?;
             chunk.push(contact);
             if chunk.len() == CHUNK {
                 upload.add(&chunk).await?;
@@ -1194,50 +1239,46 @@ impl Drop for Spool {
     }
 }
 
+/// Parses and checks one NDJSON line: `None` for a blank line or a bad one (recorded in
+/// `bad`).
+fn ndjson_line(
+    line: &[u8],
+    line_no: usize,
+    rules: &ContactRules,
+    bad: &mut BadRows,
+) -> Option<NewContact> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        bad.push("line", line_no, "the line is not UTF-8".into());
+        return None;
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let parsed: ContactInput = match serde_json::from_str(text) {
+        Ok(c) => c,
+        Err(e) => {
+            bad.push("line", line_no, format!("not a contact object: {e}"));
+            return None;
+        }
+    };
+    match rules.check(parsed) {
+        Ok(contact) => Some(contact),
+        Err(message) => {
+            bad.push("line", line_no, message);
+            None
+        }
+    }
+}
+
 /// Reads an NDJSON body line by line (bounded memory), checks each contact and spools the
 /// good ones; a bad line fails the request (after the whole body, listing up to 100).
-async fn spool_ndjson(body: Body, rules: &ContactRules) -> Result<(Spool, usize), ApiError> {
-    let mut spool = Spool::create()?;
+async fn spool_ndjson(body: Body, rules: &ContactRules) -> Result<Spool, ApiError> {
+    let mut spool = Spool::create().await?;
     let mut stream = body.into_data_stream();
     let mut pending: Vec<u8> = Vec::new();
     let mut line_no = 0usize;
-    let mut contacts = 0usize;
     let mut bad = BadRows::default();
-    let handle = |line: &[u8],
-                  line_no: usize,
-                  bad: &mut BadRows,
-                  spool: &mut Spool|
-     -> Result<bool, ApiError> {
-        let text = match std::str::from_utf8(line) {
-            Ok(text) => text.trim(),
-            Err(_) => {
-                bad.push("line", line_no, "the line is not UTF-8".into());
-                return Ok(false);
-            }
-        };
-        if text.is_empty() {
-            return Ok(false);
-        }
-        let parsed: ContactInput = match serde_json::from_str(text) {
-            Ok(c) => c,
-            Err(e) => {
-                bad.push("line", line_no, format!("not a contact object: {e}"));
-                return Ok(false);
-            }
-        };
-        match rules.check(parsed) {
-            Ok(contact) => {
-                if bad.count == 0 {
-                    spool.write(&contact)?;
-                }
-                Ok(true)
-            }
-            Err(message) => {
-                bad.push("line", line_no, message);
-                Ok(false)
-            }
-        }
-    };
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             ApiError::bad_request(
@@ -1250,16 +1291,18 @@ async fn spool_ndjson(body: Body, rules: &ContactRules) -> Result<(Spool, usize)
             pending.extend_from_slice(&rest[..at]);
             rest = &rest[at + 1..];
             line_no += 1;
-            if handle(&pending, line_no, &mut bad, &mut spool)? {
-                contacts += 1;
-            }
-            pending.clear();
             if line_no > MAX_NDJSON_LINES {
                 return Err(unprocessable(
                     "invalid_body",
                     format!("at most {MAX_NDJSON_LINES} lines an upload"),
                 ));
             }
+            if let Some(contact) = ndjson_line(&pending, line_no, rules, &mut bad)
+                && bad.count == 0
+            {
+                spool.write(&contact).await?;
+            }
+            pending.clear();
         }
         pending.extend_from_slice(rest);
         if pending.len() > MAX_LINE_BYTES {
@@ -1271,13 +1314,15 @@ async fn spool_ndjson(body: Body, rules: &ContactRules) -> Result<(Spool, usize)
     }
     if !pending.is_empty() {
         line_no += 1;
-        if handle(&pending, line_no, &mut bad, &mut spool)? {
-            contacts += 1;
+        if let Some(contact) = ndjson_line(&pending, line_no, rules, &mut bad)
+            && bad.count == 0
+        {
+            spool.write(&contact).await?;
         }
     }
     bad.into_result()?;
-    spool.finish()?;
-    Ok((spool, contacts))
+    spool.finish().await?;
+    Ok(spool)
 }
 
 #[utoipa::path(
@@ -1315,46 +1360,16 @@ pub async fn add_contacts(
     }
     let script = campaign_script(&state, &campaign).await?;
     let rules = ContactRules::new(script.as_deref(), &campaign)?;
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let content_type = media_type(&request);
     let added = match content_type.as_str() {
         "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
-            let (spool, _) = spool_ndjson(request.into_body(), &rules).await?;
+            let spool = spool_ndjson(request.into_body(), &rules).await?;
             let mut upload = state.store.begin_contacts(scope, id).await?;
             spool.drain_into(&mut upload).await?;
             upload.commit().await?
         }
         "application/json" => {
-            let bytes = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        format!("the body could not be read (at most 64 MiB): {e}"),
-                    )
-                })?;
-            let body: AddContactsRequest = serde_json::from_slice(&bytes).map_err(|e| {
-                if e.is_data() {
-                    unprocessable("invalid_body", format!("the body does not fit: {e}"))
-                } else {
-                    ApiError::bad_request(
-                        "malformed_json",
-                        format!("the body is not valid JSON: {e}"),
-                    )
-                }
-            })?;
-            drop(bytes);
+            let body: AddContactsRequest = read_json(request.into_body()).await?;
             if body.contacts.is_empty() || body.contacts.len() > MAX_CONTACTS_PER_REQUEST {
                 return Err(unprocessable(
                     "invalid_body",
@@ -1363,7 +1378,7 @@ pub async fn add_contacts(
                     ),
                 ));
             }
-            let contacts = check_contacts(&rules, body.contacts)?;
+            let contacts = off_thread(move || check_contacts(&rules, body.contacts)).await?;
             state.store.add_contacts(scope, id, &contacts).await?
         }
         _ => {

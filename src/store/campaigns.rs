@@ -638,6 +638,21 @@ impl Store {
         tenant: TenantId,
         new: &NewCampaign,
     ) -> Result<Campaign, StoreError> {
+        Ok(self
+            .create_campaign_with_contacts(tenant, new, &[], false)
+            .await?
+            .0)
+    }
+
+    /// Creates a campaign for `tenant` with `contacts` (see [`Store::add_contacts`]) in one
+    /// transaction: `running` when `start`, else `draft`. Nothing is stored if any part fails.
+    pub async fn create_campaign_with_contacts(
+        &self,
+        tenant: TenantId,
+        new: &NewCampaign,
+        contacts: &[NewContact],
+        start: bool,
+    ) -> Result<(Campaign, AddedContacts), StoreError> {
         if new.max_concurrency == 0 {
             return Err(StoreError::Invalid(
                 "max_concurrency must be at least 1".into(),
@@ -648,40 +663,91 @@ impl Store {
         }
         let id = CampaignId::new();
         let now = now_us();
-        sqlx::query(
-            "INSERT INTO campaigns (id, tenant_id, name, status, agent, script_id, caller_ids, \
-             carrier, calling_window, retry_policy, max_concurrency, live_calls, starts_at_us, \
-             ends_at_us, machine_detection, timeout_secs, time_limit_secs, record, \
-             voicemail_message, sms_fallback, variables, contacts, created_us, updated_us) \
-             VALUES ($1, $2, $3, 'draft', $4, $5, $6, $7, $8, $9, $10, 0, $11, $12, $13, $14, \
-             $15, $16, $17, $18, $19, 0, $20, $20)",
-        )
-        .bind(id.to_string())
-        .bind(tenant.to_string())
-        .bind(new.name.clone())
-        .bind(new.agent.clone())
-        .bind(new.script_id.clone())
-        .bind(to_json("caller_ids", &new.caller_ids)?)
-        .bind(new.carrier.clone())
-        .bind(to_json("calling_window", &new.calling_window)?)
-        .bind(to_json("retry", &new.retry_policy)?)
-        .bind(i64::from(new.max_concurrency))
-        .bind(new.starts_at_us)
-        .bind(new.ends_at_us)
-        .bind(new.machine_detection.clone())
-        .bind(new.timeout_secs.map(i64::from))
-        .bind(new.time_limit_secs.map(i64::from))
-        .bind(new.record)
-        .bind(new.voicemail_message.clone())
-        .bind(new.sms_fallback.clone())
-        .bind(to_json("variables", &new.variables)?)
-        .bind(now)
-        .execute(self.pool())
-        .await
-        .map_err(StoreError::db("creating a campaign"))?;
-        self.campaign(Scope::Tenant(tenant), id)
+        let status = if start {
+            CampaignStatus::Running
+        } else {
+            CampaignStatus::Draft
+        };
+        const INSERT: &str = "INSERT INTO campaigns (id, tenant_id, name, status, agent, \
+             script_id, caller_ids, carrier, calling_window, retry_policy, max_concurrency, \
+             live_calls, starts_at_us, ends_at_us, machine_detection, timeout_secs, \
+             time_limit_secs, record, voicemail_message, sms_fallback, variables, contacts, \
+             created_us, updated_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, \
+             $12, $13, $14, $15, $16, $17, $18, $19, $20, 0, $21, $21)";
+        let caller_ids = to_json("caller_ids", &new.caller_ids)?;
+        let window = to_json("calling_window", &new.calling_window)?;
+        let retry = to_json("retry", &new.retry_policy)?;
+        let variables = to_json("variables", &new.variables)?;
+        // The same binds on either backend's query type.
+        macro_rules! insert {
+            () => {
+                sqlx::query(INSERT)
+                    .bind(id.to_string())
+                    .bind(tenant.to_string())
+                    .bind(new.name.clone())
+                    .bind(status.as_str())
+                    .bind(new.agent.clone())
+                    .bind(new.script_id.clone())
+                    .bind(caller_ids)
+                    .bind(new.carrier.clone())
+                    .bind(window)
+                    .bind(retry)
+                    .bind(i64::from(new.max_concurrency))
+                    .bind(new.starts_at_us)
+                    .bind(new.ends_at_us)
+                    .bind(new.machine_detection.clone())
+                    .bind(new.timeout_secs.map(i64::from))
+                    .bind(new.time_limit_secs.map(i64::from))
+                    .bind(new.record)
+                    .bind(new.voicemail_message.clone())
+                    .bind(new.sms_fallback.clone())
+                    .bind(variables)
+                    .bind(now)
+            };
+        }
+        let tx = match self.pg_ingest() {
+            Some(pg) => {
+                let mut tx = pg
+                    .pool()
+                    .begin()
+                    .await
+                    .map_err(StoreError::db("creating a campaign"))?;
+                insert!()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("creating a campaign"))?;
+                UploadTx::Pg(tx)
+            }
+            None => {
+                let mut tx = self
+                    .pool()
+                    .begin()
+                    .await
+                    .map_err(StoreError::db("creating a campaign"))?;
+                insert!()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::db("creating a campaign"))?;
+                UploadTx::Any(tx)
+            }
+        };
+        let mut upload = ContactUpload {
+            tx,
+            campaign: id,
+            tenant,
+            due_us: now.max(new.starts_at_us.unwrap_or(now)),
+            now,
+            next_position: 0,
+            seen: HashSet::new(),
+            added: AddedContacts::default(),
+        };
+        upload.add(contacts).await?;
+        let added = upload.commit().await?;
+        let campaign = self
+            .campaign(Scope::Tenant(tenant), id)
             .await?
-            .ok_or(StoreError::NotFound("campaign"))
+            .ok_or(StoreError::NotFound("campaign"))?;
+        Ok((campaign, added))
     }
 
     /// Campaign `id` as `scope` sees it.

@@ -7,7 +7,7 @@
 mod common;
 mod fakes;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -371,25 +371,28 @@ unplaced_after_secs = 2
     .await
     .unwrap();
     let lookups = sqlx::query(
-        "SELECT COUNT(*), SUM(CASE WHEN e.data LIKE '%\"sid\"%' THEN 1 ELSE 0 END) \
-         FROM call_events e JOIN calls k ON k.id = e.call_id \
+        "SELECT e.data FROM call_events e JOIN calls k ON k.id = e.call_id \
          JOIN dial_jobs j ON j.id = k.job_id WHERE j.campaign_id = $1 \
          AND e.type = 'carrier_lookup'",
     )
     .bind(campaign_id)
-    .fetch_one(&raw)
+    .fetch_all(&raw)
     .await
     .unwrap();
-    let looked_up: i64 = lookups.try_get(0).unwrap();
-    let found: Option<i64> = lookups.try_get(1).unwrap();
+    // What the carrier said of each attempt looked up (`not_found`: never placed).
+    let mut looked_up: BTreeMap<String, usize> = BTreeMap::new();
+    for row in &lookups {
+        let data: Value = serde_json::from_str(&row.try_get::<String, _>(0).unwrap()).unwrap();
+        let status = data["status"].as_str().unwrap_or("not_found").to_owned();
+        *looked_up.entry(status).or_default() += 1;
+    }
     let rows_total: i64 = attempts.try_get(0).unwrap();
     let undone: Option<i64> = attempts.try_get(1).unwrap();
     println!(
         "dials: {} ({at_kill} before the kill), attempt rows: {rows_total} ({} undone: never \
-         reached the carrier), carrier lookups: {looked_up} ({} found), sms: {sms_states:?}",
+         reached the carrier), carrier lookups: {looked_up:?}, sms: {sms_states:?}",
         created.len(),
         undone.unwrap_or(0),
-        found.unwrap_or(0),
     );
 }
 

@@ -524,3 +524,59 @@ async fn a_campaign_calls_plan_comes_from_its_campaign(db: TestDb) {
     assert_eq!(plan.machine_detection, None);
 }
 on_both!(campaign_plan, a_campaign_calls_plan_comes_from_its_campaign);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_agent_leaves_the_calls_message_synthesized_during_the_greeting() {
+    use common::{CarrierSim, Received, SimConfig, TestGateway, wav};
+    use fakes::deepgram_listen::{FakeListen, ListenConfig};
+    use fakes::deepgram_speak::FakeDeepgramSpeak;
+    use fakes::openai_chat::{ChatFake, ChatFakeConfig};
+    use voicegw::call::CallId;
+    use voicegw::call::registry::{ExpectedCall, OutboundPlan};
+
+    const GREETING: &str = "Thanks for calling Acme Dental.";
+    const MESSAGE: &str = "Hi Sam, please call Acme Dental back about Tuesday.";
+    let listen = FakeListen::start(ListenConfig::default()).await;
+    let speak = FakeDeepgramSpeak::start().await;
+    let chat = ChatFake::start(ChatFakeConfig::default()).await;
+    let mut config = test_config();
+    fakes::use_fakes(&mut config, &listen, &speak, &chat);
+    config.conversation.greeting = GREETING.into();
+    let gw = TestGateway::start(config).await;
+    let id = CallId::new();
+    let mut expected = ExpectedCall::new(id, "llm");
+    expected.outbound = Some(OutboundPlan::detect(Some(MESSAGE.into())));
+    gw.gateway.registry().expect(&id.to_string(), expected);
+
+    let params = [("call_id".to_owned(), json!(id.to_string()))]
+        .into_iter()
+        .collect();
+    let mut sim = CarrierSim::connect_with(&gw, SimConfig::twilio(), params).await;
+    sim.say_in(0, wav("voicemail_greeting_beep.wav"));
+    assert!(sim.run_until(20_000, |s| s.closed).await, "the call ended");
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    let close = sim.close.clone().expect("closed with a frame");
+    assert_eq!(close, (1000, "voicemail left".to_owned()));
+    let first = sim
+        .received
+        .iter()
+        .find_map(|r| match r {
+            Received::Media { at_ms, .. } => Some(*at_ms),
+            _ => None,
+        })
+        .expect("the message was sent");
+    let beep_end = sound_end_ms("voicemail_greeting_beep.wav");
+    assert!(
+        first + FRAME_MS >= beep_end && first <= beep_end + 400,
+        "the message started at {first} ms, the beep ended at {beep_end} ms"
+    );
+    // The synthesizer was asked for the message (besides the fallback line every gateway
+    // prepares at start), never for the greeting.
+    let spoken = speak.spoken_texts();
+    assert_eq!(
+        spoken.iter().filter(|t| *t == MESSAGE).count(),
+        1,
+        "{spoken:?}"
+    );
+    assert!(!spoken.iter().any(|t| t == GREETING), "{spoken:?}");
+}

@@ -23,7 +23,9 @@ use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::CallInfo;
-use super::agent::{Agent, AgentAction, AgentContext, AgentEvent, Heard, UserTurn, UtteranceId};
+use super::agent::{
+    Agent, AgentAction, AgentContext, AgentEvent, Heard, Speech, UserTurn, UtteranceId,
+};
 use super::events::CallEventKind;
 use super::reply::{
     FallbackAudio, ReplyDone, ReplyJob, ReplyOutcome, ReplySource, SharedVoice, run_reply,
@@ -110,6 +112,9 @@ impl std::fmt::Debug for ConversationDeps {
             .finish_non_exhaustive()
     }
 }
+
+/// Longest the voicemail message may take to synthesize.
+const VOICEMAIL_SYNTH_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The answer being prepared or spoken.
 #[derive(Debug)]
@@ -574,6 +579,32 @@ impl ConversationAgent {
 }
 
 impl Agent for ConversationAgent {
+    /// Synthesizes the call's voicemail message (the model has no message of its own) with
+    /// a voice of its own, in the background.
+    fn prepare_voicemail(&mut self, message: Option<&str>, ctx: &mut AgentContext) -> bool {
+        let Some(text) = message.map(str::trim).filter(|t| !t.is_empty()) else {
+            return false;
+        };
+        let text = text.to_owned();
+        let rate = ctx.info().media_format.sample_rate;
+        let mut voice = self.deps.tts.voice(rate);
+        let port = ctx.port();
+        tokio::spawn(async move {
+            let result =
+                crate::script::synth::synthesize_clip(&mut *voice, &text, VOICEMAIL_SYNTH_LIMIT)
+                    .await
+                    .map(|clip| Speech {
+                        pcm: clip.pcm,
+                        sample_rate: rate,
+                        text: Some(text.clone()),
+                    })
+                    .map_err(|e| e.to_string());
+            voice.close().await;
+            let _ = port.send(AgentAction::VoicemailReady(result)).await;
+        });
+        true
+    }
+
     fn on_event(&mut self, event: AgentEvent, ctx: &mut AgentContext) {
         match event {
             AgentEvent::CallStarted => self.start_call(ctx),

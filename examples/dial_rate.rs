@@ -184,7 +184,7 @@ async fn run_backend(label: &str, url: &str, args: &Args) -> Result<(), String> 
         concurrency: args.concurrency,
         lease: Duration::from_secs(30),
         poll: Duration::from_millis(20),
-        overdue_grace_secs: 3600,
+        stale_after_secs: 3600,
         unplaced_after_secs: 3600,
         max_live_calls_per_tenant: None,
     };

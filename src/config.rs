@@ -91,6 +91,13 @@ pub struct DialerSettings {
     /// Most campaign calls live at once per tenant (a tenant's own cap, set in the store,
     /// is applied too); `None`: no gateway-wide cap.
     pub max_live_calls_per_tenant: Option<u32>,
+    /// An attempt not yet over whose call has not changed for this long is looked up at the
+    /// carrier (by its id, or by its numbers when the carrier's id was never recorded), at
+    /// most once per this period: status callbacks lost while the gateway was down (s).
+    pub stale_after_secs: u64,
+    /// An attempt with no carrier id this long after its last change is looked up at the
+    /// carrier: the carrier's answer to the dial was lost, e.g. in a crash (s).
+    pub unplaced_after_secs: u64,
 }
 
 impl Default for DialerSettings {
@@ -104,6 +111,8 @@ impl Default for DialerSettings {
             exotel_cps: 1,
             redis_url: None,
             max_live_calls_per_tenant: None,
+            stale_after_secs: 300,
+            unplaced_after_secs: 60,
         }
     }
 }
@@ -922,6 +931,12 @@ impl Config {
                 "must be a redis:// or rediss:// URL",
             ));
         }
+        if !(1..=86_400).contains(&d.stale_after_secs) {
+            return Err(invalid("dialer.stale_after_secs", "must be 1–86400"));
+        }
+        if !(1..=3_600).contains(&d.unplaced_after_secs) {
+            return Err(invalid("dialer.unplaced_after_secs", "must be 1–3600"));
+        }
         if d.max_live_calls_per_tenant == Some(0) {
             return Err(invalid(
                 "dialer.max_live_calls_per_tenant",
@@ -1523,6 +1538,31 @@ mod tests {
             let err = with(change).unwrap_err();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn dialer_lookup_periods_parse_and_are_checked() {
+        let config =
+            Config::from_toml_str("[dialer]\nstale_after_secs = 20\nunplaced_after_secs = 5\n")
+                .unwrap();
+        assert_eq!(
+            (
+                config.dialer.stale_after_secs,
+                config.dialer.unplaced_after_secs
+            ),
+            (20, 5)
+        );
+        config.validate().unwrap();
+        let check = |text: &str| {
+            Config::from_toml_str(text)
+                .unwrap()
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        let err = check("[dialer]\nstale_after_secs = 0\n").unwrap_err();
+        assert!(err.contains("dialer.stale_after_secs"), "{err}");
+        let err = check("[dialer]\nunplaced_after_secs = 7200\n").unwrap_err();
+        assert!(err.contains("dialer.unplaced_after_secs"), "{err}");
     }
 
     #[test]

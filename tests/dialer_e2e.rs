@@ -215,7 +215,7 @@ async fn campaign_runs_to_the_end(db: TestDb) {
         concurrency: 64,
         lease: Duration::from_secs(10),
         poll: Duration::from_millis(100),
-        overdue_grace_secs: 300,
+        stale_after_secs: 300,
         unplaced_after_secs: 60,
         max_live_calls_per_tenant: None,
     };

@@ -619,3 +619,85 @@ on_both!(
     gateway_wide_tenant_cap_applies,
     gateway_wide_tenant_cap_applies
 );
+
+async fn stale_attempts_are_looked_up_once_per_period(db: TestDb) {
+    use voicegw::store::call_records::CarrierReport;
+    const S: i64 = 1_000_000;
+    let (raw, tenant) = setup(&db).await;
+    campaign(&raw, tenant, 10, 2, None).await;
+    let store = &db.store;
+    let now = now_us();
+    let jobs = store
+        .claim_jobs("worker-a", now, now + 60 * S, 2)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    let mut calls = Vec::new();
+    for job in &jobs {
+        let (new, setup) = new_call(&job.phone);
+        let call = store
+            .start_attempt(&job.id, "worker-a", now, &new, &setup)
+            .await
+            .unwrap()
+            .unwrap();
+        calls.push(call);
+    }
+    // The first attempt reached the carrier (its id recorded); the second did not say.
+    let placed = CarrierReport {
+        carrier_sid: Some("CA00000000000000000000000000000001".into()),
+        ..CarrierReport::default()
+    };
+    let scope = Scope::Tenant(tenant);
+    store
+        .record_carrier_report(scope, calls[0].id, &placed)
+        .await
+        .unwrap();
+    let touched = now_us();
+    let periods = (5, 2);
+    let listed = |worker: &'static str, at: i64| async move {
+        let mut ids: Vec<String> = store
+            .stale_attempts(at, worker, periods, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, call)| call.id.to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let id = |i: usize| calls[i].id.to_string();
+    assert!(
+        listed("worker-a", touched + S).await.is_empty(),
+        "nothing stale yet"
+    );
+    // No carrier id past `unplaced`: its holder looks it up; another worker leaves it to
+    // the holder (a live worker may still be placing it).
+    assert_eq!(listed("worker-a", touched + 3 * S).await, vec![id(1)]);
+    assert!(listed("worker-b", touched + 3 * S).await.is_empty());
+    // No change past `stale`: the placed attempt is looked up by anyone.
+    assert_eq!(listed("worker-b", touched + 6 * S).await, vec![id(0)]);
+    // A look (the carrier says it is still live) counts as a change: not again for a period.
+    store
+        .record_carrier_report(scope, calls[0].id, &CarrierReport::default())
+        .await
+        .unwrap();
+    let looked = now_us();
+    assert!(!listed("worker-b", looked + 4 * S).await.contains(&id(0)));
+    assert!(listed("worker-b", looked + 6 * S).await.contains(&id(0)));
+    // Once the holder's lease is over, anyone looks the unplaced attempt up.
+    assert!(listed("worker-b", now + 61 * S).await.contains(&id(1)));
+    // A final call is never looked up.
+    store
+        .advance_call_status(scope, calls[0].id, CallStatus::Busy)
+        .await
+        .unwrap();
+    assert!(
+        !listed("worker-b", looked + 3_600 * S)
+            .await
+            .contains(&id(0))
+    );
+}
+on_both!(
+    stale_attempts_are_looked_up_once_per_period,
+    stale_attempts_are_looked_up_once_per_period
+);

@@ -6,8 +6,10 @@
 //!    retry policy → [`Store::finish_attempt`] (applies once, whoever gets there first);
 //! 2. expired leases: `claimed` → back to `pending` (nothing was sent); `dialing` → adopted by
 //!    this worker, and an attempt with no carrier id is looked up at the carrier;
-//! 3. overdue attempts (no final status long after ring + call time, or no carrier id a
-//!    minute after dialling) → looked up at the carrier, its answer applied;
+//! 3. stale attempts (not over, no change for `stale_after_secs`; no carrier id and no
+//!    change for `unplaced_after_secs`) → looked up at the carrier, its answer applied (a
+//!    call still live is left alone). Every look counts as a change of the call, so each
+//!    attempt is looked up at most once per period;
 //! 4. SMS sends whose lease expired → `unknown` (never sent twice).
 //!
 //! [`Store::finish_attempt`]: crate::store::Store::finish_attempt
@@ -20,9 +22,10 @@ use super::outcome::{CampaignState, attempt_outcome, next_step, seed_of};
 use super::retry::{RetryPolicy, RetryPolicyConfig};
 use super::sms::{SmsError, render_sms};
 use super::worker::{Ctx, contact_window, duration_us, record_event};
+use crate::store::call_records::CarrierReport;
 use crate::store::calls::Call;
 use crate::store::dial_jobs::{AttemptEnd, DialJob, JobState, SmsResult};
-use crate::store::{StoreError, now_us};
+use crate::store::{Scope, StoreError, now_us};
 
 /// Most rows one reconcile step handles per round.
 const BATCH: u32 = 500;
@@ -139,17 +142,34 @@ pub(crate) async fn reconcile_once(ctx: &Ctx) -> Result<(), StoreError> {
             _ => {}
         }
     }
-    let overdue = store
-        .overdue_attempts(
+    let stale = store
+        .stale_attempts(
             now,
-            ctx.options.overdue_grace_secs,
-            ctx.options.unplaced_after_secs,
+            &ctx.options.worker_id,
+            (
+                ctx.options.stale_after_secs,
+                ctx.options.unplaced_after_secs,
+            ),
             BATCH,
         )
         .await?;
-    for (job, call) in overdue {
+    for (job, call) in stale {
+        if ctx.placing.contains(&call.id) {
+            continue;
+        }
         if let Err(error) = super::lookup::lookup_attempt(ctx, &job, &call).await {
             tracing::warn!(job_id = %job.id, %error, "dialer: looking an attempt up failed");
+            // Counts as a look: the next one waits a full period.
+            if let Err(error) = store
+                .record_carrier_report(
+                    Scope::Tenant(job.tenant_id),
+                    call.id,
+                    &CarrierReport::default(),
+                )
+                .await
+            {
+                tracing::warn!(call_id = %call.id, %error, "dialer: noting a lookup failed");
+            }
         }
     }
     let completed = store.complete_finished_campaigns().await?;

@@ -74,10 +74,11 @@ pub struct DialerOptions {
     pub lease: Duration,
     /// How often an idle claim loop, the reconciler and the SMS sender look for work.
     pub poll: Duration,
-    /// Past ring time + call time limit, how long an unfinished attempt waits before its
-    /// call is looked up at the carrier (s).
-    pub overdue_grace_secs: i64,
-    /// How long an attempt with no carrier id waits before it is looked up (s).
+    /// How long an unfinished attempt's call may go without a change before it is looked
+    /// up at the carrier (at most once per this period) (s).
+    pub stale_after_secs: i64,
+    /// How long an attempt with no carrier id may go without a change before it is looked
+    /// up at the carrier (s).
     pub unplaced_after_secs: i64,
     /// Most campaign calls live at once per tenant, on top of each tenant's own cap.
     pub max_live_calls_per_tenant: Option<u32>,
@@ -91,8 +92,8 @@ impl DialerOptions {
             concurrency: settings.concurrency.max(1),
             lease: Duration::from_secs(settings.lease_secs.max(1)),
             poll: Duration::from_millis(settings.poll_ms.max(10)),
-            overdue_grace_secs: 300,
-            unplaced_after_secs: 60,
+            stale_after_secs: i64::try_from(settings.stale_after_secs).unwrap_or(i64::MAX),
+            unplaced_after_secs: i64::try_from(settings.unplaced_after_secs).unwrap_or(i64::MAX),
             max_live_calls_per_tenant: settings.max_live_calls_per_tenant,
         }
     }
@@ -109,6 +110,28 @@ pub(crate) struct Ctx {
     pub(crate) deps: DialerDeps,
     pub(crate) options: DialerOptions,
     pub(crate) stop: CancellationToken,
+    /// The attempts this process is placing (call row written, carrier request not yet
+    /// answered): never looked up meanwhile, the carrier may not have them yet.
+    pub(crate) placing: dashmap::DashSet<CallId>,
+}
+
+/// Marks an attempt as being placed by this process until dropped.
+struct Placing<'a> {
+    ctx: &'a Ctx,
+    call: CallId,
+}
+
+impl<'a> Placing<'a> {
+    fn new(ctx: &'a Ctx, call: CallId) -> Placing<'a> {
+        ctx.placing.insert(call);
+        Placing { ctx, call }
+    }
+}
+
+impl Drop for Placing<'_> {
+    fn drop(&mut self) {
+        self.ctx.placing.remove(&self.call);
+    }
 }
 
 impl Dialer {
@@ -119,6 +142,7 @@ impl Dialer {
             deps,
             options,
             stop: stop.clone(),
+            placing: dashmap::DashSet::new(),
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(claim_loop(ctx.clone()));
@@ -372,6 +396,7 @@ async fn dial_job(ctx: &Ctx, job: DialJob) {
             return give_back(ctx, &job, now_us(), "store error").await;
         }
     };
+    let _placing = Placing::new(ctx, call.id);
     match outbound_plan(&job, &vars) {
         Some(plan) => ctx.deps.plane.expect_outbound(
             &ctx.deps.registry,

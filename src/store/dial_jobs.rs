@@ -708,29 +708,36 @@ impl Store {
         self.jobs_with_calls(sql).await
     }
 
-    /// Up to `limit` `dialing` jobs whose call is not over although it started more than its
-    /// ring time + call time limit + `grace_secs` before `now_us` (callbacks lost?), or has no
-    /// carrier id `unplaced_secs` after it was created (the carrier's answer was lost), with
-    /// the call.
-    pub async fn overdue_attempts(
+    /// Up to `limit` `dialing` jobs whose call is not over and has not changed for
+    /// `stale_secs` (callbacks lost?), or has no carrier id and has not changed for
+    /// `unplaced_secs` (the carrier's answer was lost), with the call: the attempts to look
+    /// up at the carrier at `now_us`. An attempt with no carrier id is listed only when
+    /// `worker` holds its lease or the lease expired (a live worker may still be placing it).
+    pub async fn stale_attempts(
         &self,
         now_us: i64,
-        grace_secs: i64,
-        unplaced_secs: i64,
+        worker: &str,
+        (stale_secs, unplaced_secs): (i64, i64),
         limit: u32,
     ) -> Result<Vec<(DialJob, Call)>, StoreError> {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM {JOB_FROM} JOIN calls k ON k.id = j.call_id \
              WHERE j.state = 'dialing' AND k.status IN ('queued', 'ringing', 'in_progress') \
-             AND (k.created_us + (COALESCE(c.timeout_secs, 60) + COALESCE(c.time_limit_secs, \
-             14400) + {grace}) * 1000000 < {now_us} \
-             OR (k.carrier_sid IS NULL AND k.created_us + {unplaced} * 1000000 < {now_us})) \
-             LIMIT {}",
+             AND (k.carrier_sid IS NOT NULL OR j.lease_owner = $1 OR j.lease_until_us < $2) \
+             AND (k.updated_us + {stale} * 1000000 < $2 \
+             OR (k.carrier_sid IS NULL AND k.updated_us + {unplaced} * 1000000 < $2)) \
+             ORDER BY k.updated_us LIMIT {}",
             limit.clamp(1, 10_000),
-            grace = grace_secs.max(0),
-            unplaced = unplaced_secs.max(0),
+            stale = stale_secs.clamp(0, 10_000_000),
+            unplaced = unplaced_secs.clamp(0, 10_000_000),
         );
-        self.jobs_with_calls(sql).await
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(worker.to_owned())
+            .bind(now_us)
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::db("listing stale attempts"))?;
+        self.with_calls(&rows).await
     }
 
     async fn jobs_with_calls(&self, sql: String) -> Result<Vec<(DialJob, Call)>, StoreError> {
@@ -738,8 +745,16 @@ impl Store {
             .fetch_all(self.pool())
             .await
             .map_err(StoreError::db("listing attempts"))?;
+        self.with_calls(&rows).await
+    }
+
+    /// The jobs of `rows`, each with its attempt's call.
+    async fn with_calls(
+        &self,
+        rows: &[sqlx::any::AnyRow],
+    ) -> Result<Vec<(DialJob, Call)>, StoreError> {
         let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for row in rows {
             let job = job_row(row)?;
             let Some(call_id) = &job.call_id else {
                 continue;

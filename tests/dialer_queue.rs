@@ -179,12 +179,17 @@ async fn two_workers_claim_each_job_once(db: TestDb) {
         tokio::spawn(claim_all(second.clone(), raw.clone(), "worker-b")),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert!(
-        !a.is_empty() && !b.is_empty(),
-        "both workers claimed: {} / {}",
-        a.len(),
-        b.len()
-    );
+    // PostgreSQL claims run side by side (SKIP LOCKED), so both workers get jobs. SQLite has
+    // one writer and its busy handler is not fair: one pool may take every job, which is
+    // still correct; what matters on both is that no job is claimed twice.
+    if db.is_postgres() {
+        assert!(
+            !a.is_empty() && !b.is_empty(),
+            "both workers claimed: {} / {}",
+            a.len(),
+            b.len()
+        );
+    }
     let all: HashSet<&String> = a.iter().chain(b.iter()).collect();
     assert_eq!(a.len() + b.len(), 2000, "every job claimed exactly once");
     assert_eq!(all.len(), 2000);

@@ -57,30 +57,12 @@ enum Command {
         /// password with --twilio-account-sid).
         #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
         twilio_auth_token: Option<String>,
-        /// Twilio account SID: with the auth token, transfers and texts on Twilio calls.
-        #[arg(long, env = "TWILIO_ACCOUNT_SID")]
-        twilio_account_sid: Option<String>,
-        /// Twilio REST API base URL.
-        #[arg(long, env = "TWILIO_BASE_URL")]
-        twilio_base_url: Option<String>,
         /// KEY:TOKEN: require these Basic credentials on /stream/exotel.
         #[arg(long, env = "VOICEGW_EXOTEL_CREDENTIALS", hide_env_values = true)]
         exotel_credentials: Option<String>,
-        /// Exotel account SID: with the API key and token, outbound Connect Voice AI calls.
-        #[arg(long, env = "EXOTEL_ACCOUNT_SID")]
-        exotel_account_sid: Option<String>,
-        /// Exotel API key (Basic auth user).
-        #[arg(long, env = "EXOTEL_API_KEY")]
-        exotel_api_key: Option<String>,
-        /// Exotel API token (Basic auth password).
-        #[arg(long, env = "EXOTEL_API_TOKEN", hide_env_values = true)]
-        exotel_api_token: Option<String>,
-        /// Exotel REST API base URL (the account's cluster).
-        #[arg(long, env = "EXOTEL_BASE_URL")]
-        exotel_base_url: Option<String>,
-        /// The ExoPhone outbound Exotel calls show.
-        #[arg(long, env = "EXOTEL_CALLER_ID")]
-        exotel_caller_id: Option<String>,
+        /// The carriers' REST accounts.
+        #[command(flatten)]
+        carriers: CarrierArgs,
         /// The base URL carriers use to reach the gateway (for signature checks behind a proxy).
         #[arg(long, env = "VOICEGW_PUBLIC_URL")]
         public_url: Option<String>,
@@ -106,27 +88,9 @@ enum Command {
         /// Twilio auth token (the REST password with --twilio-account-sid).
         #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
         twilio_auth_token: Option<String>,
-        /// Twilio account SID: calls and SMS fallbacks through Twilio.
-        #[arg(long, env = "TWILIO_ACCOUNT_SID")]
-        twilio_account_sid: Option<String>,
-        /// Twilio REST API base URL.
-        #[arg(long, env = "TWILIO_BASE_URL")]
-        twilio_base_url: Option<String>,
-        /// Exotel account SID: calls through Exotel.
-        #[arg(long, env = "EXOTEL_ACCOUNT_SID")]
-        exotel_account_sid: Option<String>,
-        /// Exotel API key (Basic auth user).
-        #[arg(long, env = "EXOTEL_API_KEY")]
-        exotel_api_key: Option<String>,
-        /// Exotel API token (Basic auth password).
-        #[arg(long, env = "EXOTEL_API_TOKEN", hide_env_values = true)]
-        exotel_api_token: Option<String>,
-        /// Exotel REST API base URL (the account's cluster).
-        #[arg(long, env = "EXOTEL_BASE_URL")]
-        exotel_base_url: Option<String>,
-        /// The ExoPhone outbound Exotel calls show.
-        #[arg(long, env = "EXOTEL_CALLER_ID")]
-        exotel_caller_id: Option<String>,
+        /// The carriers' REST accounts.
+        #[command(flatten)]
+        carriers: CarrierArgs,
         /// The base URL carriers use to reach the gateways serving the calls (required).
         #[arg(long, env = "VOICEGW_PUBLIC_URL")]
         public_url: Option<String>,
@@ -197,6 +161,79 @@ enum ScriptCommand {
         #[command(flatten)]
         providers: ProviderArgs,
     },
+}
+
+/// The carriers' REST accounts, shared by the commands that place calls.
+#[derive(Debug, Args)]
+struct CarrierArgs {
+    /// Twilio account SID: with the auth token, calls, transfers and texts through Twilio.
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    twilio_account_sid: Option<String>,
+    /// Twilio REST API base URL.
+    #[arg(long, env = "TWILIO_BASE_URL")]
+    twilio_base_url: Option<String>,
+    /// Exotel account SID: with the API key and token, outbound Connect Voice AI calls.
+    #[arg(long, env = "EXOTEL_ACCOUNT_SID")]
+    exotel_account_sid: Option<String>,
+    /// Exotel API key (Basic auth user).
+    #[arg(long, env = "EXOTEL_API_KEY")]
+    exotel_api_key: Option<String>,
+    /// Exotel API token (Basic auth password).
+    #[arg(long, env = "EXOTEL_API_TOKEN", hide_env_values = true)]
+    exotel_api_token: Option<String>,
+    /// Exotel REST API base URL (the account's cluster).
+    #[arg(long, env = "EXOTEL_BASE_URL")]
+    exotel_base_url: Option<String>,
+    /// The ExoPhone outbound Exotel calls show.
+    #[arg(long, env = "EXOTEL_CALLER_ID")]
+    exotel_caller_id: Option<String>,
+}
+
+impl CarrierArgs {
+    /// These values over `base`.
+    fn over(self, base: Overrides) -> Overrides {
+        Overrides {
+            twilio_account_sid: self.twilio_account_sid,
+            twilio_base_url: self.twilio_base_url,
+            exotel_account_sid: self.exotel_account_sid,
+            exotel_api_key: self.exotel_api_key,
+            exotel_api_token: self.exotel_api_token,
+            exotel_base_url: self.exotel_base_url,
+            exotel_caller_id: self.exotel_caller_id,
+            ..base
+        }
+    }
+}
+
+/// Loads the config (exit code 2 when it is invalid) and a multi-threaded runtime, and runs
+/// `run` on it to the end.
+fn run_loaded<F, Fut, E>(file: Option<&std::path::Path>, overrides: &Overrides, run: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let config = match Config::load(file, overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("voicegw: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("voicegw: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("voicegw: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The database, shared by the commands that use the store.
@@ -398,112 +435,50 @@ fn main() -> ExitCode {
         Command::Worker {
             config,
             twilio_auth_token,
-            twilio_account_sid,
-            twilio_base_url,
-            exotel_account_sid,
-            exotel_api_key,
-            exotel_api_token,
-            exotel_base_url,
-            exotel_caller_id,
+            carriers,
             public_url,
             redis_url,
             store,
             providers,
         } => {
-            let overrides = Overrides {
+            let overrides = carriers.over(Overrides {
                 twilio_auth_token,
-                twilio_account_sid,
-                twilio_base_url,
-                exotel_account_sid,
-                exotel_api_key,
-                exotel_api_token,
-                exotel_base_url,
-                exotel_caller_id,
                 public_url,
                 redis_url,
                 database_url: store.database_url,
                 ..providers.overrides()
-            };
-            let config = match Config::load(config.as_deref(), &overrides) {
-                Ok(config) => config,
-                Err(error) => {
-                    eprintln!("voicegw: {error}");
-                    return ExitCode::from(2);
-                }
-            };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("voicegw: cannot start the runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(voicegw::dialer::run::run_worker(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("voicegw: {error}");
-                    ExitCode::FAILURE
-                }
-            }
+            });
+            run_loaded(
+                config.as_deref(),
+                &overrides,
+                voicegw::dialer::run::run_worker,
+            )
         }
         Command::Serve {
             listen,
             agent,
             config,
             twilio_auth_token,
-            twilio_account_sid,
-            twilio_base_url,
             exotel_credentials,
-            exotel_account_sid,
-            exotel_api_key,
-            exotel_api_token,
-            exotel_base_url,
-            exotel_caller_id,
+            carriers,
             public_url,
             admin_key,
             redis_url,
             store,
             providers,
         } => {
-            let overrides = Overrides {
+            let overrides = carriers.over(Overrides {
                 redis_url,
                 listen,
                 agent,
                 twilio_auth_token,
-                twilio_account_sid,
-                twilio_base_url,
                 exotel_credentials,
-                exotel_account_sid,
-                exotel_api_key,
-                exotel_api_token,
-                exotel_base_url,
-                exotel_caller_id,
                 public_url,
                 admin_key,
                 database_url: store.database_url,
                 ..providers.overrides()
-            };
-            let config = match Config::load(config.as_deref(), &overrides) {
-                Ok(config) => config,
-                Err(error) => {
-                    eprintln!("voicegw: {error}");
-                    return ExitCode::from(2);
-                }
-            };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    eprintln!("voicegw: cannot start the runtime: {error}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(voicegw::server::serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("voicegw: {error}");
-                    ExitCode::FAILURE
-                }
-            }
+            });
+            run_loaded(config.as_deref(), &overrides, voicegw::server::serve)
         }
     }
 }

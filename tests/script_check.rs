@@ -34,7 +34,16 @@ fn a_good_script_prints_its_summary_and_exits_0() {
         stdout.contains("required variables: appointmentDate, tenantName\n"),
         "{stdout}"
     );
-    assert!(stdout.contains("\n[start]  (line 9)\n"), "{stdout}");
+    let start_line = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .position(|line| line.trim_start().starts_with("[start]"))
+        .unwrap()
+        + 1;
+    assert!(
+        stdout.contains(&format!("\n[start]  (line {start_line})\n")),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("  -> 0, \"person\", \"agent\", \"representative\": transfer +14155550100 else take_message\n"),
         "{stdout}"

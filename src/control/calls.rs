@@ -211,23 +211,8 @@ impl CreateCallRequest {
                 "give exactly one of `script` and `agent`".to_owned(),
             );
         }
-        if self.variables.len() > MAX_VARIABLES {
-            return bad(
-                "invalid_variables",
-                format!("at most {MAX_VARIABLES} variables"),
-            );
-        }
-        if let Some((name, _)) = self
-            .variables
-            .iter()
-            .find(|(k, v)| k.is_empty() || k.len() > 64 || v.chars().count() > MAX_VARIABLE_CHARS)
-        {
-            return bad(
-                "invalid_variables",
-                format!(
-                    "variable {name:?}: names are 1–64 characters, values at most {MAX_VARIABLE_CHARS}"
-                ),
-            );
+        if let Err(message) = check_variables(&self.variables) {
+            return bad("invalid_variables", message);
         }
         if let Some(message) = &self.voicemail_message {
             if self.machine_detection.is_none() {
@@ -244,21 +229,8 @@ impl CreateCallRequest {
                 );
             }
         }
-        if let Some(t) = self.timeout_secs
-            && !(1..=600).contains(&t)
-        {
-            return bad(
-                "invalid_body",
-                format!("`timeout_secs` must be 1–600, not {t}"),
-            );
-        }
-        if let Some(t) = self.time_limit_secs
-            && !(1..=14_400).contains(&t)
-        {
-            return bad(
-                "invalid_body",
-                format!("`time_limit_secs` must be 1–14400, not {t}"),
-            );
+        if let Err(message) = check_call_limits(self.timeout_secs, self.time_limit_secs) {
+            return bad("invalid_body", message);
         }
         Ok(())
     }
@@ -272,6 +244,41 @@ impl CreateCallRequest {
         digest.update(&body);
         hex::encode(digest.finalize())
     }
+}
+
+/// Checks a call's template variables: at most [`MAX_VARIABLES`], names 1–64 characters,
+/// values at most [`MAX_VARIABLE_CHARS`].
+pub(crate) fn check_variables(variables: &BTreeMap<String, String>) -> Result<(), String> {
+    if variables.len() > MAX_VARIABLES {
+        return Err(format!("at most {MAX_VARIABLES} variables"));
+    }
+    if let Some((name, _)) = variables
+        .iter()
+        .find(|(k, v)| k.is_empty() || k.len() > 64 || v.chars().count() > MAX_VARIABLE_CHARS)
+    {
+        return Err(format!(
+            "variable {name:?}: names are 1–64 characters, values at most {MAX_VARIABLE_CHARS}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a call's ring time (1–600 s) and longest length (1–14400 s).
+pub(crate) fn check_call_limits(
+    timeout_secs: Option<u32>,
+    time_limit_secs: Option<u32>,
+) -> Result<(), String> {
+    if let Some(t) = timeout_secs
+        && !(1..=600).contains(&t)
+    {
+        return Err(format!("`timeout_secs` must be 1–600, not {t}"));
+    }
+    if let Some(t) = time_limit_secs
+        && !(1..=14_400).contains(&t)
+    {
+        return Err(format!("`time_limit_secs` must be 1–14400, not {t}"));
+    }
+    Ok(())
 }
 
 /// The `CallPlane`, or 503 when this gateway serves no calls.

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::ControlState;
 use super::auth::Principal;
 use super::call_plane::{plan_dials, tenant_plan};
-use super::calls::{MAX_VARIABLE_CHARS, MAX_VARIABLES, plane, rfc3339};
+use super::calls::{check_call_limits, check_variables, plane, rfc3339};
 use super::dial::{CarrierName, MachineDetection, is_e164};
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
@@ -487,22 +487,6 @@ pub fn template_variables(field: &str, text: &str) -> Result<BTreeSet<String>, A
     Ok(required)
 }
 
-/// Checks a variable map like `POST /v1/calls` does.
-fn check_variables(variables: &BTreeMap<String, String>) -> Result<(), String> {
-    if variables.len() > MAX_VARIABLES {
-        return Err(format!("at most {MAX_VARIABLES} variables"));
-    }
-    if let Some((name, _)) = variables
-        .iter()
-        .find(|(k, v)| k.is_empty() || k.len() > 64 || v.chars().count() > MAX_VARIABLE_CHARS)
-    {
-        return Err(format!(
-            "variable {name:?}: names are 1–64 characters, values at most {MAX_VARIABLE_CHARS}"
-        ));
-    }
-    Ok(())
-}
-
 /// What every contact of a campaign must satisfy: the variables its script and texts need,
 /// given the campaign's (and the script's defaults) under the contact's own.
 struct ContactRules {
@@ -718,18 +702,7 @@ fn campaign_settings(request: &CreateCampaignRequest) -> Result<NewCampaign, Api
             return Err(invalid("`ends_at` must be after `starts_at`".into()));
         }
     }
-    if let Some(t) = request.timeout_secs
-        && !(1..=600).contains(&t)
-    {
-        return Err(invalid(format!("`timeout_secs` must be 1–600, not {t}")));
-    }
-    if let Some(t) = request.time_limit_secs
-        && !(1..=14_400).contains(&t)
-    {
-        return Err(invalid(format!(
-            "`time_limit_secs` must be 1–14400, not {t}"
-        )));
-    }
+    check_call_limits(request.timeout_secs, request.time_limit_secs).map_err(invalid)?;
     check_variables(&request.variables).map_err(|m| unprocessable("invalid_variables", m))?;
     for (field, text, max) in [
         ("sms_fallback", &request.sms_fallback, MAX_SMS_CHARS),

@@ -8,6 +8,8 @@
 //! PostgreSQL comes from `VOICEGW_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
 //! a database of its own is created and dropped.
 
+#[path = "support/backends.rs"]
+mod backends;
 #[path = "../tests/fakes/mod.rs"]
 #[allow(unused_imports)]
 mod fakes;
@@ -17,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fakes::twilio_rest::{ACCOUNT_SID, AUTH_TOKEN, FakeTwilioConfig, FakeTwilioRest, OUR_NUMBER};
-use sqlx::Connection;
 use voicegw::config::Config;
 use voicegw::control::call_plane::CallPlane;
 use voicegw::control::dial::carriers_from_config;
@@ -272,44 +273,8 @@ async fn main() -> ExitCode {
         "POST /v1/calls through the fake Twilio REST API (zero delay), {} calls per run",
         args.calls
     );
-    if let Err(error) = run_backend("SQLite", "", &args).await {
-        eprintln!("api_latency: SQLite: {error}");
-        return ExitCode::FAILURE;
-    }
-    if args.sqlite_only {
-        return ExitCode::SUCCESS;
-    }
-    let admin = std::env::var("VOICEGW_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let name = format!("voicegw_bench_{}", uuid::Uuid::new_v4().simple());
-    let Some((server, _)) = admin.rsplit_once('/') else {
-        eprintln!("api_latency: bad VOICEGW_TEST_PG_URL {admin}");
-        return ExitCode::FAILURE;
-    };
-    let create = async {
-        let mut conn = sqlx::PgConnection::connect(&admin).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await?;
-        conn.close().await
-    };
-    if let Err(error) = create.await {
-        eprintln!("api_latency: PostgreSQL unavailable ({error}); skipped");
-        return ExitCode::SUCCESS;
-    }
-    let result = run_backend("PostgreSQL", &format!("{server}/{name}"), &args).await;
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-    }
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("api_latency: PostgreSQL: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    backends::on_both("api_latency", "", args.sqlite_only, async |label, url| {
+        run_backend(label, url, &args).await
+    })
+    .await
 }

@@ -10,6 +10,8 @@
 //! PostgreSQL comes from `VOICEGW_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
 //! a database of its own is created and dropped.
 
+#[path = "support/backends.rs"]
+mod backends;
 #[path = "../tests/fakes/mod.rs"]
 #[allow(unused_imports)]
 mod fakes;
@@ -21,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fakes::twilio_rest::{ACCOUNT_SID, AUTH_TOKEN, FakeTwilioConfig, FakeTwilioRest, OUR_NUMBER};
-use sqlx::Connection;
 use voicegw::call::registry::Registry;
 use voicegw::config::Config;
 use voicegw::control::call_plane::CallPlane;
@@ -237,44 +238,11 @@ async fn main() -> ExitCode {
         }
     };
     let sqlite = format!("sqlite://{}/dial_rate.db", dir.path().display());
-    if let Err(error) = run_backend("SQLite", &sqlite, &args).await {
-        eprintln!("dial_rate: SQLite: {error}");
-        return ExitCode::FAILURE;
-    }
-    if args.sqlite_only {
-        return ExitCode::SUCCESS;
-    }
-    let admin = std::env::var("VOICEGW_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let name = format!("voicegw_bench_{}", uuid::Uuid::new_v4().simple());
-    let Some((server, _)) = admin.rsplit_once('/') else {
-        eprintln!("dial_rate: bad VOICEGW_TEST_PG_URL {admin}");
-        return ExitCode::FAILURE;
-    };
-    let create = async {
-        let mut conn = sqlx::PgConnection::connect(&admin).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await?;
-        conn.close().await
-    };
-    if let Err(error) = create.await {
-        eprintln!("dial_rate: PostgreSQL unavailable ({error}); skipped");
-        return ExitCode::SUCCESS;
-    }
-    let result = run_backend("PostgreSQL", &format!("{server}/{name}"), &args).await;
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-    }
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("dial_rate: PostgreSQL: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    backends::on_both(
+        "dial_rate",
+        &sqlite,
+        args.sqlite_only,
+        async |label, url| run_backend(label, url, &args).await,
+    )
+    .await
 }

@@ -18,7 +18,7 @@ use sqlx::Row;
 use common::control::ADMIN_KEY;
 use common::db::TestDb;
 use fakes::twilio_carrier::{
-    ACCOUNT_SID, AUTH_TOKEN, Behaviour, CarrierConfig, FakeCarrier, OUR_NUMBER, Outcome,
+    ACCOUNT_SID, AUTH_TOKEN, CarrierConfig, FakeCarrier, Mixed as Script, OUR_NUMBER,
 };
 
 const CONTACTS: usize = 200;
@@ -27,25 +27,6 @@ const MAX_ATTEMPTS: usize = 3;
 const KILL_AFTER: usize = 80;
 /// The campaign must be over this long after the restart.
 const LIMIT: Duration = Duration::from_secs(180);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Script {
-    Answer,
-    Busy,
-    NoAnswer,
-    Failed,
-    Machine,
-}
-
-fn script_of(position: usize) -> Script {
-    match position % 5 {
-        0 => Script::Answer,
-        1 => Script::Busy,
-        2 => Script::NoAnswer,
-        3 => Script::Failed,
-        _ => Script::Machine,
-    }
-}
 
 fn phone(position: usize) -> String {
     format!("+1415700{position:04}")
@@ -131,19 +112,7 @@ async fn survives_a_kill(db: TestDb) {
     })
     .await;
     for position in 0..CONTACTS {
-        // Answered calls (by a person or a machine) hang up after half a second.
-        let talk = Behaviour::silence().hang_up_after(25);
-        let outcome = match script_of(position) {
-            Script::Answer => Outcome::Answer(talk),
-            Script::Busy => Outcome::Busy,
-            Script::NoAnswer => Outcome::NoAnswer,
-            Script::Failed => Outcome::Failed,
-            Script::Machine => Outcome::Machine {
-                answered_by: "machine_start".to_owned(),
-                behaviour: talk,
-            },
-        };
-        carrier.script(&phone(position), outcome);
+        carrier.script(&phone(position), Script::at(position).outcome());
     }
 
     let port = {
@@ -288,7 +257,7 @@ unplaced_after_secs = 2
             .or_default() += 1;
     }
     for position in 0..CONTACTS {
-        let want = if script_of(position) == Script::Answer {
+        let want = if Script::at(position) == Script::Answer {
             1
         } else {
             MAX_ATTEMPTS
@@ -297,7 +266,7 @@ unplaced_after_secs = 2
             dials.get(&phone(position)).copied(),
             Some(want),
             "dials to contact {position} ({:?})",
-            script_of(position)
+            Script::at(position)
         );
     }
 
@@ -318,7 +287,7 @@ unplaced_after_secs = 2
         let attempts: i64 = row.try_get(2).unwrap();
         let reason: Option<String> = row.try_get(3).unwrap();
         let sms: Option<String> = row.try_get(4).unwrap();
-        let script = script_of(position as usize);
+        let script = Script::at(position as usize);
         let (want_attempts, want_reason) = match script {
             Script::Answer => (1, "completed"),
             _ => (MAX_ATTEMPTS as i64, "max_attempts"),

@@ -28,7 +28,7 @@ use common::control::TestControl;
 use common::db::TestDb;
 use common::test_config;
 use fakes::twilio_carrier::{
-    ACCOUNT_SID, AUTH_TOKEN, Behaviour, CarrierConfig, FakeCarrier, OUR_NUMBER, Outcome,
+    ACCOUNT_SID, AUTH_TOKEN, CarrierConfig, FakeCarrier, Mixed as Script, OUR_NUMBER,
 };
 
 const CONTACTS: usize = 1000;
@@ -36,25 +36,6 @@ const CPS: u32 = 20;
 const MAX_ATTEMPTS: usize = 3;
 /// The whole campaign must be over by then (2,600 dials at 20/s take 130 s).
 const LIMIT: Duration = Duration::from_secs(200);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Script {
-    Answer,
-    Busy,
-    NoAnswer,
-    Failed,
-    Machine,
-}
-
-fn script_of(position: usize) -> Script {
-    match position % 5 {
-        0 => Script::Answer,
-        1 => Script::Busy,
-        2 => Script::NoAnswer,
-        3 => Script::Failed,
-        _ => Script::Machine,
-    }
-}
 
 fn phone(position: usize) -> String {
     format!("+1415600{position:04}")
@@ -118,19 +99,7 @@ async fn campaign_runs_to_the_end(db: TestDb) {
     let tenant = store.create_tenant("acme", Plan::Full).await.unwrap().id;
 
     for position in 0..CONTACTS {
-        // Answered calls (by a person or a machine) hang up after half a second.
-        let talk = Behaviour::silence().hang_up_after(25);
-        let outcome = match script_of(position) {
-            Script::Answer => Outcome::Answer(talk),
-            Script::Busy => Outcome::Busy,
-            Script::NoAnswer => Outcome::NoAnswer,
-            Script::Failed => Outcome::Failed,
-            Script::Machine => Outcome::Machine {
-                answered_by: "machine_start".to_owned(),
-                behaviour: talk,
-            },
-        };
-        carrier.script(&phone(position), outcome);
+        carrier.script(&phone(position), Script::at(position).outcome());
     }
     let campaign = store
         .create_campaign(
@@ -268,7 +237,7 @@ async fn campaign_runs_to_the_end(db: TestDb) {
         let reason: Option<String> = row.try_get(4).unwrap();
         let outcome: Option<String> = row.try_get(5).unwrap();
         let sms: Option<String> = row.try_get(6).unwrap();
-        let script = script_of(position as usize);
+        let script = Script::at(position as usize);
         assert_eq!(state, "done");
         let (want_attempts, want_reason, want_outcome, want_sms) = match script {
             Script::Answer => (1, "completed", "completed", None),
@@ -311,7 +280,7 @@ async fn campaign_runs_to_the_end(db: TestDb) {
             .or_default() += 1;
     }
     for position in 0..CONTACTS {
-        let want = if script_of(position) == Script::Answer {
+        let want = if Script::at(position) == Script::Answer {
             1
         } else {
             MAX_ATTEMPTS
@@ -360,7 +329,7 @@ async fn campaign_runs_to_the_end(db: TestDb) {
         *texted.entry(message.to.clone()).or_default() += 1;
     }
     for position in 0..CONTACTS {
-        let due = matches!(script_of(position), Script::Busy | Script::NoAnswer);
+        let due = matches!(Script::at(position), Script::Busy | Script::NoAnswer);
         assert_eq!(
             texted.get(&phone(position)).copied(),
             due.then_some(1),

@@ -138,6 +138,50 @@ pub enum Outcome {
     },
 }
 
+/// The outcomes a campaign test cycles through, by contact position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mixed {
+    /// A person answers.
+    Answer,
+    /// Busy.
+    Busy,
+    /// No answer.
+    NoAnswer,
+    /// The call fails.
+    Failed,
+    /// An answering machine answers (`machine_start`).
+    Machine,
+}
+
+impl Mixed {
+    /// The contact at `position`: answer, busy, no-answer, failed, machine, in turn.
+    pub fn at(position: usize) -> Mixed {
+        match position % 5 {
+            0 => Mixed::Answer,
+            1 => Mixed::Busy,
+            2 => Mixed::NoAnswer,
+            3 => Mixed::Failed,
+            _ => Mixed::Machine,
+        }
+    }
+
+    /// How the call goes at the carrier: answered calls (by a person or a machine) hang up
+    /// after half a second.
+    pub fn outcome(self) -> Outcome {
+        let talk = Behaviour::silence().hang_up_after(25);
+        match self {
+            Mixed::Answer => Outcome::Answer(talk),
+            Mixed::Busy => Outcome::Busy,
+            Mixed::NoAnswer => Outcome::NoAnswer,
+            Mixed::Failed => Outcome::Failed,
+            Mixed::Machine => Outcome::Machine {
+                answered_by: "machine_start".to_owned(),
+                behaviour: talk,
+            },
+        }
+    }
+}
+
 /// Settings of the carrier fake.
 #[derive(Debug, Clone)]
 pub struct CarrierConfig {

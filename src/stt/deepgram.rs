@@ -323,6 +323,7 @@ impl SttProvider for DeepgramStt {
             timeline: Timeline::new(format.sample_rate),
             replay: Replay::new(format.sample_rate, self.config.replay_limit_ms),
             pending_finalize: false,
+            close_requested: false,
             finalize_sent_at: None,
             flaps: 0,
         };
@@ -432,6 +433,9 @@ struct Worker {
     replay: Replay,
     /// A `Finalize` arrived while disconnected; send it after the replay.
     pending_finalize: bool,
+    /// The session asked to close while disconnected: the next connection replays the
+    /// buffered audio, then sends `CloseStream` and waits for the last results.
+    close_requested: bool,
     finalize_sent_at: Option<Instant>,
     /// Consecutive connections that ended quickly without a single message.
     flaps: u32,
@@ -491,7 +495,7 @@ impl Worker {
                 Connect::Failed(error) => {
                     self.metrics.provider(METRIC_PROVIDER, "failed");
                     tracing::error!(call = %self.call, %error, "deepgram speech-to-text failed");
-                    if self.emit(SttEvent::Failed { error }).await {
+                    if self.emit(SttEvent::Failed { error }).await && !self.close_requested {
                         self.drain().await;
                     }
                     return;
@@ -542,8 +546,19 @@ impl Worker {
                 self.pending_finalize = true;
                 true
             }
-            Some(SttInput::Close) | None => false,
+            Some(SttInput::Close) => {
+                // The caller's last words are still owed a transcript: connect, replay, close.
+                self.close_requested = true;
+                self.has_unconfirmed_audio()
+            }
+            // The stream (and with it the event receiver) is gone: nobody is listening.
+            None => false,
         }
+    }
+
+    /// Whether audio is buffered that no final has covered yet.
+    fn has_unconfirmed_audio(&self) -> bool {
+        !self.replay.chunks.is_empty()
     }
 
     /// Connects, retrying with backoff while buffering the session's input.
@@ -555,6 +570,9 @@ impl Worker {
         // Connections that dropped right after their handshake count as failed attempts.
         let mut failures = self.flaps;
         let mut attempts = 0u32;
+        if self.close_requested && !self.has_unconfirmed_audio() {
+            return Connect::InputClosed;
+        }
         let mut last_error = if allowed == 0 {
             String::from("connection lost and reconnecting is disabled (stt.max_reconnects = 0)")
         } else {
@@ -569,7 +587,7 @@ impl Worker {
                 loop {
                     tokio::select! {
                         _ = &mut sleep => break,
-                        input = self.input.recv() => {
+                        input = self.input.recv(), if !self.close_requested => {
                             if !self.buffer_input(input) {
                                 return Connect::InputClosed;
                             }
@@ -582,7 +600,7 @@ impl Worker {
             let result = loop {
                 tokio::select! {
                     result = &mut attempt => break result,
-                    input = self.input.recv() => {
+                    input = self.input.recv(), if !self.close_requested => {
                         if !self.buffer_input(input) {
                             return Connect::InputClosed;
                         }
@@ -636,6 +654,13 @@ impl Worker {
         let mut broken = false;
         let mut deadline: Option<Instant> = None;
         let mut last_error: Option<String> = None;
+        if self.close_requested {
+            if handle.close_stream().await.is_err() {
+                return Served::Done;
+            }
+            closing = true;
+            deadline = Some(Instant::now() + CLOSE_WAIT);
+        }
         loop {
             let keepalive_at = last_sent + keepalive;
             let deadline_at =
@@ -702,6 +727,7 @@ impl Worker {
                         last_sent = Instant::now();
                     }
                     Some(SttInput::Close) => {
+                        self.close_requested = true;
                         if handle.close_stream().await.is_err() {
                             return Served::Done;
                         }

@@ -106,7 +106,9 @@ fn toolbox() -> Toolbox {
 
 #[tokio::test]
 async fn streams_text_in_pieces() {
-    let fake = ChatFake::start(ChatFakeConfig::default()).await;
+    let fake = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     let metrics = Metrics::new().unwrap();
     let chat = client_with(&fake, &metrics, |_| {});
     let stream = chat
@@ -162,7 +164,8 @@ async fn tool_call_fragments_are_assembled_and_the_result_goes_back() {
         }],
         ..ChatFakeConfig::default()
     })
-    .await;
+    .await
+    .expect("start the fake");
     let chat = client(&fake);
     let tools = toolbox();
     let specs = tools.specs();
@@ -256,7 +259,8 @@ async fn parallel_tool_calls_keep_their_order() {
         }],
         ..ChatFakeConfig::default()
     })
-    .await;
+    .await
+    .expect("start the fake");
     let chat = client(&fake);
     let items = collect(
         chat.stream(request(
@@ -302,7 +306,9 @@ async fn parallel_tool_calls_keep_their_order() {
 
 #[tokio::test]
 async fn history_with_an_unanswered_tool_call_is_refused_without_retry() {
-    let fake = ChatFake::start(ChatFakeConfig::default()).await;
+    let fake = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     let chat = client(&fake);
     let mut history = conversation("hi");
     history.push(ChatMessage::Assistant {
@@ -335,7 +341,9 @@ async fn history_with_an_unanswered_tool_call_is_refused_without_retry() {
 
 #[tokio::test]
 async fn rate_limit_with_retry_after_then_success() {
-    let fake = ChatFake::start(ChatFakeConfig::default()).await;
+    let fake = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     fake.push_fault(Fault::Status {
         status: 429,
         retry_after_secs: Some(1),
@@ -370,7 +378,9 @@ async fn rate_limit_with_retry_after_then_success() {
 
 #[tokio::test]
 async fn retry_after_beyond_the_deadline_fails_at_once() {
-    let fake = ChatFake::start(ChatFakeConfig::default()).await;
+    let fake = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     fake.push_fault(Fault::Status {
         status: 429,
         retry_after_secs: Some(5),
@@ -392,7 +402,9 @@ async fn retry_after_beyond_the_deadline_fails_at_once() {
 
 #[tokio::test]
 async fn server_errors_until_the_deadline() {
-    let fake = ChatFake::start(ChatFakeConfig::default()).await;
+    let fake = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     fake.set_down(true);
     let metrics = Metrics::new().unwrap();
     let chat = client_with(&fake, &metrics, |c| {
@@ -441,7 +453,9 @@ async fn server_errors_until_the_deadline() {
 
 #[tokio::test]
 async fn attempts_are_capped() {
-    let fake = ChatFake::start(ChatFakeConfig::default()).await;
+    let fake = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     for _ in 0..5 {
         fake.push_fault(Fault::Status {
             status: 500,
@@ -467,7 +481,9 @@ async fn attempts_are_capped() {
 
 #[tokio::test]
 async fn bad_key_is_not_retried() {
-    let fake = ChatFake::start(ChatFakeConfig::default()).await;
+    let fake = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     let chat = client_with(&fake, &Metrics::new().unwrap(), |c| {
         c.api_key = "sk-wrong-key".into()
     });
@@ -493,7 +509,9 @@ async fn bad_key_is_not_retried() {
 
 #[tokio::test]
 async fn exhausted_quota_is_not_retried() {
-    let fake = ChatFake::start(ChatFakeConfig::default()).await;
+    let fake = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     fake.push_fault(Fault::Quota);
     let chat = client(&fake);
     let failure = chat
@@ -513,7 +531,9 @@ async fn exhausted_quota_is_not_retried() {
 
 #[tokio::test]
 async fn check_credentials() {
-    let fake = ChatFake::start(ChatFakeConfig::default()).await;
+    let fake = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     client(&fake).check_credentials().await.expect("good key");
     let wrong = client_with(&fake, &Metrics::new().unwrap(), |c| {
         c.api_key = "sk-nope".into()
@@ -558,7 +578,9 @@ async fn check_credentials() {
 
 #[tokio::test]
 async fn stall_hits_the_first_token_timeout_and_is_retried() {
-    let fake = ChatFake::start(ChatFakeConfig::default()).await;
+    let fake = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     fake.push_fault(Fault::Stall);
     let chat = client_with(&fake, &Metrics::new().unwrap(), |c| {
         c.first_token_timeout_ms = 300
@@ -582,7 +604,8 @@ async fn slow_first_token_fails_when_the_deadline_is_near() {
         first_token_delay_ms: 2_000,
         ..ChatFakeConfig::default()
     })
-    .await;
+    .await
+    .expect("start the fake");
     let chat = client_with(&fake, &Metrics::new().unwrap(), |c| {
         c.first_token_timeout_ms = 300
     });
@@ -597,12 +620,15 @@ async fn slow_first_token_fails_when_the_deadline_is_near() {
         "no attempt can start before the deadline"
     );
     assert_eq!(fake.request_count(), 1);
-    assert!(started.elapsed() < Duration::from_millis(1_500));
+    // The fake's first token comes after 2 s: failing sooner shows the deadline was kept.
+    assert!(started.elapsed() < Duration::from_millis(1_900));
 }
 
 #[tokio::test]
 async fn dropped_stream_ends_with_an_error() {
-    let fake = ChatFake::start(ChatFakeConfig::default()).await;
+    let fake = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     fake.push_fault(Fault::DropAfter { chunks: 3 });
     let chat = client(&fake);
     let stream = chat
@@ -624,7 +650,9 @@ async fn dropped_stream_ends_with_an_error() {
 
 #[tokio::test]
 async fn mid_stream_error_object_ends_the_stream() {
-    let fake = ChatFake::start(ChatFakeConfig::default()).await;
+    let fake = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     fake.push_fault(Fault::MidStreamError);
     let chat = client(&fake);
     let items = collect(
@@ -648,7 +676,9 @@ async fn mid_stream_error_object_ends_the_stream() {
 /// Raw posts to the fake: it refuses what the real API refuses.
 #[tokio::test]
 async fn fake_rejects_malformed_requests() {
-    let fake = ChatFake::start(ChatFakeConfig::default()).await;
+    let fake = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     let http = reqwest::Client::new();
     let url = format!("{}/chat/completions", fake.base_url());
     let key = fake.api_key().to_string();

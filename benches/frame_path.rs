@@ -2,6 +2,10 @@
 //! the payload once, run the VAD, consult the echo guard and feed turn-taking — what the
 //! session does for every `media` message (minus the metric increments).
 
+#[path = "support/signal.rs"]
+mod signal;
+
+use signal::speechlike;
 use std::hint::black_box;
 
 use base64::Engine as _;
@@ -11,19 +15,6 @@ use voicegw::audio::vad::{Vad, VadBackend, VadConfig, VadFrame};
 use voicegw::audio::{Encoding, linear16};
 use voicegw::call::turn::{JudgedFrame, TurnConfig, TurnEvent, TurnTaker};
 use voicegw::carrier::{CarrierEvent, CarrierKind, CarrierProtocol};
-
-fn speechlike(n: usize, rate: u32) -> Vec<i16> {
-    (0..n)
-        .map(|i| {
-            let t = i as f32 / rate as f32;
-            let envelope = 0.5 + 0.5 * (2.0 * std::f32::consts::PI * 4.0 * t).sin();
-            let voice: f32 = (1..12)
-                .map(|h| (2.0 * std::f32::consts::PI * 120.0 * h as f32 * t).sin() / h as f32)
-                .sum();
-            (voice * envelope * 6000.0) as i16
-        })
-        .collect()
-}
 
 /// Everything the session keeps per call for the inbound path.
 struct Path {

@@ -1146,12 +1146,14 @@ impl Fakes {
             default_script: vec![transcript.to_owned(); 2_000],
             ..ListenConfig::default()
         })
-        .await;
+        .await
+        .expect("start the fake");
         let speak = FakeDeepgramSpeak::start_with(FakeSpeakConfig {
             first_byte_delay_ms: TTS_FIRST_BYTE_MS,
             ..FakeSpeakConfig::default()
         })
-        .await;
+        .await
+        .expect("start the fake");
         let chat = ChatFake::start(ChatFakeConfig {
             first_token_delay_ms: LLM_FIRST_TOKEN_MS,
             token_delay_ms: LLM_TOKEN_MS,
@@ -1159,7 +1161,8 @@ impl Fakes {
             default_reply: Reply::Text(ANSWER.to_owned()),
             ..ChatFakeConfig::default()
         })
-        .await;
+        .await
+        .expect("start the fake");
         Fakes {
             listen,
             speak,

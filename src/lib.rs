@@ -20,6 +20,10 @@
 //!   and the carriers' webhooks.
 //! - [`dialer`]: the outbound dialer's calling windows, retry policy, calls-per-second limit and
 //!   answering-machine detection.
+//! - [`fakes`]: local fakes of the providers' wire APIs (Deepgram listen and speak, OpenAI chat)
+//!   for the load test's `--with-fakes` runs and the integration tests.
+//! - [`loadtest`]: `voicegw loadtest`, the carrier side of many calls: scenarios, personas,
+//!   latency measures and reports.
 
 pub mod audio;
 pub mod call;
@@ -27,7 +31,9 @@ pub mod carrier;
 pub mod config;
 pub mod control;
 pub mod dialer;
+pub mod fakes;
 pub mod llm;
+pub mod loadtest;
 pub mod metrics;
 pub mod pipeline;
 pub mod proto;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use voicegw::config::{Config, Overrides};
+use voicegw::loadtest::run::LoadtestArgs;
 use voicegw::metrics::Metrics;
 use voicegw::pipeline;
 use voicegw::script::cache::PromptCache;
@@ -124,6 +125,8 @@ enum Command {
         #[command(subcommand)]
         command: admin_cli::NumbersCommand,
     },
+    /// Many simulated carrier calls against a gateway, with latency reports (docs/loadtest.md).
+    Loadtest(LoadtestArgs),
 }
 
 // Parsed once at start-up: the size of the variants does not matter.
@@ -402,6 +405,31 @@ fn script_check(file: &std::path::Path, json: bool) -> ExitCode {
     }
 }
 
+/// Runs `voicegw loadtest`: exit 0 with the report printed; with `--strict`, 1 when calls
+/// failed or dropped, turns went unanswered, barge-ins got no `clear` or the gateway broke
+/// the protocol; 2 for bad input; 1 when the run itself could not be made.
+fn loadtest(args: LoadtestArgs) -> ExitCode {
+    let strict = args.strict;
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("voicegw: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(voicegw::loadtest::run::run(args)) {
+        Ok(report) if strict && voicegw::loadtest::run::has_failures(&report) => {
+            eprintln!("voicegw loadtest: failures in the run (--strict)");
+            ExitCode::FAILURE
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("voicegw loadtest: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // deepgram's TLS sockets need one process-wide rustls crypto provider.
     let _ = deepgram::rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -411,6 +439,7 @@ fn main() -> ExitCode {
         Command::Tenants { command } => admin_cli::tenants(command),
         Command::Keys { command } => admin_cli::keys(command),
         Command::Numbers { command } => admin_cli::numbers(command),
+        Command::Loadtest(args) => loadtest(args),
         Command::Script {
             command:
                 ScriptCommand::Prime {

@@ -536,9 +536,13 @@ async fn the_model_agent_leaves_the_calls_message_synthesized_during_the_greetin
 
     const GREETING: &str = "Thanks for calling Acme Dental.";
     const MESSAGE: &str = "Hi Sam, please call Acme Dental back about Tuesday.";
-    let listen = FakeListen::start(ListenConfig::default()).await;
-    let speak = FakeDeepgramSpeak::start().await;
-    let chat = ChatFake::start(ChatFakeConfig::default()).await;
+    let listen = FakeListen::start(ListenConfig::default())
+        .await
+        .expect("start the fake");
+    let speak = FakeDeepgramSpeak::start().await.expect("start the fake");
+    let chat = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     let mut config = test_config();
     fakes::use_fakes(&mut config, &listen, &speak, &chat);
     config.conversation.greeting = GREETING.into();

@@ -33,13 +33,16 @@ fn rule(contains: &str, reply: Reply) -> Rule {
 }
 
 async fn stack(rules: Vec<Rule>, tweak: impl FnOnce(&mut Config)) -> Stack {
-    let listen = FakeListen::start(ListenConfig::default()).await;
-    let speak = FakeDeepgramSpeak::start().await;
+    let listen = FakeListen::start(ListenConfig::default())
+        .await
+        .expect("start the fake");
+    let speak = FakeDeepgramSpeak::start().await.expect("start the fake");
     let chat = ChatFake::start(ChatFakeConfig {
         rules,
         ..ChatFakeConfig::default()
     })
-    .await;
+    .await
+    .expect("start the fake");
     let mut config = test_config();
     fakes::use_fakes(&mut config, &listen, &speak, &chat);
     config.conversation.greeting = GREETING.into();

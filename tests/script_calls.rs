@@ -110,13 +110,16 @@ const SYSTEM_PROMPT: &str = "You are the phone assistant of Acme Dental.";
 async fn stack(script: &str, options: Options) -> Stack {
     let parsed = parse(script).unwrap_or_else(|e| panic!("the test script does not parse: {e}"));
     let flow = parsed.flow;
-    let listen = FakeListen::start(ListenConfig::default()).await;
-    let speak = FakeDeepgramSpeak::start().await;
+    let listen = FakeListen::start(ListenConfig::default())
+        .await
+        .expect("start the fake");
+    let speak = FakeDeepgramSpeak::start().await.expect("start the fake");
     let chat = ChatFake::start(ChatFakeConfig {
         rules: options.rules.clone(),
         ..ChatFakeConfig::default()
     })
-    .await;
+    .await
+    .expect("start the fake");
     let mut config = test_config();
     fakes::use_fakes(&mut config, &listen, &speak, &chat);
     config.turn.speculate_after_ms = 0;

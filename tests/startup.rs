@@ -23,9 +23,13 @@ async fn config_against_fakes(
 
 #[tokio::test]
 async fn good_keys_pass_and_each_refused_key_is_named() {
-    let listen = FakeListen::start(ListenConfig::default()).await;
-    let speak = FakeDeepgramSpeak::start().await;
-    let chat = ChatFake::start(ChatFakeConfig::default()).await;
+    let listen = FakeListen::start(ListenConfig::default())
+        .await
+        .expect("start the fake");
+    let speak = FakeDeepgramSpeak::start().await.expect("start the fake");
+    let chat = ChatFake::start(ChatFakeConfig::default())
+        .await
+        .expect("start the fake");
     let config = config_against_fakes(&listen, &speak, &chat).await;
     let gateway = Gateway::new(&config).unwrap();
     gateway.check_credentials().await.unwrap();

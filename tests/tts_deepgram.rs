@@ -94,7 +94,7 @@ fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 
 #[tokio::test]
 async fn mulaw_8k_over_the_socket_is_exactly_the_fake_audio() {
-    let fake = FakeDeepgramSpeak::start().await;
+    let fake = FakeDeepgramSpeak::start().await.expect("start the fake");
     let (tts, metrics) = provider(config(&fake));
     assert_eq!(tts.name(), "deepgram");
     let mut voice = tts.voice(8000);
@@ -129,7 +129,7 @@ async fn mulaw_8k_over_the_socket_is_exactly_the_fake_audio() {
 
 #[tokio::test]
 async fn exotel_16k_is_linear16_at_16k() {
-    let fake = FakeDeepgramSpeak::start().await;
+    let fake = FakeDeepgramSpeak::start().await.expect("start the fake");
     let (tts, _) = provider(config(&fake));
     let mut voice = tts.voice(16000);
     let (result, pieces) = speak(&mut voice, TEXT).await;
@@ -143,7 +143,7 @@ async fn exotel_16k_is_linear16_at_16k() {
 
 #[tokio::test]
 async fn two_segments_reuse_one_connection() {
-    let fake = FakeDeepgramSpeak::start().await;
+    let fake = FakeDeepgramSpeak::start().await.expect("start the fake");
     let (tts, _) = provider(config(&fake));
     let mut voice = tts.voice(8000);
     let (first, a) = speak(&mut voice, "First part.").await;
@@ -167,7 +167,7 @@ async fn two_segments_reuse_one_connection() {
 async fn cancel_mid_audio_clears_and_the_next_segment_is_clean() {
     // Audio as fast as possible: when the cancel comes, the rest of the segment (and its
     // Flushed) is already in flight and must be dropped until Cleared.
-    let fake = FakeDeepgramSpeak::start().await;
+    let fake = FakeDeepgramSpeak::start().await.expect("start the fake");
     let (tts, _) = provider(config(&fake));
     let mut voice = tts.voice(8000);
     let long = "This is a rather long answer that the caller is going to interrupt quite early on.";
@@ -213,7 +213,8 @@ async fn audio_in_flight_after_a_cancel_is_dropped_until_cleared() {
         clear_delay_ms: 300,
         ..FakeSpeakConfig::default()
     })
-    .await;
+    .await
+    .expect("start the fake");
     let (tts, _) = provider(config(&fake));
     let mut voice = tts.voice(8000);
     let long = "This is a rather long answer that the caller is going to interrupt quite early on.";
@@ -236,7 +237,7 @@ async fn audio_in_flight_after_a_cancel_is_dropped_until_cleared() {
 
 #[tokio::test]
 async fn refused_socket_falls_back_to_rest_then_reconnects() {
-    let fake = FakeDeepgramSpeak::start().await;
+    let fake = FakeDeepgramSpeak::start().await.expect("start the fake");
     fake.refuse_ws_next(503);
     let (tts, metrics) = provider(config(&fake));
     let mut voice = tts.voice(8000);
@@ -277,7 +278,8 @@ async fn dropped_mid_audio_falls_back_without_duplicating_samples() {
         rest_chunk_ms: 30,
         ..FakeSpeakConfig::default()
     })
-    .await;
+    .await
+    .expect("start the fake");
     fake.drop_ws_mid_audio();
     let (tts, _) = provider(config(&fake));
     let mut voice = tts.voice(8000);
@@ -301,7 +303,7 @@ async fn dropped_mid_audio_falls_back_without_duplicating_samples() {
 
 #[tokio::test]
 async fn stall_times_out_without_fallback() {
-    let fake = FakeDeepgramSpeak::start().await;
+    let fake = FakeDeepgramSpeak::start().await.expect("start the fake");
     fake.stall_next();
     let (tts, metrics) = provider(DeepgramTtsConfig {
         first_byte_timeout_ms: 300,
@@ -326,7 +328,7 @@ async fn stall_times_out_without_fallback() {
 
 #[tokio::test]
 async fn stall_times_out_then_falls_back_to_rest() {
-    let fake = FakeDeepgramSpeak::start().await;
+    let fake = FakeDeepgramSpeak::start().await.expect("start the fake");
     fake.stall_next();
     let (tts, _) = provider(DeepgramTtsConfig {
         first_byte_timeout_ms: 300,
@@ -342,7 +344,7 @@ async fn stall_times_out_then_falls_back_to_rest() {
 
 #[tokio::test]
 async fn rest_json_error_is_refused_with_its_message() {
-    let fake = FakeDeepgramSpeak::start().await;
+    let fake = FakeDeepgramSpeak::start().await.expect("start the fake");
     fake.refuse_ws_next(503);
     fake.rest_error_next(400);
     let (tts, metrics) = provider(config(&fake));
@@ -366,7 +368,8 @@ async fn the_21st_flush_in_a_minute_goes_over_rest() {
         first_byte_delay_ms: 0,
         ..FakeSpeakConfig::default()
     })
-    .await;
+    .await
+    .expect("start the fake");
     let (tts, _) = provider(config(&fake));
     let mut voice = tts.voice(8000);
     for n in 1..=21 {
@@ -389,7 +392,7 @@ async fn the_21st_flush_in_a_minute_goes_over_rest() {
 
 #[tokio::test]
 async fn flush_window_slides() {
-    let fake = FakeDeepgramSpeak::start().await;
+    let fake = FakeDeepgramSpeak::start().await.expect("start the fake");
     let (tts, _) = provider(config(&fake));
     let tts = tts.with_flush_limit(2, Duration::from_millis(600));
     let mut voice = tts.voice(8000);
@@ -410,7 +413,8 @@ async fn a_flush_limit_warning_sends_the_segment_over_rest() {
         flush_window: Duration::from_millis(500),
         ..FakeSpeakConfig::default()
     })
-    .await;
+    .await
+    .expect("start the fake");
     let (tts, _) = provider(config(&fake));
     let mut voice = tts.voice(8000);
     assert!(!speak(&mut voice, "One.").await.0.unwrap().fallback);
@@ -436,7 +440,7 @@ async fn a_flush_limit_warning_sends_the_segment_over_rest() {
 
 #[tokio::test]
 async fn bad_key_is_refused_clearly() {
-    let fake = FakeDeepgramSpeak::start().await;
+    let fake = FakeDeepgramSpeak::start().await.expect("start the fake");
     let (tts, metrics) = provider(DeepgramTtsConfig {
         api_key: "wrong-key".to_owned(),
         ..config(&fake)
@@ -470,7 +474,7 @@ async fn bad_key_is_refused_clearly() {
 
 #[tokio::test]
 async fn unusable_rate_and_bad_config_are_errors() {
-    let fake = FakeDeepgramSpeak::start().await;
+    let fake = FakeDeepgramSpeak::start().await.expect("start the fake");
     let (tts, _) = provider(config(&fake));
     let mut voice = tts.voice(44_100);
     assert!(matches!(
@@ -526,7 +530,7 @@ async fn raw_ws(
 
 #[tokio::test]
 async fn fake_rejects_bad_keys_and_params_like_the_api() {
-    let fake = FakeDeepgramSpeak::start().await;
+    let fake = FakeDeepgramSpeak::start().await.expect("start the fake");
     let good = "model=aura-2-thalia-en&encoding=mulaw&sample_rate=8000";
     let key = Some("Token test-key");
 

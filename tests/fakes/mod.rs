@@ -1,4 +1,5 @@
 //! Local fakes of the providers' wire APIs, for integration tests and benchmarks.
+//! Deepgram listen/speak and OpenAI chat live in the library (`voicegw::fakes`); the rest here.
 //!
 //! Each fake is a real server on 127.0.0.1 that speaks the provider's protocol as
 //! `../shared/specs/providers.md` (Twilio REST: `telephony.md` §2) describes it, **checks what it receives** (auth header,
@@ -7,15 +8,13 @@
 
 #![allow(dead_code)]
 
-pub mod deepgram_listen;
-pub mod deepgram_speak;
 pub mod elevenlabs;
 pub mod exotel_rest;
-pub mod openai_chat;
 pub mod openai_speech;
-pub mod speech;
 pub mod twilio_carrier;
 pub mod twilio_rest;
+
+pub use voicegw::fakes::{deepgram_listen, deepgram_speak, openai_chat, speech};
 
 /// Points a gateway config's recognizer and synthesizer (Deepgram) and its language model at
 /// these fakes, with the keys they accept.

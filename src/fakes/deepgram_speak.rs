@@ -8,8 +8,6 @@
 //! speech of [`super::speech`] at the requested rate and encoding, so tests can predict it
 //! sample for sample. Faults are one-shot and queued; delays are configurable.
 
-#![allow(dead_code)]
-
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -159,12 +157,12 @@ impl Drop for FakeDeepgramSpeak {
 
 impl FakeDeepgramSpeak {
     /// Starts with the default configuration (key `test-key`).
-    pub async fn start() -> FakeDeepgramSpeak {
+    pub async fn start() -> Result<FakeDeepgramSpeak, std::io::Error> {
         Self::start_with(FakeSpeakConfig::default()).await
     }
 
     /// Starts with `config` on a random loopback port.
-    pub async fn start_with(config: FakeSpeakConfig) -> FakeDeepgramSpeak {
+    pub async fn start_with(config: FakeSpeakConfig) -> Result<FakeDeepgramSpeak, std::io::Error> {
         let shared = Arc::new(Shared {
             config: Mutex::new(config),
             log: Mutex::new(Log::default()),
@@ -175,14 +173,12 @@ impl FakeDeepgramSpeak {
             .route("/v1/speak", get(speak_ws).post(speak_rest))
             .route("/v1/projects", get(projects))
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake deepgram speak");
-        let addr = listener.local_addr().expect("local addr");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeDeepgramSpeak { addr, shared, task }
+        Ok(FakeDeepgramSpeak { addr, shared, task })
     }
 
     /// `http://127.0.0.1:<port>` (what the client's `base_url` should be).
@@ -470,7 +466,7 @@ fn audio_bytes(text: &str, format: &Format) -> Vec<u8> {
         Codec::Alaw => {
             let pcm = speech::synthesize(text, format.rate);
             let mut out = Vec::with_capacity(pcm.len());
-            voicegw::audio::Encoding::Alaw.encode_into(&pcm, &mut out);
+            crate::audio::Encoding::Alaw.encode_into(&pcm, &mut out);
             out
         }
         Codec::Compressed(_) => speech::synthesize_linear16(text, 24000),

@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -133,7 +133,7 @@ impl Drop for ChatFake {
 
 impl ChatFake {
     /// Starts the fake on a random port of 127.0.0.1.
-    pub async fn start(config: ChatFakeConfig) -> ChatFake {
+    pub async fn start(config: ChatFakeConfig) -> Result<ChatFake, std::io::Error> {
         let shared = Arc::new(Shared {
             config,
             faults: Mutex::new(VecDeque::new()),
@@ -146,18 +146,16 @@ impl ChatFake {
             .route("/v1/chat/completions", post(completions))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the chat fake");
-        let addr = listener.local_addr().expect("fake address");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        ChatFake {
+        Ok(ChatFake {
             addr,
             shared,
             server,
-        }
+        })
     }
 
     /// The fake's address.
@@ -211,12 +209,13 @@ fn api_error(
 ) -> Response {
     let body =
         json!({"error": {"message": message.into(), "type": kind, "param": param, "code": code}});
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("x-request-id", request_id)
-        .body(Body::from(body.to_string()))
-        .expect("error response")
+    respond(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        "application/json",
+        request_id,
+        &[],
+        Body::from(body.to_string()),
+    )
 }
 
 /// A 400 `invalid_request_error`.
@@ -283,11 +282,13 @@ async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
         {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},
         {"id": "gpt-4o", "object": "model", "created": 1715367049, "owned_by": "system"},
     ]});
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/json")
-        .header("x-request-id", rid)
-        .body(Body::from(body.to_string()))
-        .expect("models response")
+    respond(
+        StatusCode::OK,
+        "application/json",
+        &rid,
+        &[],
+        Body::from(body.to_string()),
+    )
 }
 
 fn overloaded(rid: &str) -> Response {
@@ -386,10 +387,9 @@ async fn completions(
                 ),
             };
             if let Some(secs) = retry_after_secs {
-                response.headers_mut().insert(
-                    "retry-after",
-                    secs.to_string().parse().expect("header value"),
-                );
+                response
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from(secs));
             }
             return response;
         }
@@ -438,13 +438,38 @@ async fn completions(
 }
 
 fn sse_response(body: Body, rid: &str) -> Response {
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .header("x-request-id", rid)
-        .header("openai-processing-ms", "12")
-        .body(body)
-        .expect("sse response")
+    respond(
+        StatusCode::OK,
+        "text/event-stream; charset=utf-8",
+        rid,
+        &[
+            (header::CACHE_CONTROL.as_str(), "no-cache"),
+            ("openai-processing-ms", "12"),
+        ],
+        body,
+    )
+}
+
+/// A response with `status`, a `content-type`, the request id (left out if it is not a valid
+/// header value) and extra static headers.
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    rid: &str,
+    extra: &[(&'static str, &'static str)],
+    body: Body,
+) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(value) = HeaderValue::from_str(rid) {
+        headers.insert("x-request-id", value);
+    }
+    for (name, value) in extra {
+        headers.insert(*name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// What the fake needs from a valid request.

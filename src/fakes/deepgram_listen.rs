@@ -29,8 +29,6 @@
 //! that was never finalized gets the same transcript. **Segments past the end of the script
 //! are transcribed as `""`** (like noise: empty interims and an empty final).
 
-#![allow(dead_code)]
-
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,8 +45,8 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use voicegw::audio::Encoding;
-use voicegw::audio::linear16::{dbfs, rms};
+use crate::audio::Encoding;
+use crate::audio::linear16::{dbfs, rms};
 
 /// Query parameters `/v1/listen` accepts.
 const KNOWN_PARAMS: &[&str] = &[
@@ -262,7 +260,7 @@ impl Drop for FakeListen {
 
 impl FakeListen {
     /// Starts the server on 127.0.0.1 with a random port.
-    pub async fn start(config: ListenConfig) -> FakeListen {
+    pub async fn start(config: ListenConfig) -> Result<FakeListen, std::io::Error> {
         let shared = Arc::new(Mutex::new(Shared {
             config,
             scripts: VecDeque::new(),
@@ -277,14 +275,12 @@ impl FakeListen {
             .route("/v1/listen", get(listen))
             .route("/v1/projects", get(projects))
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake listen");
-        let addr = listener.local_addr().expect("local addr");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        FakeListen { addr, shared, task }
+        Ok(FakeListen { addr, shared, task })
     }
 
     /// `http://127.0.0.1:PORT`, the base URL for the client.
@@ -383,10 +379,13 @@ fn error_response(status: u16, err_code: &str, err_msg: &str, request_id: &str) 
 }
 
 fn parse_query(raw: &str) -> Vec<(String, String)> {
-    let url = reqwest::Url::parse(&format!("http://fake/?{raw}")).expect("query url");
-    url.query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+    match reqwest::Url::parse(&format!("http://fake/?{raw}")) {
+        Ok(url) => url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// What the connection needs from the query.

@@ -5,8 +5,6 @@
 //! [`MS_PER_CHAR`] per character plus a short gap, at about −20 dBFS: loud enough for the
 //! gateway's VAD and the carrier simulator's echo, clearly not silence.
 
-#![allow(dead_code)]
-
 /// Milliseconds of audio per character of a word.
 pub const MS_PER_CHAR: u64 = 60;
 /// Silence after each word (ms).
@@ -44,7 +42,7 @@ pub fn synthesize(text: &str, rate: u32) -> Vec<i16> {
 pub fn synthesize_mulaw(text: &str, rate: u32) -> Vec<u8> {
     let pcm = synthesize(text, rate);
     let mut out = Vec::with_capacity(pcm.len());
-    voicegw::audio::Encoding::Mulaw.encode_into(&pcm, &mut out);
+    crate::audio::Encoding::Mulaw.encode_into(&pcm, &mut out);
     out
 }
 

@@ -26,7 +26,7 @@
 
 use std::f64::consts::PI;
 
-use super::goertzel::Goertzel;
+use super::goertzel::{self, Goertzel};
 
 /// Row (low group) frequencies, Hz.
 const ROWS: [f64; 4] = [697.0, 770.0, 852.0, 941.0];
@@ -80,8 +80,6 @@ pub struct DtmfDigit {
 /// Per-tone precomputed phasors.
 struct Tone {
     freq: f64,
-    /// Rectangular single-bin DFT over one block.
-    bin: Goertzel,
     /// Hann-weighted cos/sin over the confirmation window.
     wcos: Vec<f32>,
     wsin: Vec<f32>,
@@ -97,6 +95,8 @@ pub struct DtmfDetector {
     lag: usize,
     /// Eight tones: rows 0..4, columns 4..8.
     tones: Vec<Tone>,
+    /// The eight tones' filters, run together over each block.
+    bank: [Goertzel; 8],
     /// Current (filling) block and the previous complete block.
     cur: Vec<f32>,
     prev: Vec<f32>,
@@ -130,7 +130,6 @@ impl DtmfDetector {
                 let hann = |n: usize| 0.5 - 0.5 * (2.0 * PI * n as f64 / (win - 1) as f64).cos();
                 Tone {
                     freq,
-                    bin: Goertzel::new(freq, fs),
                     wcos: (0..win)
                         .map(|n| (hann(n) * (w * n as f64).cos()) as f32)
                         .collect(),
@@ -140,9 +139,18 @@ impl DtmfDetector {
                 }
             })
             .collect();
+        let bank = std::array::from_fn(|i| {
+            let freq = if i < ROWS.len() {
+                ROWS[i]
+            } else {
+                COLS[i - ROWS.len()]
+            };
+            Goertzel::new(freq, fs)
+        });
         Ok(Self {
             sample_rate,
             block,
+            bank,
             win,
             lag,
             tones,
@@ -245,10 +253,12 @@ impl DtmfDetector {
         if energy <= 0.0 {
             return None;
         }
-        let mut power = [0.0f64; 8];
-        for (p, tone) in power.iter_mut().zip(&self.tones) {
-            *p = tone.bin.power(x);
+        // No tone can reach the minimum power in a block with less energy than this:
+        // |Σ x·e^(−jωn)|² ≤ N·Σx² (Cauchy–Schwarz), and the minimum is (A·N/2)².
+        if energy < MIN_AMPLITUDE * MIN_AMPLITUDE * n as f64 / 4.0 {
+            return None;
         }
+        let power = goertzel::powers(&self.bank, x);
         let best = |group: &[f64]| {
             let mut bi = 0;
             for i in 1..group.len() {

@@ -55,6 +55,24 @@ impl Goertzel {
     }
 }
 
+/// [`Goertzel::power`] of every filter of `bank` over `x`, in one pass: the recursions run side
+/// by side, so their dependency chains overlap instead of following one another (several
+/// times faster for a bank of eight). Each result is bit for bit what `power` gives.
+pub fn powers<const K: usize>(bank: &[Goertzel; K], x: &[f32]) -> [f64; K] {
+    let coeff: [f64; K] = std::array::from_fn(|i| bank[i].coeff);
+    let mut s1 = [0.0f64; K];
+    let mut s2 = [0.0f64; K];
+    for &v in x {
+        let v = f64::from(v);
+        for i in 0..K {
+            let s = v + coeff[i] * s1[i] - s2[i];
+            s2[i] = s1[i];
+            s1[i] = s;
+        }
+    }
+    std::array::from_fn(|i| (s1[i] * s1[i] + s2[i] * s2[i] - coeff[i] * s1[i] * s2[i]).max(0.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +83,21 @@ mod tests {
             let a = w * n as f64;
             (re + f64::from(v) * a.cos(), im - f64::from(v) * a.sin())
         })
+    }
+
+    #[test]
+    fn a_bank_gives_each_filter_s_power_exactly() {
+        let bank = [697.0, 770.0, 852.0, 941.0, 1209.0, 1336.0, 1477.0, 1633.0]
+            .map(|f| Goertzel::new(f, 8000.0));
+        for len in [0usize, 1, 7, 100, 205] {
+            let x: Vec<f32> = (0..len)
+                .map(|n| (n as f32 * 0.61).sin() * 0.4 - (n as f32 * 0.13).cos() * 0.3)
+                .collect();
+            let together = powers(&bank, &x);
+            for (g, p) in bank.iter().zip(together) {
+                assert_eq!(p.to_bits(), g.power(&x).to_bits(), "{len} samples");
+            }
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ fn every_scenario_file_parses() {
         [
             "barge_in.toml",
             "dtmf_menu.toml",
+            "echo_barge_in.toml",
             "persona.toml",
             "question_loop.toml"
         ]
@@ -34,6 +35,29 @@ fn every_scenario_file_parses() {
         let parsed = scenario::load(file);
         assert!(parsed.is_ok(), "{}: {parsed:?}", file.display());
     }
+}
+
+#[test]
+fn echo_barge_in_speaks_first_and_interrupts_every_second_echo() {
+    // An echo gateway has no greeting: waiting for the bot first would time out every call.
+    let file = load("echo_barge_in.toml");
+    assert!(
+        matches!(file.steps.first(), Some(Step::Say { .. })),
+        "{:?}",
+        file.steps
+    );
+    let says = file
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Say { .. }))
+        .count();
+    let barge_ins = file
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::BargeIn { .. }))
+        .count();
+    assert_eq!((says, barge_ins), (2, 1));
+    assert!(file.repeat);
 }
 
 fn load(name: &str) -> scenario::Scenario {

@@ -256,10 +256,12 @@ impl TurnTaker {
         bot_speaking: bool,
         out: &mut Vec<TurnEvent>,
     ) {
-        self.recent.extend(frame.pcm.iter().copied());
-        while self.recent.len() > self.recent_cap {
-            self.recent.pop_front();
-        }
+        // Keep the newest `recent_cap` samples: drop the oldest first, so the ring never
+        // grows past the capacity it was made with (no reallocation on the media path).
+        let pcm = &frame.pcm[frame.pcm.len().saturating_sub(self.recent_cap)..];
+        let excess = (self.recent.len() + pcm.len()).saturating_sub(self.recent_cap);
+        self.recent.drain(..excess);
+        self.recent.extend(pcm.iter().copied());
         if speech {
             self.run_frames += 1;
             self.run_samples += frame.pcm.len() as u64;
@@ -693,6 +695,44 @@ mod tests {
             );
         }
         out
+    }
+
+    #[test]
+    fn the_idle_ring_keeps_the_newest_samples_without_growing() {
+        let mut taker = TurnTaker::new(RATE, TurnConfig::default());
+        let cap = taker.recent_cap;
+        let capacity = taker.recent.capacity();
+        let mut out = Vec::new();
+        let mut next = 0i16;
+        // Odd-sized frames, and one longer than the whole ring.
+        for len in [7usize, 160, 3, 320, 1, cap + 5, 160, 11, 160, 90] {
+            let pcm: Vec<i16> = (0..len)
+                .map(|_| {
+                    next = next.wrapping_add(1);
+                    next
+                })
+                .collect();
+            let before: Vec<i16> = taker.recent.iter().copied().collect();
+            taker.push(
+                JudgedFrame {
+                    pcm: &pcm,
+                    end_sample: 0,
+                    voiced: false,
+                    echo: false,
+                },
+                false,
+                &mut out,
+            );
+            let mut expected = before;
+            expected.extend_from_slice(&pcm);
+            let expected = &expected[expected.len().saturating_sub(cap)..];
+            assert!(
+                taker.recent.iter().eq(expected.iter()),
+                "after a {len}-sample frame"
+            );
+            assert_eq!(taker.recent.capacity(), capacity, "the ring reallocated");
+        }
+        assert!(out.is_empty());
     }
 
     #[test]

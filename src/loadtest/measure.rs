@@ -927,34 +927,24 @@ mod tests {
     }
 
     fn call_with(call: u32, responses: &[Option<f64>], end: CallEnd) -> CallMetrics {
-        CallMetrics {
-            call,
-            started_s: 0.0,
-            connect_ms: (!matches!(end, CallEnd::ConnectFailed { .. })).then_some(20.0),
-            end,
-            turns: responses
-                .iter()
-                .enumerate()
-                .map(|(i, r)| TurnSample {
-                    call,
-                    turn: i as u32 + 1,
-                    kind: TurnKind::Speech,
-                    at_s: 1.0,
-                    response_ms: *r,
-                    voiced_ms: r.map(|r| r + 10.0),
-                    overlapped: false,
-                    unanswered: r.is_none(),
-                })
-                .collect(),
-            barge_ins: Vec::new(),
-            underruns: 0,
-            underrun_gap_ms: Vec::new(),
-            jitter_ms: Vec::new(),
-            violations: Vec::new(),
-            bot_media: 0,
-            frames_sent: 0,
-            marks_echoed: 0,
-        }
+        let mut metrics = CallMetrics::new(call, 0.0);
+        metrics.connect_ms = (!matches!(end, CallEnd::ConnectFailed { .. })).then_some(20.0);
+        metrics.end = end;
+        metrics.turns = responses
+            .iter()
+            .enumerate()
+            .map(|(i, r)| TurnSample {
+                call,
+                turn: i as u32 + 1,
+                kind: TurnKind::Speech,
+                at_s: 1.0,
+                response_ms: *r,
+                voiced_ms: r.map(|r| r + 10.0),
+                overlapped: false,
+                unanswered: r.is_none(),
+            })
+            .collect();
+        metrics
     }
 
     fn sample(t_s: f64, cpu_pct: f64, rss_mib: f64, live_calls: u32) -> ResourceSample {
